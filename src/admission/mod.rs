@@ -1,0 +1,183 @@
+//! Review in, response out: the webhook's logic, independent of HTTP so that the server,
+//! tests and fuzzers drive the same code.
+
+pub mod review;
+
+use std::time::Duration;
+
+use kube::core::admission::{AdmissionResponse, AdmissionReview};
+use kube::core::{DynamicObject, Status};
+use tokio::time::Instant;
+
+use crate::check::{Engine, ImageReport};
+use crate::decision::{self, ContainerFinding, Disposition, Mode, OnError, Verdict};
+use crate::workload::{self, ContainerImage, WorkloadKind};
+use review::{ObjectView, ReviewView};
+
+/// What to do with objects that have a controller owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OwnedObjects {
+    /// Check and record only: the workload the user edits is where to stop a bad image.
+    Audit,
+    /// Apply the mode to them too.
+    Enforce,
+}
+
+/// The admission policy in force for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub mode: Mode,
+    pub on_error: OnError,
+    pub owned_objects: OwnedObjects,
+}
+
+/// A request the webhook cannot read: the client's fault, answered with HTTP 400.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("malformed AdmissionReview: {0}")]
+    Malformed(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    #[error("malformed object in AdmissionReview: {0}")]
+    MalformedObject(String),
+}
+
+/// The answer to one review, with what the log line and metrics need.
+#[derive(Debug)]
+pub struct Reviewed {
+    pub review: AdmissionReview<DynamicObject>,
+    pub uid: String,
+    pub kind: String,
+    pub operation: String,
+    pub namespace: String,
+    pub name: String,
+    /// `None` when the object was allowed without looking at images.
+    pub verdict: Option<Verdict>,
+    pub effective_mode: Mode,
+    pub reports: Vec<ImageReport>,
+}
+
+impl Reviewed {
+    pub fn disposition(&self) -> Disposition {
+        self.verdict
+            .as_ref()
+            .map_or(Disposition::Allowed, |v| v.disposition)
+    }
+}
+
+/// Decides on one AdmissionReview body within `budget`.
+pub async fn review(
+    engine: &Engine,
+    policy: Policy,
+    body: &[u8],
+    budget: Duration,
+) -> Result<Reviewed, ReviewError> {
+    let deadline = Instant::now() + budget;
+    let view =
+        ReviewView::parse(body).map_err(|e| ReviewError::Malformed(one_line(&e.to_string())))?;
+    let request = view.request.ok_or(ReviewError::NoRequest)?;
+    let mut out = Reviewed {
+        review: allowed_response(&request.uid).into_review(),
+        uid: request.uid.to_string(),
+        kind: request.kind.kind.to_string(),
+        operation: request.operation.to_string(),
+        namespace: request.namespace.as_deref().unwrap_or_default().to_owned(),
+        name: request.name.as_deref().unwrap_or_default().to_owned(),
+        verdict: None,
+        effective_mode: policy.mode,
+        reports: Vec::new(),
+    };
+    let Some(kind) = WorkloadKind::from_gvk(&request.kind) else {
+        return Ok(out);
+    };
+    let operation = request.operation.as_ref();
+    if operation != "CREATE" && operation != "UPDATE" {
+        return Ok(out);
+    }
+    let parse = |raw| {
+        ObjectView::parse(raw).map_err(|e| ReviewError::MalformedObject(one_line(&e.to_string())))
+    };
+    let object = match request.object {
+        Some(raw) => parse(raw)?,
+        None => return Ok(out),
+    };
+    if out.name.is_empty() {
+        out.name = object
+            .metadata
+            .name
+            .as_deref()
+            .or(object.metadata.generate_name.as_deref())
+            .unwrap_or_default()
+            .to_owned();
+    }
+    if kind == WorkloadKind::Pod && workload::is_mirror_pod(&object) {
+        return Ok(out);
+    }
+    let mut containers = workload::images_of(kind, &object);
+    if operation == "UPDATE" {
+        let old = match request.old_object {
+            Some(raw) => parse(raw)?,
+            None => ObjectView::default(),
+        };
+        containers = workload::new_images(containers, &workload::images_of(kind, &old));
+    }
+    if containers.is_empty() {
+        return Ok(out);
+    }
+    if workload::has_controller_owner(&object) && policy.owned_objects == OwnedObjects::Audit {
+        out.effective_mode = Mode::Audit;
+    }
+    let mut images: Vec<String> = containers.iter().map(|c| c.image.to_string()).collect();
+    images.sort();
+    images.dedup();
+    let reports = engine.check(&images, deadline).await;
+    let verdict = decide_for(&containers, &reports, out.effective_mode, policy.on_error);
+    let mut response = allowed_response(&request.uid);
+    if let Some(message) = &verdict.message {
+        response.allowed = false;
+        response.result = Status::failure(message, "Forbidden").with_code(403);
+    }
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(verdict.warnings.clone());
+    }
+    response.audit_annotations = verdict.audit_annotations.clone();
+    out.review = response.into_review();
+    out.verdict = Some(verdict);
+    out.reports = reports;
+    Ok(out)
+}
+
+/// Pairs each container with its image's report and decides.
+fn decide_for(
+    containers: &[ContainerImage<'_>],
+    reports: &[ImageReport],
+    mode: Mode,
+    on_error: OnError,
+) -> Verdict {
+    let findings: Vec<ContainerFinding<'_>> = containers
+        .iter()
+        .filter_map(|c| {
+            let report = reports.iter().find(|r| r.image == c.image)?;
+            Some(ContainerFinding {
+                container: &c.name,
+                kind: c.kind,
+                report,
+            })
+        })
+        .collect();
+    decision::decide(mode, on_error, &findings)
+}
+
+/// An allowed response for `uid`. `AdmissionResponse` keeps one field private, so it is
+/// built from `invalid` (which sets the v1 type meta) and then made an allowed one.
+pub fn allowed_response(uid: &str) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = uid.to_owned();
+    response.allowed = true;
+    response.result = Status::default();
+    response
+}
+
+fn one_line(s: &str) -> String {
+    decision::truncate(&s.replace(['\n', '\r'], " "), 300)
+}

@@ -1,0 +1,370 @@
+//! The admission decision: a pure function from per-container findings and the mode to
+//! allowed / denied / warnings. No I/O here.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::check::{Finding, ImageReport, NotFound, Outcome};
+
+/// What the webhook does with problems.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny objects with broken images.
+    Enforce,
+    /// Allow them, with warnings for the client.
+    Warn,
+    /// Allow them silently; problems reach logs and audit annotations only.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Warn => "warn",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "enforce" => Ok(Mode::Enforce),
+            "warn" => Ok(Mode::Warn),
+            "audit" => Ok(Mode::Audit),
+            other => Err(format!("unknown mode {other:?} (enforce, warn or audit)")),
+        }
+    }
+}
+
+/// What enforce mode does when ECR cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnError {
+    Allow,
+    Deny,
+}
+
+/// Where in the pod spec a container sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerKind {
+    Container,
+    Init,
+    Ephemeral,
+}
+
+/// One container's image and what was found about it.
+#[derive(Debug, Clone)]
+pub struct ContainerFinding<'a> {
+    pub container: &'a str,
+    pub kind: ContainerKind,
+    pub report: &'a ImageReport,
+}
+
+/// How a problem weighs in the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Missing, archived, not found, no platform, invalid reference.
+    Broken,
+    /// ECR could not answer.
+    Unknown,
+    /// Worth a warning but never a denial (pull-through repository not yet filled).
+    Advisory,
+}
+
+/// One problem, worded twice: full digests for the denial message and logs, short ones
+/// for warnings (which the API server wants under 120 characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub outcome: Outcome,
+    pub line: String,
+    pub short: String,
+}
+
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Allowed,
+    Warned,
+    Denied,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Allowed => "allowed",
+            Disposition::Warned => "warned",
+            Disposition::Denied => "denied",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub disposition: Disposition,
+    /// The denial message (one line per problem), when denied.
+    pub message: Option<String>,
+    pub warnings: Vec<String>,
+    /// Every problem found, whatever the mode: for logs and audit annotations.
+    pub problems: Vec<Problem>,
+    pub audit_annotations: HashMap<String, String>,
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        self.disposition != Disposition::Denied
+    }
+}
+
+/// Most warnings returned; the rest are summarised.
+pub const MAX_WARNINGS: usize = 16;
+/// The API server truncates warnings over 256 characters.
+pub const MAX_WARNING_CHARS: usize = 256;
+/// All warnings together stay under this many bytes.
+pub const MAX_WARNINGS_BYTES: usize = 4096;
+/// Lines in a denial message before the rest are summarised.
+pub const MAX_MESSAGE_LINES: usize = 32;
+/// Digests named per line before "and N more".
+const MAX_DIGESTS_PER_LINE: usize = 5;
+const AUDIT_VALUE_BYTES: usize = 4096;
+
+/// Decides on one object from the findings of its containers.
+pub fn decide(mode: Mode, on_error: OnError, findings: &[ContainerFinding<'_>]) -> Verdict {
+    let problems: Vec<Problem> = findings.iter().flat_map(problems_of).collect();
+    let broken = problems.iter().any(|p| p.severity == Severity::Broken);
+    let unknown = problems.iter().any(|p| p.severity == Severity::Unknown);
+    let deny = mode == Mode::Enforce && (broken || (unknown && on_error == OnError::Deny));
+    let disposition = if deny {
+        Disposition::Denied
+    } else if mode != Mode::Audit && !problems.is_empty() {
+        Disposition::Warned
+    } else {
+        Disposition::Allowed
+    };
+    let message = deny.then(|| denial_message(&problems));
+    let warnings = if disposition == Disposition::Warned {
+        bounded_warnings(problems.iter().map(|p| p.short.as_str()))
+    } else {
+        Vec::new()
+    };
+    let mut audit_annotations = HashMap::new();
+    if !problems.is_empty() {
+        // The API server prefixes each key with the webhook's name: `<webhook>/problems`.
+        let joined = problems
+            .iter()
+            .map(|p| p.short.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        audit_annotations.insert("problems".to_owned(), truncate(&joined, AUDIT_VALUE_BYTES));
+        audit_annotations.insert("decision".to_owned(), disposition.as_str().to_owned());
+        audit_annotations.insert("mode".to_owned(), mode.as_str().to_owned());
+    }
+    Verdict {
+        disposition,
+        message,
+        warnings,
+        problems,
+        audit_annotations,
+    }
+}
+
+fn denial_message(problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for p in problems.iter().take(MAX_MESSAGE_LINES) {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&p.line);
+    }
+    if problems.len() > MAX_MESSAGE_LINES {
+        let _ = write!(out, "\n… and {} more", problems.len() - MAX_MESSAGE_LINES);
+    }
+    out
+}
+
+/// Keeps each warning under [`MAX_WARNING_CHARS`], at most [`MAX_WARNINGS`] of them and
+/// [`MAX_WARNINGS_BYTES`] in all, ending with "… and N more" when some were left out.
+pub fn bounded_warnings<'a>(lines: impl ExactSizeIterator<Item = &'a str>) -> Vec<String> {
+    const SUMMARY_RESERVE: usize = 32;
+    let total = lines.len();
+    let mut out: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    for line in lines {
+        let w = truncate(line, MAX_WARNING_CHARS);
+        let last_fits = out.len() + 1 == total && bytes + w.len() <= MAX_WARNINGS_BYTES;
+        if !last_fits
+            && (out.len() + 1 >= MAX_WARNINGS
+                || bytes + w.len() + SUMMARY_RESERVE > MAX_WARNINGS_BYTES)
+        {
+            break;
+        }
+        bytes += w.len();
+        out.push(w);
+    }
+    if out.len() < total {
+        out.push(format!("… and {} more", total - out.len()));
+    }
+    out
+}
+
+/// Cuts `s` to at most `max` characters, ending in "…" when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn short_digest(d: &str) -> String {
+    match d.split_once(':') {
+        Some((alg, hex)) if hex.len() > 12 => {
+            format!("{alg}:{}…", hex.chars().take(12).collect::<String>())
+        }
+        _ => d.to_owned(),
+    }
+}
+
+fn digest_list(digests: &[String], short: bool) -> String {
+    let shown = if short { 2 } else { MAX_DIGESTS_PER_LINE };
+    let mut out = digests
+        .iter()
+        .take(shown)
+        .map(|d| if short { short_digest(d) } else { d.clone() })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if digests.len() > shown {
+        let _ = write!(out, " and {} more", digests.len() - shown);
+    }
+    out
+}
+
+fn container_label(f: &ContainerFinding<'_>) -> String {
+    match f.kind {
+        ContainerKind::Container => format!("container {}", f.container),
+        ContainerKind::Init => format!("init container {}", f.container),
+        ContainerKind::Ephemeral => format!("ephemeral container {}", f.container),
+    }
+}
+
+/// Words the problems with one container's image, one per line (none when it is fine).
+pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
+    let outcome = f.report.outcome();
+    let who = container_label(f);
+    let image = &f.report.image;
+    let one = |severity, line: String, short: String| {
+        vec![Problem {
+            severity,
+            outcome,
+            line,
+            short,
+        }]
+    };
+    match &f.report.finding {
+        Finding::Skipped => Vec::new(),
+        Finding::InvalidReference(e) => {
+            let l = format!("{who}: invalid image reference {image:?}: {e}");
+            one(Severity::Broken, l.clone(), l)
+        }
+        Finding::NotFound(what) => {
+            let text = match what {
+                NotFound::Tag(_) => format!("{who}: {image}: tag not found in ECR"),
+                NotFound::Digest(_) => format!("{who}: {image}: digest not found in ECR"),
+                NotFound::Repository {
+                    repository,
+                    registry,
+                } => {
+                    format!(
+                        "{who}: {image}: repository {repository} not found in registry {registry}"
+                    )
+                }
+            };
+            if f.report.pull_through {
+                let l = format!("{text} (pull-through cache repository: filled on first pull)");
+                one(Severity::Advisory, l.clone(), l)
+            } else {
+                one(Severity::Broken, text.clone(), text)
+            }
+        }
+        Finding::NoPlatform { wanted } => {
+            let list = wanted
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let l = format!("{who}: {image}: no manifest for {list}");
+            one(Severity::Broken, l.clone(), l)
+        }
+        Finding::Unknown(reason) => {
+            let l = format!("{who}: ECR could not be asked about {image}: {reason}");
+            one(Severity::Unknown, l.clone(), l)
+        }
+        Finding::Checked(platforms) => {
+            let mut out = Vec::new();
+            for p in platforms {
+                let at = match &p.platform {
+                    Some(pl) => format!("{who}: {image} ({pl})"),
+                    None => format!("{who}: {image}"),
+                };
+                let mut push = |severity: Severity, line: String, short: String| {
+                    out.push(Problem {
+                        severity,
+                        outcome,
+                        line,
+                        short,
+                    })
+                };
+                if let Some(d) = &p.manifest_missing {
+                    push(
+                        Severity::Broken,
+                        format!("{at}: manifest {d} not found in ECR"),
+                        format!("{at}: manifest {} not found in ECR", short_digest(d)),
+                    );
+                }
+                if !p.missing.is_empty() {
+                    let head = format!(
+                        "{at}: {} of {} blobs missing in ECR: ",
+                        p.missing.len(),
+                        p.total
+                    );
+                    push(
+                        Severity::Broken,
+                        format!("{head}{}", digest_list(&p.missing, false)),
+                        format!("{head}{}", digest_list(&p.missing, true)),
+                    );
+                }
+                if !p.archived.is_empty() {
+                    let l = format!("{at}: image archived; restore it before pulling");
+                    push(
+                        Severity::Broken,
+                        format!(
+                            "{l} ({} of {} blobs archived: {})",
+                            p.archived.len(),
+                            p.total,
+                            digest_list(&p.archived, false)
+                        ),
+                        l,
+                    );
+                }
+                if p.unanswered > 0 {
+                    let l = format!(
+                        "{at}: ECR did not answer for {} of {} blobs",
+                        p.unanswered, p.total
+                    );
+                    push(Severity::Unknown, l.clone(), l);
+                }
+                if let Some(reason) = &p.unreadable {
+                    let l = format!("{who}: ECR could not be asked about {image}: {reason}");
+                    push(Severity::Unknown, l.clone(), l);
+                }
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! ecr-preflight: a validating admission webhook (and CLI) that refuses images whose
+//! layers or config blob are missing in Amazon ECR.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod image;
+pub mod manifest;
+pub mod registry;
+pub mod server;
+pub mod tls;
+pub mod workload;

@@ -1,0 +1,246 @@
+//! [`Registry`] over the AWS SDK for ECR. One SDK client per (region, FIPS, dual-stack),
+//! made on first use and reused; credentials come from the default chain.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_sdk_ecr::config::{retry::RetryConfig, timeout::TimeoutConfig, Region};
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::types::{ImageIdentifier, LayerAvailability};
+use aws_sdk_ecr::Client;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::{
+    BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
+    Registry, RegistryError,
+};
+use crate::image::{EcrRegistry, ImageId, RepositoryKey};
+use crate::manifest::ACCEPTED_MEDIA_TYPES;
+
+/// How the SDK clients are made.
+#[derive(Debug, Clone)]
+pub struct EcrSettings {
+    /// Endpoint override (emulator, VPC endpoint). `AWS_ENDPOINT_URL_ECR` is honoured by the
+    /// SDK itself when this is unset.
+    pub endpoint_url: Option<String>,
+    /// Upper bound for one call, retries included.
+    pub operation_timeout: Duration,
+    /// Upper bound for establishing a connection.
+    pub connect_timeout: Duration,
+    /// Attempts per call (1 = no retry); the SDK's standard mode retries throttling and 5xx
+    /// with jittered exponential back-off.
+    pub max_attempts: u32,
+}
+
+/// The AWS SDK implementation of the registry seam.
+pub struct EcrApi {
+    base: aws_config::SdkConfig,
+    settings: EcrSettings,
+    clients: Mutex<HashMap<(String, bool, bool), Client>>,
+}
+
+impl EcrApi {
+    /// Loads the default AWS configuration chain (env, profile, web identity, Pod Identity,
+    /// IMDS). Nothing is fetched until the first call.
+    pub async fn from_default_chain(settings: EcrSettings) -> Self {
+        let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        EcrApi::new(base, settings)
+    }
+
+    pub fn new(base: aws_config::SdkConfig, settings: EcrSettings) -> Self {
+        EcrApi {
+            base,
+            settings,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, registry: &EcrRegistry) -> Client {
+        let key = (registry.region.clone(), registry.fips, registry.dual_stack);
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        clients
+            .entry(key)
+            .or_insert_with(|| {
+                let mut builder = aws_sdk_ecr::config::Builder::from(&self.base)
+                    .region(Region::new(registry.region.clone()))
+                    .use_fips(registry.fips)
+                    .use_dual_stack(registry.dual_stack)
+                    .timeout_config(
+                        TimeoutConfig::builder()
+                            .connect_timeout(self.settings.connect_timeout)
+                            .operation_timeout(self.settings.operation_timeout)
+                            .build(),
+                    )
+                    .retry_config(
+                        RetryConfig::standard()
+                            .with_max_attempts(self.settings.max_attempts.max(1)),
+                    );
+                if let Some(url) = &self.settings.endpoint_url {
+                    builder = builder.endpoint_url(url);
+                }
+                Client::from_conf(builder.build())
+            })
+            .clone()
+    }
+}
+
+impl Registry for EcrApi {
+    fn batch_get_image<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        ids: &'a [ImageId],
+    ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
+        async move {
+            let image_ids = ids
+                .iter()
+                .map(|id| match id {
+                    ImageId::Tag(t) => ImageIdentifier::builder().image_tag(t).build(),
+                    ImageId::Digest(d) => ImageIdentifier::builder().image_digest(d).build(),
+                })
+                .collect();
+            let out = self
+                .client(&repo.registry)
+                .batch_get_image()
+                .registry_id(&repo.registry.account)
+                .repository_name(&repo.repository)
+                .set_image_ids(Some(image_ids))
+                .set_accepted_media_types(Some(
+                    ACCEPTED_MEDIA_TYPES.iter().map(|s| s.to_string()).collect(),
+                ))
+                .send()
+                .await
+                .map_err(|e| map_error(e, repo, "ecr:BatchGetImage"))?;
+            let images = out
+                .images()
+                .iter()
+                .filter_map(|image| {
+                    let id = image.image_id();
+                    Some(FetchedManifest {
+                        tag: id.and_then(|i| i.image_tag()).map(str::to_owned),
+                        digest: id.and_then(|i| i.image_digest()).map(str::to_owned),
+                        media_type: image.image_manifest_media_type().map(str::to_owned),
+                        manifest: image.image_manifest()?.to_owned(),
+                    })
+                })
+                .collect();
+            let failures = out
+                .failures()
+                .iter()
+                .map(|f| {
+                    let id = f.image_id();
+                    ImageFailure {
+                        tag: id.and_then(|i| i.image_tag()).map(str::to_owned),
+                        digest: id.and_then(|i| i.image_digest()).map(str::to_owned),
+                        code: f
+                            .failure_code()
+                            .map_or("Unknown", |c| c.as_str())
+                            .to_owned(),
+                        reason: f.failure_reason().unwrap_or_default().to_owned(),
+                    }
+                })
+                .collect();
+            Ok(BatchGetImageOutput { images, failures })
+        }
+        .boxed()
+    }
+
+    fn batch_check_layer_availability<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        digests: &'a [String],
+    ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
+        async move {
+            let out = self
+                .client(&repo.registry)
+                .batch_check_layer_availability()
+                .registry_id(&repo.registry.account)
+                .repository_name(&repo.repository)
+                .set_layer_digests(Some(digests.to_vec()))
+                .send()
+                .await
+                .map_err(|e| map_error(e, repo, "ecr:BatchCheckLayerAvailability"))?;
+            let mut blobs = Vec::with_capacity(digests.len());
+            for layer in out.layers() {
+                let Some(digest) = layer.layer_digest() else {
+                    continue;
+                };
+                let state = match layer.layer_availability() {
+                    Some(LayerAvailability::Available) => BlobState::Available,
+                    Some(LayerAvailability::Unavailable) => BlobState::Unavailable,
+                    Some(LayerAvailability::Archived) => BlobState::Archived,
+                    _ => BlobState::Invalid,
+                };
+                blobs.push((digest.to_owned(), state));
+            }
+            for failure in out.failures() {
+                let Some(digest) = failure.layer_digest() else {
+                    continue;
+                };
+                let state = match failure.failure_code().map(|c| c.as_str()) {
+                    Some("MissingLayerDigest") => BlobState::Missing,
+                    _ => BlobState::Invalid,
+                };
+                blobs.push((digest.to_owned(), state));
+            }
+            Ok(LayerAvailabilityOutput { blobs })
+        }
+        .boxed()
+    }
+}
+
+/// Types an SDK error by its service code or failure kind.
+fn map_error<E, R>(
+    err: SdkError<E, R>,
+    repo: &RepositoryKey,
+    operation: &'static str,
+) -> RegistryError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let code = e.code().unwrap_or("Unknown");
+            let message = e.message().unwrap_or_default().chars().take(200).collect();
+            match code {
+                "RepositoryNotFoundException" => RegistryError::RepositoryNotFound {
+                    registry: repo.registry.to_string(),
+                    repository: repo.repository.clone(),
+                },
+                "AccessDeniedException"
+                | "AccessDenied"
+                | "UnrecognizedClientException"
+                | "ExpiredTokenException" => RegistryError::AccessDenied { operation },
+                "ThrottlingException" | "TooManyRequestsException" | "LimitExceededException" => {
+                    RegistryError::Throttled(code.to_owned())
+                }
+                _ => RegistryError::Service {
+                    code: code.to_owned(),
+                    message,
+                },
+            }
+        }
+        SdkError::TimeoutError(_) => RegistryError::Timeout,
+        SdkError::DispatchFailure(d) if d.is_timeout() => RegistryError::Timeout,
+        SdkError::DispatchFailure(d) => RegistryError::Transport(if d.is_io() {
+            "connection failed".to_owned()
+        } else {
+            "request could not be sent".to_owned()
+        }),
+        SdkError::ResponseError(_) => {
+            RegistryError::Transport("malformed response from ECR".to_owned())
+        }
+        _ => RegistryError::Service {
+            code: "Unknown".to_owned(),
+            message: err.to_string().chars().take(200).collect(),
+        },
+    }
+}

@@ -1,0 +1,93 @@
+//! The seam between the engine and ECR: two batch calls with typed answers and errors.
+//! `ecr.rs` implements it with the AWS SDK; tests plug in-memory registries behind it.
+
+pub mod ecr;
+
+use futures::future::BoxFuture;
+
+use crate::image::{ImageId, RepositoryKey};
+
+/// ECR allows at most 100 image ids per `BatchGetImage` and 100 digests per
+/// `BatchCheckLayerAvailability` call.
+pub const MAX_IDS_PER_CALL: usize = 100;
+
+/// A manifest as ECR returned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedManifest {
+    /// The tag or digest this answer belongs to, as ECR echoed it.
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    /// `imageManifestMediaType`, when ECR gave it.
+    pub media_type: Option<String>,
+    pub manifest: String,
+}
+
+/// A `BatchGetImage` failure entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFailure {
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    /// e.g. `ImageNotFound`, `KmsError`, `UpstreamUnavailable`.
+    pub code: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchGetImageOutput {
+    pub images: Vec<FetchedManifest>,
+    pub failures: Vec<ImageFailure>,
+}
+
+/// Availability of one blob as `BatchCheckLayerAvailability` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobState {
+    Available,
+    Unavailable,
+    Archived,
+    /// `MissingLayerDigest` failure.
+    Missing,
+    /// Any other failure (`InvalidLayerDigest`, unknown availability words).
+    Invalid,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerAvailabilityOutput {
+    /// Every digest ECR answered for, layers and failures alike.
+    pub blobs: Vec<(String, BlobState)>,
+}
+
+/// Why a whole call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("repository {repository} not found in registry {registry}")]
+    RepositoryNotFound {
+        registry: String,
+        repository: String,
+    },
+    #[error("AccessDeniedException ({operation})")]
+    AccessDenied { operation: &'static str },
+    #[error("throttled by ECR ({0})")]
+    Throttled(String),
+    #[error("ECR call timed out")]
+    Timeout,
+    #[error("cannot reach ECR: {0}")]
+    Transport(String),
+    #[error("{code}: {message}")]
+    Service { code: String, message: String },
+}
+
+/// The two ECR calls the engine needs. Implementations never see more than
+/// [`MAX_IDS_PER_CALL`] ids or digests per call.
+pub trait Registry: Send + Sync + 'static {
+    fn batch_get_image<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        ids: &'a [ImageId],
+    ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>>;
+
+    fn batch_check_layer_availability<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        digests: &'a [String],
+    ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>>;
+}

@@ -1,0 +1,309 @@
+//! The HTTP faces: the TLS webhook listener and the plain admin listener.
+//!
+//! The webhook accepts with `TCP_NODELAY` (Nagle plus delayed ACKs stall small responses by
+//! ~40 ms), speaks HTTP/1.1 with keep-alive as the API server calls it, and HTTP/2 by ALPN.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admission::{self, Policy, Reviewed};
+use crate::check::Engine;
+use crate::decision::Mode;
+
+/// An UPDATE carries `object` and `oldObject`, each up to the API server's 3 MiB.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// The API server sends `?timeout=`; answering this much before it leaves time for the reply.
+const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
+/// The smallest budget a request is given, however short its timeout.
+const MIN_BUDGET: Duration = Duration::from_millis(100);
+/// A client that has not finished its TLS handshake or headers by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared by every webhook request.
+pub struct WebhookState {
+    pub engine: Arc<Engine>,
+    pub policy: Policy,
+    /// `--timeout`.
+    pub timeout: Duration,
+}
+
+/// The webhook's routes: `/validate` in the configured mode, `/validate/<mode>` in that one.
+pub fn webhook_router(state: Arc<WebhookState>) -> Router {
+    Router::new()
+        .route("/validate", post(validate_default))
+        .route("/validate/{mode}", post(validate_with_mode))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Params {
+    timeout: Option<String>,
+}
+
+async fn validate_default(
+    State(state): State<Arc<WebhookState>>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> Response {
+    let mode = state.policy.mode;
+    handle(&state, mode, params.timeout.as_deref(), &body).await
+}
+
+async fn validate_with_mode(
+    State(state): State<Arc<WebhookState>>,
+    Path(mode): Path<String>,
+    Query(params): Query<Params>,
+    body: Bytes,
+) -> Response {
+    match mode.parse::<Mode>() {
+        Ok(mode) => handle(&state, mode, params.timeout.as_deref(), &body).await,
+        Err(e) => (StatusCode::NOT_FOUND, e).into_response(),
+    }
+}
+
+/// The decision budget: `--timeout`, or the API server's timeout less a margin if smaller.
+pub fn budget(flag: Duration, param: Option<&str>) -> Duration {
+    let from_param = param
+        .and_then(|p| crate::config::parse_duration(p).ok())
+        .map(|t| t.saturating_sub(TIMEOUT_MARGIN));
+    from_param.map_or(flag, |p| p.min(flag)).max(MIN_BUDGET)
+}
+
+async fn handle(state: &WebhookState, mode: Mode, timeout: Option<&str>, body: &[u8]) -> Response {
+    let started = Instant::now();
+    let policy = Policy {
+        mode,
+        ..state.policy
+    };
+    match admission::review(&state.engine, policy, body, budget(state.timeout, timeout)).await {
+        Ok(reviewed) => {
+            log_decision(&reviewed, started.elapsed());
+            match serde_json::to_vec(&reviewed.review) {
+                Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot encode response: {e}"),
+                )
+                    .into_response(),
+            }
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "rejected malformed review");
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+fn log_decision(r: &Reviewed, elapsed: Duration) {
+    let problems: Vec<&str> = r
+        .verdict
+        .iter()
+        .flat_map(|v| v.problems.iter().map(|p| p.line.as_str()))
+        .collect();
+    tracing::info!(
+        uid = %r.uid,
+        kind = %r.kind,
+        operation = %r.operation,
+        namespace = %r.namespace,
+        name = %r.name,
+        mode = r.effective_mode.as_str(),
+        decision = r.disposition().as_str(),
+        images = r.reports.len(),
+        problems = ?problems,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "admission decision"
+    );
+}
+
+/// Liveness and readiness, shared with the admin listener.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// `/healthz`, `/readyz` (ready only while the webhook listener serves) and `/metrics`.
+pub fn admin_router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State(h): State<Arc<Health>>| async move {
+                if h.is_ready() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }),
+        )
+        .route("/metrics", get(|| async { "" }))
+        .with_state(health)
+}
+
+/// Binds `addr`; an IPv6 wildcard falls back to IPv4 on hosts without IPv6.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            tracing::warn!(error = %e, %addr, "IPv6 wildcard unavailable; listening on IPv4 only");
+            TcpListener::bind(v4).await
+        }
+        other => other,
+    }
+}
+
+/// A running server: its addresses, and the means to stop it.
+pub struct Running {
+    pub webhook_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub health: Arc<Health>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Turns readiness off and starts draining: no new connections, open requests finish.
+    pub fn shutdown(&self) {
+        self.health.set_ready(false);
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until both listeners have drained.
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// How long open connections get to finish once draining starts.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Serves the webhook over TLS on `webhook` and the admin routes on `admin`.
+pub fn start(
+    webhook: TcpListener,
+    admin: TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+) -> io::Result<Running> {
+    let webhook_addr = webhook.local_addr()?;
+    let metrics_addr = admin.local_addr()?;
+    let health = Arc::new(Health::default());
+    let (stop, stopped) = watch::channel(false);
+    let admin_app = admin_router(health.clone());
+    let mut admin_stop = stopped.clone();
+    let admin_task = tokio::spawn(async move {
+        let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async move {
+            let _ = admin_stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    health.set_ready(true);
+    let webhook_task = tokio::spawn(serve_tls(
+        webhook,
+        app,
+        TlsAcceptor::from(tls),
+        wait_true(stopped),
+    ));
+    Ok(Running {
+        webhook_addr,
+        metrics_addr,
+        health,
+        stop,
+        tasks: vec![webhook_task, admin_task],
+    })
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Accepts TLS connections until `shutdown`, then lets open ones finish (bounded).
+async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    acceptor: TlsAcceptor,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
+        }
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = builder
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing open connections"),
+    }
+}

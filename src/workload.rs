@@ -1,0 +1,139 @@
+//! Which objects carry pod templates, where the template sits, and which images it names.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use crate::admission::review::{ContainerView, GroupVersionKind, ObjectView, SpecView};
+use crate::decision::ContainerKind;
+
+/// Kinds whose objects carry a pod spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    Pod,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    Job,
+    CronJob,
+    ReplicationController,
+}
+
+impl WorkloadKind {
+    /// The kind, when group and kind name one we check.
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
+        Some(match (group, kind) {
+            ("", "Pod") => WorkloadKind::Pod,
+            ("", "ReplicationController") => WorkloadKind::ReplicationController,
+            ("apps", "Deployment") => WorkloadKind::Deployment,
+            ("apps", "StatefulSet") => WorkloadKind::StatefulSet,
+            ("apps", "DaemonSet") => WorkloadKind::DaemonSet,
+            ("apps", "ReplicaSet") => WorkloadKind::ReplicaSet,
+            ("batch", "Job") => WorkloadKind::Job,
+            ("batch", "CronJob") => WorkloadKind::CronJob,
+            _ => return None,
+        })
+    }
+
+    pub fn from_gvk(gvk: &GroupVersionKind<'_>) -> Option<Self> {
+        Self::from_group_kind(&gvk.group, &gvk.kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod => "Pod",
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::DaemonSet => "DaemonSet",
+            WorkloadKind::ReplicaSet => "ReplicaSet",
+            WorkloadKind::Job => "Job",
+            WorkloadKind::CronJob => "CronJob",
+            WorkloadKind::ReplicationController => "ReplicationController",
+        }
+    }
+}
+
+/// One container and the image it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerImage<'a> {
+    pub name: Cow<'a, str>,
+    pub kind: ContainerKind,
+    pub image: Cow<'a, str>,
+}
+
+/// The pod spec of an object of `kind`, wherever it sits.
+pub fn pod_spec<'o, 'a>(
+    kind: WorkloadKind,
+    object: &'o ObjectView<'a>,
+) -> Option<&'o SpecView<'a>> {
+    let spec = object.spec.as_ref()?;
+    match kind {
+        WorkloadKind::Pod => Some(spec),
+        WorkloadKind::CronJob => {
+            let job = spec.job_template.as_ref()?.spec.as_ref()?;
+            job.template.as_ref()?.spec.as_ref()
+        }
+        _ => spec.template.as_ref()?.spec.as_ref(),
+    }
+}
+
+/// Every container of a pod spec with an image: containers, init containers (native
+/// sidecars included), ephemeral containers.
+pub fn container_images<'a>(spec: &SpecView<'a>) -> Vec<ContainerImage<'a>> {
+    let groups: [(&Option<Vec<ContainerView<'a>>>, ContainerKind); 3] = [
+        (&spec.init_containers, ContainerKind::Init),
+        (&spec.containers, ContainerKind::Container),
+        (&spec.ephemeral_containers, ContainerKind::Ephemeral),
+    ];
+    groups
+        .into_iter()
+        .flat_map(|(list, kind)| {
+            list.iter().flatten().filter_map(move |c| {
+                c.image.as_ref().map(|image| ContainerImage {
+                    name: c.name.clone(),
+                    kind,
+                    image: image.clone(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// The images of an object (empty when it has no pod spec).
+pub fn images_of<'a>(kind: WorkloadKind, object: &ObjectView<'a>) -> Vec<ContainerImage<'a>> {
+    pod_spec(kind, object)
+        .map(container_images)
+        .unwrap_or_default()
+}
+
+/// The containers whose image is new on UPDATE: an image already in `old` is not checked
+/// again, so an edit that keeps a since-broken image is never blocked.
+pub fn new_images<'a>(
+    current: Vec<ContainerImage<'a>>,
+    old: &[ContainerImage<'_>],
+) -> Vec<ContainerImage<'a>> {
+    let before: BTreeSet<&str> = old.iter().map(|c| c.image.as_ref()).collect();
+    current
+        .into_iter()
+        .filter(|c| !before.contains(c.image.as_ref()))
+        .collect()
+}
+
+/// Controlled by another object (a Pod of a ReplicaSet, a ReplicaSet of a Deployment, …).
+pub fn has_controller_owner(object: &ObjectView<'_>) -> bool {
+    object
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true))
+}
+
+/// Static pods mirrored by the kubelet; their images are the node's business.
+pub fn is_mirror_pod(object: &ObjectView<'_>) -> bool {
+    object
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
+}

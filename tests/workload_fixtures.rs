@@ -1,0 +1,280 @@
+//! Pod templates from every kind, read from AdmissionReview fixtures through the borrowed
+//! view, cross-checked against a full `k8s-openapi` decode.
+
+use ecr_preflight::admission::review::{ObjectView, ReviewView};
+use ecr_preflight::decision::ContainerKind;
+use ecr_preflight::workload::{self, WorkloadKind};
+use k8s_openapi::api::{apps, batch, core};
+use kube::core::admission::AdmissionReview;
+use kube::core::DynamicObject;
+
+const FIXTURES: &[(&str, &str)] = &[
+    ("pod-create.json", include_str!("fixtures/pod-create.json")),
+    (
+        "pod-create-dryrun.json",
+        include_str!("fixtures/pod-create-dryrun.json"),
+    ),
+    (
+        "pod-owned-create.json",
+        include_str!("fixtures/pod-owned-create.json"),
+    ),
+    (
+        "pod-mirror-create.json",
+        include_str!("fixtures/pod-mirror-create.json"),
+    ),
+    (
+        "pod-ephemeralcontainers-update.json",
+        include_str!("fixtures/pod-ephemeralcontainers-update.json"),
+    ),
+    (
+        "pod-public-images-create.json",
+        include_str!("fixtures/pod-public-images-create.json"),
+    ),
+    (
+        "deployment-create.json",
+        include_str!("fixtures/deployment-create.json"),
+    ),
+    (
+        "deployment-update-scale.json",
+        include_str!("fixtures/deployment-update-scale.json"),
+    ),
+    (
+        "deployment-update-image.json",
+        include_str!("fixtures/deployment-update-image.json"),
+    ),
+    (
+        "statefulset-create.json",
+        include_str!("fixtures/statefulset-create.json"),
+    ),
+    (
+        "daemonset-create.json",
+        include_str!("fixtures/daemonset-create.json"),
+    ),
+    (
+        "replicaset-owned-create.json",
+        include_str!("fixtures/replicaset-owned-create.json"),
+    ),
+    ("job-create.json", include_str!("fixtures/job-create.json")),
+    (
+        "cronjob-create.json",
+        include_str!("fixtures/cronjob-create.json"),
+    ),
+    (
+        "replicationcontroller-create.json",
+        include_str!("fixtures/replicationcontroller-create.json"),
+    ),
+];
+
+fn fixture(name: &str) -> &'static str {
+    FIXTURES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .expect("fixture")
+}
+
+/// Images of the new object through the borrowed view, as (kind, container, image).
+fn view_images(body: &str) -> (WorkloadKind, Vec<(ContainerKind, String, String)>) {
+    let view = ReviewView::parse(body.as_bytes()).expect("view");
+    let request = view.request.expect("request");
+    let kind = WorkloadKind::from_gvk(&request.kind).expect("workload kind");
+    let object = ObjectView::parse(request.object.expect("object")).expect("object view");
+    let images = workload::images_of(kind, &object)
+        .into_iter()
+        .map(|c| (c.kind, c.name.into_owned(), c.image.into_owned()))
+        .collect();
+    (kind, images)
+}
+
+fn spec_images(spec: &core::v1::PodSpec) -> Vec<(ContainerKind, String, String)> {
+    let mut out = Vec::new();
+    for c in spec.init_containers.iter().flatten() {
+        out.push((
+            ContainerKind::Init,
+            c.name.clone(),
+            c.image.clone().unwrap_or_default(),
+        ));
+    }
+    for c in &spec.containers {
+        out.push((
+            ContainerKind::Container,
+            c.name.clone(),
+            c.image.clone().unwrap_or_default(),
+        ));
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        out.push((
+            ContainerKind::Ephemeral,
+            c.name.clone(),
+            c.image.clone().unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// The same through `kube`'s AdmissionReview and typed `k8s-openapi` objects.
+fn reference_images(body: &str, kind: WorkloadKind) -> Vec<(ContainerKind, String, String)> {
+    let review: AdmissionReview<DynamicObject> = serde_json::from_str(body).expect("kube decode");
+    let object = review.request.expect("request").object.expect("object");
+    let value = serde_json::to_value(object).expect("value");
+    fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).expect("typed decode")
+    }
+    let template = |t: Option<core::v1::PodTemplateSpec>| {
+        t.and_then(|t| t.spec)
+            .map(|s| spec_images(&s))
+            .unwrap_or_default()
+    };
+    match kind {
+        WorkloadKind::Pod => typed::<core::v1::Pod>(value)
+            .spec
+            .map(|s| spec_images(&s))
+            .unwrap_or_default(),
+        WorkloadKind::Deployment => {
+            template(Some(typed::<apps::v1::Deployment>(value).spec.template))
+        }
+        WorkloadKind::StatefulSet => {
+            template(Some(typed::<apps::v1::StatefulSet>(value).spec.template))
+        }
+        WorkloadKind::DaemonSet => {
+            template(Some(typed::<apps::v1::DaemonSet>(value).spec.template))
+        }
+        WorkloadKind::ReplicaSet => template(typed::<apps::v1::ReplicaSet>(value).spec.template),
+        WorkloadKind::Job => template(typed::<batch::v1::Job>(value).spec.map(|s| s.template)),
+        WorkloadKind::CronJob => template(
+            typed::<batch::v1::CronJob>(value)
+                .spec
+                .job_template
+                .spec
+                .map(|s| s.template),
+        ),
+        WorkloadKind::ReplicationController => template(
+            typed::<core::v1::ReplicationController>(value)
+                .spec
+                .and_then(|s| s.template),
+        ),
+    }
+}
+
+#[test]
+fn borrowed_view_and_k8s_openapi_find_the_same_images_in_every_fixture() {
+    for (name, body) in FIXTURES {
+        let (kind, images) = view_images(body);
+        assert!(!images.is_empty(), "{name}: no images found");
+        assert_eq!(images, reference_images(body, kind), "{name}");
+    }
+}
+
+#[test]
+fn every_kind_yields_its_template_images() {
+    let reg = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sample";
+    let expect = |name: &str, kind: WorkloadKind, images: &[&str]| {
+        let (k, got) = view_images(fixture(name));
+        assert_eq!(k, kind, "{name}");
+        let got: Vec<String> = got.into_iter().map(|(_, _, i)| i).collect();
+        let want: Vec<String> = images.iter().map(|i| format!("{reg}/{i}")).collect();
+        assert_eq!(got, want, "{name}");
+    };
+    expect(
+        "pod-create.json",
+        WorkloadKind::Pod,
+        &["worker:2.0", "proxy:1.0", "app:1.4"],
+    );
+    expect(
+        "deployment-create.json",
+        WorkloadKind::Deployment,
+        &["app:1.4", "worker:2.0", "app:1.4-metrics"],
+    );
+    expect(
+        "statefulset-create.json",
+        WorkloadKind::StatefulSet,
+        &["worker:2.0", "db:16"],
+    );
+    expect(
+        "daemonset-create.json",
+        WorkloadKind::DaemonSet,
+        &["agent:3.1"],
+    );
+    expect(
+        "replicaset-owned-create.json",
+        WorkloadKind::ReplicaSet,
+        &["app:1.4"],
+    );
+    expect("job-create.json", WorkloadKind::Job, &["worker:2.0"]);
+    expect(
+        "cronjob-create.json",
+        WorkloadKind::CronJob,
+        &["report:0.9"],
+    );
+    expect(
+        "replicationcontroller-create.json",
+        WorkloadKind::ReplicationController,
+        &["legacy:1.0"],
+    );
+    expect(
+        "pod-ephemeralcontainers-update.json",
+        WorkloadKind::Pod,
+        &["worker:2.0", "proxy:1.0", "app:1.4", "debug:1.0"],
+    );
+}
+
+#[test]
+fn owners_and_mirror_pods_are_recognised() {
+    let object = |name: &str| {
+        let view = ReviewView::parse(fixture(name).as_bytes()).expect("view");
+        let raw = view.request.expect("request").object.expect("object");
+        let object = ObjectView::parse(raw).expect("object");
+        (
+            workload::has_controller_owner(&object),
+            workload::is_mirror_pod(&object),
+        )
+    };
+    assert_eq!(object("pod-owned-create.json"), (true, false));
+    assert_eq!(object("replicaset-owned-create.json"), (true, false));
+    assert_eq!(object("pod-mirror-create.json"), (true, true));
+    assert_eq!(object("pod-create.json"), (false, false));
+    assert_eq!(object("deployment-create.json"), (false, false));
+}
+
+#[test]
+fn update_checks_only_images_new_to_the_object() {
+    let new_on_update = |name: &str| {
+        let view = ReviewView::parse(fixture(name).as_bytes()).expect("view");
+        let request = view.request.expect("request");
+        let kind = WorkloadKind::from_gvk(&request.kind).expect("kind");
+        let new = ObjectView::parse(request.object.expect("object")).expect("new");
+        let old = ObjectView::parse(request.old_object.expect("old")).expect("old");
+        let fresh = workload::new_images(
+            workload::images_of(kind, &new),
+            &workload::images_of(kind, &old),
+        );
+        fresh
+            .into_iter()
+            .map(|c| (c.name.into_owned(), c.image.into_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(new_on_update("deployment-update-scale.json"), vec![]);
+    let reg = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sample";
+    assert_eq!(
+        new_on_update("deployment-update-image.json"),
+        vec![("app".to_owned(), format!("{reg}/app:1.5"))]
+    );
+    assert_eq!(
+        new_on_update("pod-ephemeralcontainers-update.json"),
+        vec![("debugger".to_owned(), format!("{reg}/debug:1.0"))]
+    );
+}
+
+#[test]
+fn other_kinds_are_not_workloads() {
+    let view = ReviewView::parse(include_bytes!("fixtures/configmap-create.json")).expect("view");
+    assert_eq!(
+        WorkloadKind::from_gvk(&view.request.expect("request").kind),
+        None
+    );
+    assert_eq!(WorkloadKind::from_group_kind("apps", "Pod"), None);
+    assert_eq!(
+        WorkloadKind::from_group_kind("example.com", "Deployment"),
+        None
+    );
+}
