@@ -1,0 +1,63 @@
+//! Shared by the integration tests: the ECR emulator, seeding, the in-process server and
+//! AdmissionReview fixtures.
+#![allow(dead_code)]
+
+pub mod moto;
+pub mod seed;
+pub mod server;
+
+use serde_json::{json, Value};
+
+/// A fixture with its `sample/` repositories moved under `prefix/`, so each test owns its
+/// repositories in the shared emulator.
+pub fn fixture(name: &str, prefix: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.replace("/sample/", &format!("/{prefix}/"))
+}
+
+/// The Pod CREATE fixture with its containers replaced by `containers` (name, image) and no
+/// init containers.
+pub fn pod_review(containers: &[(&str, &str)]) -> String {
+    let mut review: Value =
+        serde_json::from_str(&fixture("pod-create.json", "sample")).expect("fixture");
+    let spec = &mut review["request"]["object"]["spec"];
+    spec["containers"] = containers
+        .iter()
+        .map(|(name, image)| json!({"name": name, "image": image, "imagePullPolicy": "IfNotPresent", "resources": {}}))
+        .collect();
+    if let Some(spec) = spec.as_object_mut() {
+        spec.remove("initContainers");
+    }
+    review.to_string()
+}
+
+/// A unique repository prefix per test, so tests share one emulator without colliding.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The warnings of a response as strings.
+pub fn warnings(response: &Value) -> Vec<String> {
+    response["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn message(response: &Value) -> String {
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}

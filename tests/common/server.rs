@@ -1,0 +1,157 @@
+//! The real webhook, started in-process on TLS with a test certificate, and an HTTPS client
+//! that trusts it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ecr_preflight::admission::{OwnedObjects, Policy};
+use ecr_preflight::check::{Engine, EngineSettings};
+use ecr_preflight::decision::{Mode, OnError};
+use ecr_preflight::registry::ecr::{EcrApi, EcrSettings};
+use ecr_preflight::server::{self, Running, WebhookState};
+use ecr_preflight::tls::{self, CertStore};
+
+pub struct TestServer {
+    pub url: String,
+    pub admin_url: String,
+    pub client: reqwest::Client,
+    /// The PEM certificate the server presents.
+    pub cert_pem: String,
+    pub running: Running,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    pub on_error: OnError,
+    pub owned_objects: OwnedObjects,
+    pub timeout: Duration,
+    pub platforms: Vec<&'static str>,
+    pub pull_through_prefixes: Vec<String>,
+    /// ECR endpoint; the emulator's when `None`.
+    pub endpoint: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Enforce,
+            on_error: OnError::Allow,
+            owned_objects: OwnedObjects::Audit,
+            timeout: Duration::from_secs(3),
+            platforms: vec!["linux/amd64", "linux/arm64"],
+            pull_through_prefixes: Vec::new(),
+            endpoint: None,
+        }
+    }
+}
+
+pub async fn engine(options: &Options) -> Engine {
+    let endpoint = options
+        .endpoint
+        .clone()
+        .unwrap_or_else(super::moto::endpoint);
+    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(super::seed::REGION))
+        .credentials_provider(aws_sdk_ecr::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    let registry = EcrApi::new(
+        base,
+        EcrSettings {
+            endpoint_url: Some(endpoint),
+            operation_timeout: options.timeout,
+            connect_timeout: Duration::from_millis(500),
+            max_attempts: 2,
+        },
+    );
+    Engine::new(
+        Arc::new(registry),
+        EngineSettings {
+            platforms: options
+                .platforms
+                .iter()
+                .map(|p| p.parse().expect("platform"))
+                .collect(),
+            pull_through_prefixes: options.pull_through_prefixes.clone(),
+        },
+    )
+}
+
+pub async fn start(options: Options) -> TestServer {
+    tls::install_crypto_provider();
+    let (cert_pem, key_pem) = tls::self_signed_pem().expect("test certificate");
+    let key = tls::certified_key(
+        cert_pem.as_bytes(),
+        key_pem.as_bytes(),
+        "cert".as_ref(),
+        "key".as_ref(),
+    )
+    .expect("key");
+    let tls_config = tls::server_config(CertStore::new(key)).expect("tls config");
+    let state = Arc::new(WebhookState {
+        engine: Arc::new(engine(&options).await),
+        policy: Policy {
+            mode: options.mode,
+            on_error: options.on_error,
+            owned_objects: options.owned_objects,
+        },
+        timeout: options.timeout,
+    });
+    let webhook = server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind webhook");
+    let admin = server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind admin");
+    let running =
+        server::start(webhook, admin, server::webhook_router(state), tls_config).expect("start");
+    let client = client(&cert_pem, false);
+    TestServer {
+        url: format!("https://localhost:{}", running.webhook_addr.port()),
+        admin_url: format!("http://127.0.0.1:{}", running.metrics_addr.port()),
+        client,
+        cert_pem,
+        running,
+    }
+}
+
+/// An HTTPS client trusting only `cert_pem`; HTTP/1.1 only when `http1_only`.
+pub fn client(cert_pem: &str, http1_only: bool) -> reqwest::Client {
+    let cert = reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("cert");
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([cert])
+        .timeout(Duration::from_secs(30));
+    if http1_only {
+        builder = builder.http1_only();
+    }
+    builder.build().expect("client")
+}
+
+impl TestServer {
+    /// POSTs a body to `path` and returns the status and the body as text.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// POSTs a review and returns its `response` object.
+    pub async fn review(&self, path: &str, body: String) -> serde_json::Value {
+        let (status, text) = self.post(path, body).await;
+        assert_eq!(status, 200, "{text}");
+        let review: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(review["kind"], "AdmissionReview");
+        review["response"].clone()
+    }
+}

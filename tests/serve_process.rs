@@ -1,0 +1,98 @@
+//! The `serve` binary as a process: flag checks before binding, and SIGTERM drains and
+//! exits 0.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ecr-preflight");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+#[test]
+fn missing_or_half_tls_configuration_is_a_usage_error() {
+    for args in [
+        vec![],
+        vec!["--tls-cert", "/nonexistent.pem"],
+        vec!["--tls-key", "/nonexistent.pem"],
+    ] {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .args(&args)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--tls-"), "{args:?}: {stderr}");
+    }
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--tls-cert",
+            "/nonexistent.pem",
+            "--tls-key",
+            "/nonexistent.key",
+        ])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent.pem"));
+    let out = Command::new(BIN)
+        .args(["serve", "--insecure-self-signed", "--mode", "strict"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("strict"));
+}
+
+#[test]
+fn flags_are_read_from_the_environment() {
+    let out = Command::new(BIN)
+        .args(["serve", "--insecure-self-signed"])
+        .env("ECR_PREFLIGHT_ON_ERROR", "sometimes")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sometimes"));
+}
+
+#[test]
+fn sigterm_stops_the_server_with_exit_code_zero() {
+    let (port, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--insecure-self-signed"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert_eq!(exit.code(), Some(0));
+}

@@ -1,0 +1,875 @@
+//! The webhook end to end: real HTTPS, real AdmissionReview JSON, the ECR API emulator.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::seed::{Breakage, Seeder, DOCKER_MANIFEST, OCI_MANIFEST, REGISTRY};
+use common::server::{self, Options};
+use common::{fixture, message, pod_review, unique, warnings};
+use ecr_preflight::admission::OwnedObjects;
+use ecr_preflight::decision::{Mode, OnError};
+
+fn seeder() -> Seeder {
+    Seeder::new(&common::moto::endpoint())
+}
+
+const INTACT: Breakage = Breakage {
+    missing_layers: &[],
+    missing_config: false,
+};
+
+#[tokio::test]
+async fn intact_docker_and_oci_images_are_allowed() {
+    let s = seeder();
+    let repo = unique("intact");
+    let docker = s
+        .image(
+            &format!("{repo}/docker"),
+            "1.0",
+            "docker",
+            3,
+            DOCKER_MANIFEST,
+            INTACT,
+        )
+        .await;
+    let oci = s
+        .image(
+            &format!("{repo}/oci"),
+            "1.0",
+            "oci",
+            2,
+            OCI_MANIFEST,
+            INTACT,
+        )
+        .await;
+    let srv = server::start(Options::default()).await;
+    let body = pod_review(&[("docker", &docker.reference()), ("oci", &oci.reference())]);
+    let response = srv.review("/validate", body).await;
+    assert_eq!(response["uid"], "0c9a8d74-9cb7-44dd-b98e-09fd62def201");
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(warnings(&response).is_empty());
+    assert!(response.get("auditAnnotations").is_none());
+}
+
+#[tokio::test]
+async fn a_missing_layer_is_denied_naming_container_image_and_digest() {
+    let s = seeder();
+    let repo = unique("onemissing");
+    let image = s
+        .image(
+            &repo,
+            "1.4",
+            "broken",
+            4,
+            DOCKER_MANIFEST,
+            Breakage {
+                missing_layers: &[2],
+                missing_config: false,
+            },
+        )
+        .await;
+    let srv = server::start(Options::default()).await;
+    let response = srv
+        .review("/validate", pod_review(&[("app", &image.reference())]))
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 403);
+    let expected = format!(
+        "container app: {}: 1 of 5 blobs missing in ECR: {}",
+        image.reference(),
+        image.layers[2]
+    );
+    assert_eq!(message(&response), expected);
+    assert!(response["auditAnnotations"]["problems"]
+        .as_str()
+        .is_some_and(|p| p.contains("1 of 5 blobs missing")));
+}
+
+#[tokio::test]
+async fn a_missing_config_blob_is_denied() {
+    let s = seeder();
+    let image = s
+        .image(
+            &unique("noconfig"),
+            "1",
+            "noconfig",
+            2,
+            OCI_MANIFEST,
+            Breakage {
+                missing_layers: &[],
+                missing_config: true,
+            },
+        )
+        .await;
+    let srv = server::start(Options::default()).await;
+    let response = srv
+        .review("/validate", pod_review(&[("app", &image.reference())]))
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert!(
+        message(&response).ends_with(&format!("1 of 3 blobs missing in ECR: {}", image.config)),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn missing_tag_and_missing_repository_are_denied() {
+    let s = seeder();
+    let repo = unique("notag");
+    let image = s.image(&repo, "1.0", "x", 1, OCI_MANIFEST, INTACT).await;
+    let srv = server::start(Options::default()).await;
+    let tag = format!("{REGISTRY}/{repo}:9.9");
+    let missing_repo = format!("{REGISTRY}/{repo}-absent/app:1");
+    let body = pod_review(&[
+        ("app", &tag),
+        ("other", &missing_repo),
+        ("fine", &image.reference()),
+    ]);
+    let response = srv.review("/validate", body).await;
+    assert_eq!(response["allowed"], false);
+    let lines: Vec<String> = message(&response).lines().map(str::to_owned).collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("container app: {tag}: tag not found in ECR"),
+            format!("container other: {missing_repo}: repository {repo}-absent/app not found in registry 123456789012 (us-east-1)"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_missing_digest_is_not_found() {
+    let repo = unique("nodigest");
+    seeder()
+        .image(&repo, "1.0", "x", 1, OCI_MANIFEST, INTACT)
+        .await;
+    let srv = server::start(Options::default()).await;
+    let image = format!("{REGISTRY}/{repo}@sha256:{}", "0".repeat(64));
+    let response = srv
+        .review("/validate", pod_review(&[("app", &image)]))
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(
+        message(&response),
+        format!("container app: {image}: digest not found in ECR")
+    );
+}
+
+#[tokio::test]
+async fn multi_arch_index_with_attestation_checks_only_wanted_platforms() {
+    let s = seeder();
+    let repo = unique("index");
+    let broken_arm = Breakage {
+        missing_layers: &[1],
+        missing_config: false,
+    };
+    let (index, children) = s
+        .index(
+            &repo,
+            "1.0",
+            "multi",
+            &[
+                ("amd64", INTACT),
+                ("arm64", broken_arm),
+                ("s390x", broken_arm),
+            ],
+        )
+        .await;
+    let body = pod_review(&[("app", &index.reference())]);
+
+    // amd64 only: the broken arm64 and s390x children and the attestation are not checked.
+    let srv = server::start(Options {
+        platforms: vec!["linux/amd64"],
+        ..Options::default()
+    })
+    .await;
+    let response = srv.review("/validate", body.clone()).await;
+    assert_eq!(response["allowed"], true, "{response}");
+
+    let srv = server::start(Options::default()).await;
+    let response = srv.review("/validate", body.clone()).await;
+    assert_eq!(response["allowed"], false);
+    let arm = &children[1];
+    assert_eq!(
+        message(&response),
+        format!(
+            "container app: {} (linux/arm64): 1 of 3 blobs missing in ECR: {}",
+            index.reference(),
+            arm.layers[1]
+        )
+    );
+
+    let srv = server::start(Options {
+        platforms: vec!["windows/amd64", "linux/ppc64le"],
+        ..Options::default()
+    })
+    .await;
+    let response = srv.review("/validate", body).await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(
+        message(&response),
+        format!(
+            "container app: {}: no manifest for windows/amd64, linux/ppc64le",
+            index.reference()
+        )
+    );
+}
+
+#[tokio::test]
+async fn tag_at_digest_checks_the_digest() {
+    let s = seeder();
+    let repo = unique("tagdigest");
+    let good = s
+        .image(&repo, "good", "good", 2, OCI_MANIFEST, INTACT)
+        .await;
+    let bad = s
+        .image(
+            &repo,
+            "bad",
+            "bad",
+            2,
+            OCI_MANIFEST,
+            Breakage {
+                missing_layers: &[0],
+                missing_config: false,
+            },
+        )
+        .await;
+    let srv = server::start(Options::default()).await;
+    // The tag names the broken image, the digest the intact one: the digest wins.
+    let image = format!("{REGISTRY}/{repo}:bad@{}", good.digest);
+    let response = srv
+        .review("/validate", pod_review(&[("app", &image)]))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let image = format!("{REGISTRY}/{repo}:good@{}", bad.digest);
+    let response = srv
+        .review("/validate", pod_review(&[("app", &image)]))
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert!(message(&response).contains(&bad.layers[0]));
+}
+
+#[tokio::test]
+async fn more_than_a_hundred_blobs_are_all_checked() {
+    let s = seeder();
+    let image = s
+        .image(
+            &unique("big"),
+            "1",
+            "big",
+            150,
+            OCI_MANIFEST,
+            Breakage {
+                missing_layers: &[7, 120],
+                missing_config: false,
+            },
+        )
+        .await;
+    let srv = server::start(Options::default()).await;
+    let response = srv
+        .review("/validate", pod_review(&[("app", &image.reference())]))
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(
+        message(&response),
+        format!(
+            "container app: {}: 2 of 151 blobs missing in ECR: {}, {}",
+            image.reference(),
+            image.layers[7],
+            image.layers[120]
+        )
+    );
+}
+
+/// Seeds every image of the Deployment fixtures under `prefix`, with `app:1.4` broken.
+async fn seed_deployment(prefix: &str, app_broken: bool) {
+    let s = seeder();
+    let broken = Breakage {
+        missing_layers: &[0],
+        missing_config: false,
+    };
+    s.image(
+        &format!("{prefix}/app"),
+        "1.4",
+        "app",
+        2,
+        OCI_MANIFEST,
+        if app_broken { broken } else { INTACT },
+    )
+    .await;
+    s.image(
+        &format!("{prefix}/app"),
+        "1.4-metrics",
+        "metrics",
+        1,
+        OCI_MANIFEST,
+        INTACT,
+    )
+    .await;
+    s.image(
+        &format!("{prefix}/app"),
+        "1.5",
+        "app15",
+        1,
+        OCI_MANIFEST,
+        broken,
+    )
+    .await;
+    s.image(
+        &format!("{prefix}/worker"),
+        "2.0",
+        "worker",
+        2,
+        DOCKER_MANIFEST,
+        INTACT,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn update_that_keeps_a_broken_image_is_allowed_but_a_new_broken_image_is_denied() {
+    let prefix = unique("update");
+    seed_deployment(&prefix, true).await;
+    let srv = server::start(Options::default()).await;
+    let create = srv
+        .review("/validate", fixture("deployment-create.json", &prefix))
+        .await;
+    assert_eq!(
+        create["allowed"], false,
+        "creating with the broken app:1.4 is denied"
+    );
+    let scale = srv
+        .review(
+            "/validate",
+            fixture("deployment-update-scale.json", &prefix),
+        )
+        .await;
+    assert_eq!(scale["allowed"], true, "a scale keeps app:1.4: {scale}");
+    assert!(warnings(&scale).is_empty());
+    let bump = srv
+        .review(
+            "/validate",
+            fixture("deployment-update-image.json", &prefix),
+        )
+        .await;
+    assert_eq!(bump["allowed"], false);
+    assert!(
+        message(&bump).starts_with(&format!(
+            "container app: {REGISTRY}/{prefix}/app:1.5: 1 of 2 blobs missing"
+        )),
+        "{bump}"
+    );
+}
+
+#[tokio::test]
+async fn owned_pod_is_only_recorded_unless_owned_objects_enforce() {
+    let prefix = unique("owned");
+    let s = seeder();
+    let broken = Breakage {
+        missing_layers: &[0],
+        missing_config: false,
+    };
+    s.image(
+        &format!("{prefix}/app"),
+        "1.4",
+        "app",
+        1,
+        OCI_MANIFEST,
+        broken,
+    )
+    .await;
+    s.image(
+        &format!("{prefix}/worker"),
+        "2.0",
+        "worker",
+        1,
+        OCI_MANIFEST,
+        INTACT,
+    )
+    .await;
+    s.image(
+        &format!("{prefix}/proxy"),
+        "1.0",
+        "proxy",
+        1,
+        OCI_MANIFEST,
+        INTACT,
+    )
+    .await;
+    let body = fixture("pod-owned-create.json", &prefix);
+
+    let srv = server::start(Options::default()).await;
+    let response = srv.review("/validate", body.clone()).await;
+    assert_eq!(response["allowed"], true);
+    assert!(warnings(&response).is_empty());
+    assert_eq!(response["auditAnnotations"]["decision"], "allowed");
+    assert_eq!(response["auditAnnotations"]["mode"], "audit");
+    assert!(response["auditAnnotations"]["problems"]
+        .as_str()
+        .is_some_and(|p| p.contains("container app:")));
+
+    let srv = server::start(Options {
+        owned_objects: OwnedObjects::Enforce,
+        ..Options::default()
+    })
+    .await;
+    let response = srv.review("/validate", body.clone()).await;
+    assert_eq!(response["allowed"], false);
+
+    // The unowned Pod with the same images is denied by default.
+    let srv = server::start(Options::default()).await;
+    let response = srv
+        .review("/validate", fixture("pod-create.json", &prefix))
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert!(message(&response).starts_with("container app:"));
+}
+
+#[tokio::test]
+async fn each_mode_by_flag_and_by_path() {
+    let s = seeder();
+    let image = s
+        .image(
+            &unique("modes"),
+            "1",
+            "m",
+            2,
+            OCI_MANIFEST,
+            Breakage {
+                missing_layers: &[1],
+                missing_config: false,
+            },
+        )
+        .await;
+    let body = pod_review(&[("app", &image.reference())]);
+    for server_mode in [Mode::Enforce, Mode::Warn, Mode::Audit] {
+        let srv = server::start(Options {
+            mode: server_mode,
+            ..Options::default()
+        })
+        .await;
+        for (path, mode) in [
+            ("/validate", server_mode),
+            ("/validate/enforce", Mode::Enforce),
+            ("/validate/warn", Mode::Warn),
+            ("/validate/audit", Mode::Audit),
+        ] {
+            let response = srv.review(path, body.clone()).await;
+            let w = warnings(&response);
+            match mode {
+                Mode::Enforce => {
+                    assert_eq!(response["allowed"], false, "{path}");
+                    assert!(message(&response).contains("1 of 3 blobs missing in ECR"));
+                }
+                Mode::Warn => {
+                    assert_eq!(response["allowed"], true, "{path}");
+                    assert_eq!(w.len(), 1);
+                    assert!(
+                        w[0].starts_with("container app:")
+                            && w[0].contains("1 of 3 blobs missing in ECR: sha256:"),
+                        "{w:?}"
+                    );
+                    assert!(w[0].chars().count() <= 256);
+                }
+                Mode::Audit => {
+                    assert_eq!(response["allowed"], true, "{path}");
+                    assert!(w.is_empty());
+                    assert_eq!(response["auditAnnotations"]["mode"], "audit");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn dry_run_is_answered_the_same_way() {
+    let prefix = unique("dryrun");
+    let s = seeder();
+    s.image(
+        &format!("{prefix}/app"),
+        "1.4",
+        "app",
+        1,
+        OCI_MANIFEST,
+        Breakage {
+            missing_layers: &[0],
+            missing_config: false,
+        },
+    )
+    .await;
+    s.image(
+        &format!("{prefix}/worker"),
+        "2.0",
+        "worker",
+        1,
+        OCI_MANIFEST,
+        INTACT,
+    )
+    .await;
+    s.image(
+        &format!("{prefix}/proxy"),
+        "1.0",
+        "proxy",
+        1,
+        OCI_MANIFEST,
+        INTACT,
+    )
+    .await;
+    let srv = server::start(Options::default()).await;
+    let real = srv
+        .review("/validate", fixture("pod-create.json", &prefix))
+        .await;
+    let dry = srv
+        .review("/validate", fixture("pod-create-dryrun.json", &prefix))
+        .await;
+    assert_eq!(real["allowed"], false);
+    assert_eq!(dry["allowed"], false);
+    assert_eq!(message(&real), message(&dry));
+}
+
+#[tokio::test]
+async fn objects_without_new_ecr_images_are_allowed_untouched() {
+    let srv = server::start(Options::default()).await;
+    // Nothing is seeded under this prefix: any ECR lookup would find nothing and deny.
+    let prefix = unique("untouched");
+    for name in [
+        "pod-delete.json",
+        "configmap-create.json",
+        "pod-mirror-create.json",
+        "pod-public-images-create.json",
+    ] {
+        let response = srv.review("/validate", fixture(name, &prefix)).await;
+        assert_eq!(response["allowed"], true, "{name}: {response}");
+        assert!(warnings(&response).is_empty(), "{name}");
+    }
+    let eph = srv
+        .review(
+            "/validate",
+            fixture("pod-ephemeralcontainers-update.json", &prefix),
+        )
+        .await;
+    assert_eq!(
+        eph["allowed"], false,
+        "only the new debug container is checked, and it is missing"
+    );
+    assert_eq!(
+        message(&eph),
+        format!("ephemeral container debugger: {REGISTRY}/{prefix}/debug:1.0: repository {prefix}/debug not found in registry 123456789012 (us-east-1)")
+    );
+}
+
+#[tokio::test]
+async fn every_workload_kind_is_checked() {
+    let prefix = unique("kinds");
+    let srv = server::start(Options::default()).await;
+    let s = seeder();
+    let broken = Breakage {
+        missing_layers: &[0],
+        missing_config: false,
+    };
+    for repo in ["app", "worker", "db", "agent", "report", "legacy"] {
+        s.image(
+            &format!("{prefix}/{repo}"),
+            "placeholder",
+            repo,
+            1,
+            OCI_MANIFEST,
+            INTACT,
+        )
+        .await;
+    }
+    for (file, image) in [
+        ("statefulset-create.json", "db:16"),
+        ("daemonset-create.json", "agent:3.1"),
+        ("job-create.json", "worker:2.0"),
+        ("cronjob-create.json", "report:0.9"),
+        ("replicationcontroller-create.json", "legacy:1.0"),
+    ] {
+        let (repo, tag) = image.split_once(':').expect("image");
+        let response = srv.review("/validate", fixture(file, &prefix)).await;
+        assert_eq!(
+            response["allowed"], false,
+            "{file}: tag {tag} not pushed yet"
+        );
+        assert!(
+            message(&response).contains(&format!("{prefix}/{repo}:{tag}: tag not found")),
+            "{file}: {response}"
+        );
+        s.image(
+            &format!("{prefix}/{repo}"),
+            tag,
+            &format!("{file}-{tag}"),
+            1,
+            OCI_MANIFEST,
+            INTACT,
+        )
+        .await;
+    }
+    s.image(
+        &format!("{prefix}/worker"),
+        "2.0",
+        "worker",
+        1,
+        OCI_MANIFEST,
+        INTACT,
+    )
+    .await;
+    for file in [
+        "statefulset-create.json",
+        "daemonset-create.json",
+        "job-create.json",
+        "cronjob-create.json",
+        "replicationcontroller-create.json",
+    ] {
+        let response = srv.review("/validate", fixture(file, &prefix)).await;
+        assert_eq!(response["allowed"], true, "{file}: {response}");
+    }
+    s.image(
+        &format!("{prefix}/app"),
+        "1.4",
+        "rs",
+        1,
+        OCI_MANIFEST,
+        broken,
+    )
+    .await;
+    let rs = srv
+        .review(
+            "/validate",
+            fixture("replicaset-owned-create.json", &prefix),
+        )
+        .await;
+    assert_eq!(rs["allowed"], true, "owned ReplicaSet is recorded only");
+    assert!(rs["auditAnnotations"]["problems"]
+        .as_str()
+        .is_some_and(|p| p.contains("1 of 2 blobs missing")));
+}
+
+#[tokio::test]
+async fn pull_through_repository_not_yet_filled_only_warns() {
+    let srv = server::start(Options {
+        pull_through_prefixes: vec!["docker-hub/".into()],
+        ..Options::default()
+    })
+    .await;
+    let image = format!("{REGISTRY}/docker-hub/{}/nginx:1.27", unique("ptc"));
+    let response = srv
+        .review("/validate", pod_review(&[("web", &image)]))
+        .await;
+    assert_eq!(response["allowed"], true);
+    let w = warnings(&response);
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].contains("not found in registry") && w[0].contains("pull-through"),
+        "{w:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_reference_is_a_problem_of_its_own() {
+    let srv = server::start(Options::default()).await;
+    let response = srv
+        .review(
+            "/validate",
+            pod_review(&[("app", "Registry.io/UPPER/case:tag")]),
+        )
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert!(
+        message(&response)
+            .starts_with("container app: invalid image reference \"Registry.io/UPPER/case:tag\""),
+        "{response}"
+    );
+}
+
+/// A TCP listener that accepts and never answers: ECR hanging.
+async fn blackhole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    (url, task)
+}
+
+/// A loopback port with nothing listening: ECR refusing connections.
+fn refused() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    url
+}
+
+#[tokio::test]
+async fn unreachable_ecr_yields_the_on_error_decision_inside_the_budget() {
+    let (hanging, _task) = blackhole().await;
+    let image = format!("{REGISTRY}/team/app:1.4");
+    let body = pod_review(&[("app", &image)]);
+    for endpoint in [hanging, refused()] {
+        for (on_error, allowed) in [(OnError::Allow, true), (OnError::Deny, false)] {
+            let timeout = Duration::from_millis(1500);
+            let srv = server::start(Options {
+                on_error,
+                timeout,
+                endpoint: Some(endpoint.clone()),
+                ..Options::default()
+            })
+            .await;
+            let started = Instant::now();
+            let response = srv.review("/validate", body.clone()).await;
+            let elapsed = started.elapsed();
+            assert!(
+                elapsed < timeout + Duration::from_millis(700),
+                "{endpoint}: answered after {elapsed:?}"
+            );
+            assert_eq!(response["allowed"], allowed, "{endpoint}: {response}");
+            let text = if allowed {
+                warnings(&response).join("\n")
+            } else {
+                message(&response)
+            };
+            assert!(
+                text.starts_with(&format!(
+                    "container app: ECR could not be asked about {image}:"
+                )),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_api_server_timeout_parameter_shortens_the_budget() {
+    let (hanging, _task) = blackhole().await;
+    let srv = server::start(Options {
+        timeout: Duration::from_secs(3),
+        endpoint: Some(hanging),
+        ..Options::default()
+    })
+    .await;
+    let started = Instant::now();
+    let response = srv
+        .review(
+            "/validate?timeout=1s",
+            pod_review(&[("app", &format!("{REGISTRY}/team/app:1"))]),
+        )
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(response["allowed"], true);
+    assert!(
+        warnings(&response)[0].contains("no answer from ECR within"),
+        "{response}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(1000),
+        "timeout=1s leaves 0.5s, answered after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_http_errors() {
+    let srv = server::start(Options::default()).await;
+    let (status, text) = srv.post("/validate", "{not json").await;
+    assert_eq!(status, 400);
+    assert!(
+        text.starts_with("malformed AdmissionReview:") && text.trim_end().lines().count() == 1,
+        "{text}"
+    );
+    let (status, text) = srv
+        .post(
+            "/validate",
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, text.trim_end()),
+        (400, "AdmissionReview has no request")
+    );
+    let (status, _) = srv.post("/validate", vec![b' '; 9 * 1024 * 1024]).await;
+    assert_eq!(status, 413);
+    let (status, _) = srv.post("/validate/strict", pod_review(&[])).await;
+    assert_eq!(status, 404);
+    let (status, text) = srv.post("/validate", "[1,2,3]").await;
+    assert_eq!(status, 400, "{text}");
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (status, _) = srv.post("/validate", deep).await;
+    assert_eq!(status, 400);
+    // The server is still serving.
+    let response = srv
+        .review("/validate", fixture("configmap-create.json", "x"))
+        .await;
+    assert_eq!(response["allowed"], true);
+}
+
+#[tokio::test]
+async fn http1_keep_alive_and_http2_both_work() {
+    let srv = server::start(Options::default()).await;
+    let body = fixture("configmap-create.json", "x");
+    for (client, version) in [
+        (
+            server::client(&srv.cert_pem, true),
+            reqwest::Version::HTTP_11,
+        ),
+        (
+            server::client(&srv.cert_pem, false),
+            reqwest::Version::HTTP_2,
+        ),
+    ] {
+        // Several requests over the client's pooled keep-alive connection.
+        for _ in 0..5 {
+            let response = client
+                .post(format!("{}/validate", srv.url))
+                .body(body.clone())
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(response.version(), version);
+            assert_eq!(response.status(), 200);
+            let review: serde_json::Value = response.json().await.expect("json");
+            assert_eq!(review["response"]["allowed"], true);
+        }
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness_and_draining() {
+    let (hanging, _task) = blackhole().await;
+    let srv = server::start(Options {
+        timeout: Duration::from_millis(1500),
+        endpoint: Some(hanging),
+        ..Options::default()
+    })
+    .await;
+    let admin = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let admin = admin.clone();
+        let url = format!("{}{path}", srv.admin_url);
+        async move { admin.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(get("/healthz").await.ok(), Some(200));
+    assert_eq!(get("/readyz").await.ok(), Some(200));
+    assert_eq!(get("/metrics").await.ok(), Some(200));
+    // A request in flight when shutdown starts still gets its answer.
+    let client = srv.client.clone();
+    let url = format!("{}/validate", srv.url);
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(url)
+            .body(pod_review(&[("app", &format!("{REGISTRY}/team/app:1"))]))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    srv.running.shutdown();
+    assert!(!srv.running.health.is_ready());
+    assert_eq!(in_flight.await.expect("join").ok(), Some(200));
+    srv.running.wait().await;
+}
