@@ -4,7 +4,13 @@ use ecr_preflight::image::{ImageId, ImageTarget, Reference, ReferenceError};
 
 const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-fn parts(s: &str) -> (String, String, Option<String>, Option<String>) {
+/// (registry, repository, tag, digest)
+type Parts = (String, String, Option<String>, Option<String>);
+/// (registry, repository, tag, digest) as expected.
+type Expected<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>);
+type ErrorCheck = fn(&ReferenceError) -> bool;
+
+fn parts(s: &str) -> Parts {
     let r = Reference::parse(s).unwrap_or_else(|e| panic!("{s:?} should parse: {e}"));
     (r.registry, r.repository, r.tag, r.digest)
 }
@@ -12,7 +18,8 @@ fn parts(s: &str) -> (String, String, Option<String>, Option<String>) {
 #[test]
 fn valid_references_normalise_like_docker() {
     let digest = Some(D.to_owned());
-    let cases: Vec<(String, (&str, &str, Option<&str>, Option<&str>))> = vec![
+    let long_tag = "t".repeat(128);
+    let cases: Vec<(String, Expected<'_>)> = vec![
         ("nginx".into(), ("docker.io", "library/nginx", None, None)),
         (
             "nginx:1.27".into(),
@@ -88,13 +95,8 @@ fn valid_references_normalise_like_docker() {
             ("docker.io", "library/a", Some("_tag"), None),
         ),
         (
-            format!("x:{}", "t".repeat(128)),
-            (
-                "docker.io",
-                "library/x",
-                Some(&*"t".repeat(128).leak()),
-                None,
-            ),
+            format!("x:{long_tag}"),
+            ("docker.io", "library/x", Some(long_tag.as_str()), None),
         ),
         (
             "quay.io/coreos/etcd:v3.5.0".into(),
@@ -124,7 +126,7 @@ fn valid_references_normalise_like_docker() {
 
 #[test]
 fn invalid_references_are_refused_with_a_reason() {
-    let cases: Vec<(String, fn(&ReferenceError) -> bool)> = vec![
+    let cases: Vec<(String, ErrorCheck)> = vec![
         ("".into(), |e| matches!(e, ReferenceError::Empty)),
         (" nginx".into(), |e| matches!(e, ReferenceError::Whitespace)),
         ("nginx latest".into(), |e| {

@@ -41,13 +41,15 @@ fn spawn() -> String {
         "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
         pid = std::process::id()
     );
-    Command::new("sh")
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(script)
         .arg(moto_binary())
         .stdin(Stdio::null())
         .spawn()
         .expect("start moto_server (install it: python3 -m venv .venv-test && .venv-test/bin/pip install 'moto[server]')");
+    // Reap the watchdog when it exits with the test process.
+    std::thread::spawn(move || child.wait());
     let url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

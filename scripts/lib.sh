@@ -1,0 +1,43 @@
+# Shared by the scripts: the ECR API emulator (moto) in a project-local virtualenv.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${ECR_PREFLIGHT_VENV:-$ROOT/.venv-test}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+# Creates the virtualenv with moto[server] unless it is already there.
+ensure_moto() {
+    if [ ! -x "$VENV/bin/moto_server" ]; then
+        echo "==> installing moto[server] into $VENV" >&2
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Waits until a TCP port on 127.0.0.1 accepts connections (at most ~30 s).
+wait_port() {
+    local port="$1" i
+    for i in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "port $port did not open" >&2
+    return 1
+}
+
+# Starts moto_server on a free port; sets MOTO_PID and MOTO_ENDPOINT.
+start_moto() {
+    ensure_moto
+    local port
+    port="$(free_port)"
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"${MOTO_LOG:-/dev/null}" 2>&1 &
+    MOTO_PID=$!
+    MOTO_ENDPOINT="http://127.0.0.1:$port"
+    wait_port "$port"
+}

@@ -1,0 +1,160 @@
+//! An in-memory registry behind the seam, counting its calls: for engine tests that need
+//! answers the emulator cannot give (ARCHIVED, throttling, access denied, odd failures).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use ecr_preflight::image::{ImageId, RepositoryKey};
+use ecr_preflight::registry::{
+    BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
+    Registry, RegistryError,
+};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+#[derive(Clone)]
+pub struct Stored {
+    pub digest: String,
+    pub media_type: String,
+    pub manifest: String,
+}
+
+#[derive(Default)]
+pub struct MemoryRegistry {
+    /// (repository, tag or digest) → manifest.
+    pub manifests: Mutex<HashMap<(String, String), Stored>>,
+    pub blobs: Mutex<HashMap<(String, String), BlobState>>,
+    /// Errors returned by every call to a repository.
+    pub errors: Mutex<HashMap<String, RegistryError>>,
+    /// Digests ECR leaves out of its blob answer entirely.
+    pub silent_blobs: Mutex<Vec<String>>,
+    pub get_calls: AtomicUsize,
+    pub check_calls: AtomicUsize,
+    pub max_ids_per_call: AtomicUsize,
+    pub max_digests_per_call: AtomicUsize,
+}
+
+impl MemoryRegistry {
+    pub fn put(&self, repo: &str, tag: Option<&str>, manifest: &str, media_type: &str) -> String {
+        let digest = super::seed::sha256(manifest.as_bytes());
+        let entry = Stored {
+            digest: digest.clone(),
+            media_type: media_type.to_owned(),
+            manifest: manifest.to_owned(),
+        };
+        let mut m = self.manifests.lock().expect("lock");
+        m.insert((repo.to_owned(), digest.clone()), entry.clone());
+        if let Some(tag) = tag {
+            m.insert((repo.to_owned(), tag.to_owned()), entry);
+        }
+        digest
+    }
+
+    pub fn blob(&self, repo: &str, digest: &str, state: BlobState) {
+        self.blobs
+            .lock()
+            .expect("lock")
+            .insert((repo.to_owned(), digest.to_owned()), state);
+    }
+
+    pub fn fail(&self, repo: &str, error: RegistryError) {
+        self.errors
+            .lock()
+            .expect("lock")
+            .insert(repo.to_owned(), error);
+    }
+
+    pub fn calls(&self) -> (usize, usize) {
+        (
+            self.get_calls.load(Ordering::SeqCst),
+            self.check_calls.load(Ordering::SeqCst),
+        )
+    }
+
+    fn error(&self, repo: &RepositoryKey) -> Option<RegistryError> {
+        self.errors
+            .lock()
+            .expect("lock")
+            .get(&repo.repository)
+            .cloned()
+    }
+}
+
+impl Registry for MemoryRegistry {
+    fn batch_get_image<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        ids: &'a [ImageId],
+    ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
+        async move {
+            self.get_calls.fetch_add(1, Ordering::SeqCst);
+            self.max_ids_per_call.fetch_max(ids.len(), Ordering::SeqCst);
+            if let Some(e) = self.error(repo) {
+                return Err(e);
+            }
+            let manifests = self.manifests.lock().expect("lock");
+            let mut out = BatchGetImageOutput::default();
+            for id in ids {
+                let key = match id {
+                    ImageId::Tag(t) | ImageId::Digest(t) => (repo.repository.clone(), t.clone()),
+                };
+                match manifests.get(&key) {
+                    Some(stored) => out.images.push(FetchedManifest {
+                        tag: match id {
+                            ImageId::Tag(t) => Some(t.clone()),
+                            ImageId::Digest(_) => None,
+                        },
+                        digest: Some(stored.digest.clone()),
+                        media_type: Some(stored.media_type.clone()),
+                        manifest: stored.manifest.clone(),
+                    }),
+                    None => out.failures.push(ImageFailure {
+                        tag: match id {
+                            ImageId::Tag(t) => Some(t.clone()),
+                            ImageId::Digest(_) => None,
+                        },
+                        digest: match id {
+                            ImageId::Digest(d) => Some(d.clone()),
+                            ImageId::Tag(_) => None,
+                        },
+                        code: "ImageNotFound".into(),
+                        reason: "Requested image not found".into(),
+                    }),
+                }
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn batch_check_layer_availability<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        digests: &'a [String],
+    ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
+        async move {
+            self.check_calls.fetch_add(1, Ordering::SeqCst);
+            self.max_digests_per_call
+                .fetch_max(digests.len(), Ordering::SeqCst);
+            if let Some(e) = self.error(repo) {
+                return Err(e);
+            }
+            let blobs = self.blobs.lock().expect("lock");
+            let silent = self.silent_blobs.lock().expect("lock");
+            let answered = digests
+                .iter()
+                .filter(|d| !silent.contains(d))
+                .map(|d| {
+                    let state = blobs
+                        .get(&(repo.repository.clone(), d.clone()))
+                        .copied()
+                        .unwrap_or(BlobState::Missing);
+                    (d.clone(), state)
+                })
+                .collect();
+            Ok(LayerAvailabilityOutput { blobs: answered })
+        }
+        .boxed()
+    }
+}
