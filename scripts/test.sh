@@ -6,7 +6,13 @@ set -euo pipefail
 cd "$ROOT"
 
 start_moto
-trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+log="$(mktemp)"
+trap 'kill "$MOTO_PID" 2>/dev/null || true; rm -f "$log"' EXIT
 export ECR_PREFLIGHT_TEST_ECR_ENDPOINT="$MOTO_ENDPOINT"
 echo "==> ECR emulator at $MOTO_ENDPOINT" >&2
-cargo test --locked --all-targets "$@"
+status=0
+cargo test --locked --all-targets "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
