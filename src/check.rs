@@ -5,15 +5,19 @@
 //! blob. Repositories run in parallel, each bounded by the request's deadline.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{join_all, try_join_all};
+use futures::future::{join_all, FutureExt};
 use tokio::time::Instant;
 
+use crate::batcher::{CallFn, Coalescer};
+use crate::cache::{CacheSettings, Caches};
 use crate::image::{ImageId, ImageTarget, RepositoryKey};
 use crate::manifest::{self, Manifest, Platform};
-use crate::registry::{BlobState, FetchedManifest, Registry, RegistryError, MAX_IDS_PER_CALL};
+use crate::registry::{BlobState, FetchedManifest, Registry, RegistryError};
+use crate::retry::with_retries;
 
 /// What the engine needs to know beyond the registry.
 #[derive(Debug, Clone)]
@@ -22,7 +26,25 @@ pub struct EngineSettings {
     pub platforms: Vec<Platform>,
     /// Repository prefixes served by pull-through cache rules.
     pub pull_through_prefixes: Vec<String>,
+    pub cache: CacheSettings,
+    /// How long a batch waits for more keys before it is sent.
+    pub batch_window: Duration,
 }
+
+impl EngineSettings {
+    /// Default caches and batching for `platforms`.
+    pub fn new(platforms: Vec<Platform>) -> Self {
+        EngineSettings {
+            platforms,
+            pull_through_prefixes: Vec::new(),
+            cache: CacheSettings::default(),
+            batch_window: DEFAULT_BATCH_WINDOW,
+        }
+    }
+}
+
+/// Long enough for concurrent admissions to share a call, short against an ECR round trip.
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(2);
 
 /// The result of checking one image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,33 +156,75 @@ impl ImageReport {
 pub struct Engine {
     registry: Arc<dyn Registry>,
     settings: EngineSettings,
+    caches: Arc<Caches>,
+    /// Per-repository batchers, bounded and dropped when idle.
+    repos: moka::sync::Cache<RepositoryKey, Arc<RepoState>>,
+    stats: Arc<CallStats>,
 }
 
-/// What `BatchGetImage` said about one requested id.
+/// ECR calls made, per operation: for metrics and the call-count benchmarks.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    pub batch_get_image: AtomicU64,
+    pub batch_check_layer_availability: AtomicU64,
+    pub errors: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// What `BatchGetImage` said about one requested id, manifest already parsed.
 #[derive(Debug, Clone)]
-enum Lookup {
-    Found(FetchedManifest),
+enum ImageAnswer {
+    Found {
+        manifest: Result<Arc<Manifest>, String>,
+    },
     NotFound,
     Failed(String),
-    Unanswered,
+}
+
+/// One repository's batchers.
+struct RepoState {
+    key: Arc<RepositoryKey>,
+    images: Arc<Coalescer<ImageId, ImageAnswer>>,
+    blobs: Arc<Coalescer<String, BlobState>>,
 }
 
 /// A manifest the blob check will look at, or why it cannot.
 #[derive(Debug)]
 enum Planned {
-    Manifest(Manifest),
+    Manifest(Arc<Manifest>),
     /// The index names a child ECR does not have.
     MissingChild(String),
     Unreadable(String),
 }
 
+/// How long a repository's batchers are kept without use.
+const REPO_IDLE: Duration = Duration::from_secs(600);
+const MAX_REPOS: u64 = 10_000;
+
 impl Engine {
     pub fn new(registry: Arc<dyn Registry>, settings: EngineSettings) -> Self {
-        Engine { registry, settings }
+        Engine {
+            registry,
+            caches: Arc::new(Caches::new(&settings.cache)),
+            repos: moka::sync::Cache::builder()
+                .max_capacity(MAX_REPOS)
+                .time_to_idle(REPO_IDLE)
+                .build(),
+            settings,
+            stats: Arc::new(CallStats::default()),
+        }
     }
 
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    pub fn caches(&self) -> &Caches {
+        &self.caches
+    }
+
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
     }
 
     /// Checks every image (duplicates are checked once) and returns one report per input,
@@ -189,8 +253,10 @@ impl Engine {
         let budget = deadline.saturating_duration_since(Instant::now());
         let per_repo = join_all(by_repo.into_iter().map(|(repo, ids)| async move {
             let ids: Vec<ImageId> = ids.into_iter().collect();
+            let state = self.repo_state(&repo);
             let result =
-                tokio::time::timeout_at(deadline, self.check_repository(&repo, &ids)).await;
+                tokio::time::timeout_at(deadline, self.check_repository(&state, &ids, deadline))
+                    .await;
             let findings = result.unwrap_or_else(|_| {
                 let reason = format!("no answer from ECR within {}", human(budget));
                 ids.iter()
@@ -238,69 +304,176 @@ impl Engine {
             .any(|p| !p.is_empty() && repository.starts_with(p.as_str()))
     }
 
-    /// All images of one repository: resolve, follow indexes, check blobs.
-    async fn check_repository(
+    /// The batchers of `repo`, made on first use.
+    fn repo_state(&self, repo: &RepositoryKey) -> Arc<RepoState> {
+        self.repos.get_with_by_ref(repo, || {
+            let key = Arc::new(repo.clone());
+            Arc::new(RepoState {
+                images: self.image_batcher(key.clone()),
+                blobs: self.blob_batcher(key.clone()),
+                key,
+            })
+        })
+    }
+
+    /// `BatchGetImage` through the batcher; answers are parsed once and cached.
+    fn image_batcher(&self, repo: Arc<RepositoryKey>) -> Arc<Coalescer<ImageId, ImageAnswer>> {
+        let registry = self.registry.clone();
+        let caches = self.caches.clone();
+        let stats = self.stats.clone();
+        let call: CallFn<ImageId, ImageAnswer> =
+            Arc::new(move |ids: Vec<ImageId>, deadline: Instant| {
+                let (registry, caches, stats, repo) = (
+                    registry.clone(),
+                    caches.clone(),
+                    stats.clone(),
+                    repo.clone(),
+                );
+                async move {
+                    let out = with_retries(deadline, || {
+                        stats.batch_get_image.fetch_add(1, Ordering::Relaxed);
+                        registry.batch_get_image(&repo, &ids)
+                    })
+                    .await
+                    .inspect_err(|_| {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                    })?;
+                    Ok(match_answers(&ids, out)
+                        .into_iter()
+                        .map(|(id, lookup)| {
+                            let answer = match lookup {
+                                Lookup::NotFound => ImageAnswer::NotFound,
+                                Lookup::Failed(reason) => ImageAnswer::Failed(reason),
+                                Lookup::Found(fetched) => {
+                                    parse_and_cache(&caches, &repo, &id, fetched)
+                                }
+                            };
+                            (id, answer)
+                        })
+                        .collect())
+                }
+                .boxed()
+            });
+        Coalescer::new(self.settings.batch_window, call)
+    }
+
+    /// `BatchCheckLayerAvailability` through the batcher; AVAILABLE answers are cached.
+    fn blob_batcher(&self, repo: Arc<RepositoryKey>) -> Arc<Coalescer<String, BlobState>> {
+        let registry = self.registry.clone();
+        let caches = self.caches.clone();
+        let stats = self.stats.clone();
+        let call: CallFn<String, BlobState> =
+            Arc::new(move |digests: Vec<String>, deadline: Instant| {
+                let (registry, caches, stats, repo) = (
+                    registry.clone(),
+                    caches.clone(),
+                    stats.clone(),
+                    repo.clone(),
+                );
+                async move {
+                    let out = with_retries(deadline, || {
+                        stats
+                            .batch_check_layer_availability
+                            .fetch_add(1, Ordering::Relaxed);
+                        registry.batch_check_layer_availability(&repo, &digests)
+                    })
+                    .await
+                    .inspect_err(|_| {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                    })?;
+                    for (digest, state) in &out.blobs {
+                        if *state == BlobState::Available {
+                            caches.put_blob_available(&repo, digest);
+                        }
+                    }
+                    Ok(out.blobs.into_iter().collect())
+                }
+                .boxed()
+            });
+        Coalescer::new(self.settings.batch_window, call)
+    }
+
+    /// Manifests for `ids`, from the caches or through the batcher.
+    async fn resolve(
         &self,
-        repo: &RepositoryKey,
+        repo: &RepoState,
         ids: &[ImageId],
-    ) -> HashMap<ImageId, Finding> {
-        let lookups = match self.get_images(repo, ids).await {
-            Ok(l) => l,
-            Err(e) => {
-                return ids
-                    .iter()
-                    .map(|id| (id.clone(), error_finding(&e)))
-                    .collect()
-            }
-        };
-        let mut findings = HashMap::new();
-        // Manifests to check per image: (platform, manifest digest or the image's own).
-        let mut plans: HashMap<ImageId, Vec<(Option<Platform>, Planned)>> = HashMap::new();
-        let mut children_wanted: BTreeMap<ImageId, Vec<(Platform, String)>> = BTreeMap::new();
+        deadline: Instant,
+    ) -> HashMap<ImageId, Result<ImageAnswer, RegistryError>> {
+        let mut out = HashMap::new();
+        let mut wanted = Vec::new();
         for id in ids {
-            let lookup = lookups.get(id).cloned().unwrap_or(Lookup::Unanswered);
-            match lookup {
-                Lookup::NotFound => {
-                    findings.insert(
+            let digest: Option<Arc<str>> = match id {
+                ImageId::Tag(t) => self.caches.tag(&repo.key, t),
+                ImageId::Digest(d) => Some(d.as_str().into()),
+            };
+            match digest.and_then(|d| self.caches.manifest(&repo.key, &d)) {
+                Some(manifest) => {
+                    out.insert(
                         id.clone(),
-                        Finding::NotFound(match id {
-                            ImageId::Tag(t) => NotFound::Tag(t.clone()),
-                            ImageId::Digest(d) => NotFound::Digest(d.clone()),
+                        Ok(ImageAnswer::Found {
+                            manifest: Ok(manifest),
                         }),
                     );
                 }
-                Lookup::Failed(reason) => {
-                    findings.insert(id.clone(), Finding::Unknown(reason));
+                None => wanted.push(id.clone()),
+            }
+        }
+        if !wanted.is_empty() {
+            out.extend(repo.images.request(&wanted, deadline).await);
+        }
+        out
+    }
+
+    /// All images of one repository: resolve, follow indexes, check blobs.
+    async fn check_repository(
+        &self,
+        repo: &RepoState,
+        ids: &[ImageId],
+        deadline: Instant,
+    ) -> HashMap<ImageId, Finding> {
+        let answers = self.resolve(repo, ids, deadline).await;
+        let mut findings = HashMap::new();
+        let mut plans: HashMap<ImageId, Vec<(Option<Platform>, Planned)>> = HashMap::new();
+        let mut children_wanted: BTreeMap<ImageId, Vec<(Platform, String)>> = BTreeMap::new();
+        for id in ids {
+            let manifest = match answers.get(id) {
+                None => Err(Finding::Unknown(format!("ECR did not answer for {id}"))),
+                Some(Err(e)) => Err(error_finding(e)),
+                Some(Ok(ImageAnswer::NotFound)) => Err(Finding::NotFound(match id {
+                    ImageId::Tag(t) => NotFound::Tag(t.clone()),
+                    ImageId::Digest(d) => NotFound::Digest(d.clone()),
+                })),
+                Some(Ok(ImageAnswer::Failed(reason))) => Err(Finding::Unknown(reason.clone())),
+                Some(Ok(ImageAnswer::Found {
+                    manifest: Err(e), ..
+                })) => Err(Finding::Unknown(e.clone())),
+                Some(Ok(ImageAnswer::Found {
+                    manifest: Ok(m), ..
+                })) => Ok(m.clone()),
+            };
+            match manifest {
+                Err(finding) => {
+                    findings.insert(id.clone(), finding);
                 }
-                Lookup::Unanswered => {
-                    findings.insert(
-                        id.clone(),
-                        Finding::Unknown(format!("ECR did not answer for {id}")),
-                    );
-                }
-                Lookup::Found(fetched) => {
-                    match manifest::parse(&fetched.manifest, fetched.media_type.as_deref()) {
-                        Err(e) => {
-                            findings.insert(id.clone(), Finding::Unknown(e.to_string()));
-                        }
-                        Ok(m @ Manifest::Image { .. }) => {
-                            plans.insert(id.clone(), vec![(None, Planned::Manifest(m))]);
-                        }
-                        Ok(Manifest::Index { children }) => {
-                            let selected = self.select_children(&children);
-                            if selected.is_empty() {
-                                findings.insert(
-                                    id.clone(),
-                                    Finding::NoPlatform {
-                                        wanted: self.settings.platforms.clone(),
-                                    },
-                                );
-                            } else {
-                                children_wanted.insert(id.clone(), selected);
-                            }
+                Ok(m) => match m.as_ref() {
+                    Manifest::Image { .. } => {
+                        plans.insert(id.clone(), vec![(None, Planned::Manifest(m))]);
+                    }
+                    Manifest::Index { children } => {
+                        let selected = self.select_children(children);
+                        if selected.is_empty() {
+                            findings.insert(
+                                id.clone(),
+                                Finding::NoPlatform {
+                                    wanted: self.settings.platforms.clone(),
+                                },
+                            );
+                        } else {
+                            children_wanted.insert(id.clone(), selected);
                         }
                     }
-                }
+                },
             }
         }
 
@@ -311,76 +484,90 @@ impl Engine {
                 .map(|(_, d)| ImageId::Digest(d.clone()))
                 .collect();
             let digests: Vec<ImageId> = digests.into_iter().collect();
-            match self.get_images(repo, &digests).await {
-                Err(e) => {
-                    for id in children_wanted.keys() {
-                        findings.insert(id.clone(), error_finding(&e));
-                    }
+            let child_answers = self.resolve(repo, &digests, deadline).await;
+            for (id, selected) in children_wanted {
+                let mut plan = Vec::with_capacity(selected.len());
+                let mut failure = None;
+                for (platform, digest) in selected {
+                    let planned = match child_answers.get(&ImageId::Digest(digest.clone())) {
+                        Some(Ok(ImageAnswer::Found {
+                            manifest: Ok(m), ..
+                        })) => match m.as_ref() {
+                            Manifest::Image { .. } => Planned::Manifest(m.clone()),
+                            Manifest::Index { .. } => {
+                                Planned::Unreadable(format!("child {digest} is itself an index"))
+                            }
+                        },
+                        Some(Ok(ImageAnswer::Found {
+                            manifest: Err(e), ..
+                        })) => Planned::Unreadable(e.clone()),
+                        Some(Ok(ImageAnswer::NotFound)) => Planned::MissingChild(digest),
+                        Some(Ok(ImageAnswer::Failed(reason))) => {
+                            Planned::Unreadable(reason.clone())
+                        }
+                        Some(Err(e)) => {
+                            failure = Some(error_finding(e));
+                            break;
+                        }
+                        None => {
+                            Planned::Unreadable(format!("ECR did not answer for child {digest}"))
+                        }
+                    };
+                    plan.push((Some(platform), planned));
                 }
-                Ok(child_lookups) => {
-                    for (id, selected) in children_wanted {
-                        let plan = selected
-                            .into_iter()
-                            .map(|(platform, digest)| {
-                                let manifest =
-                                    match child_lookups.get(&ImageId::Digest(digest.clone())) {
-                                        Some(Lookup::Found(f)) => match manifest::parse(
-                                            &f.manifest,
-                                            f.media_type.as_deref(),
-                                        ) {
-                                            Ok(m @ Manifest::Image { .. }) => Planned::Manifest(m),
-                                            Ok(Manifest::Index { .. }) => Planned::Unreadable(
-                                                format!("child {digest} is itself an index"),
-                                            ),
-                                            Err(e) => Planned::Unreadable(e.to_string()),
-                                        },
-                                        Some(Lookup::NotFound) => Planned::MissingChild(digest),
-                                        Some(Lookup::Failed(reason)) => {
-                                            Planned::Unreadable(reason.clone())
-                                        }
-                                        _ => Planned::Unreadable(format!(
-                                            "ECR did not answer for child {digest}"
-                                        )),
-                                    };
-                                (Some(platform), manifest)
-                            })
-                            .collect();
+                match failure {
+                    Some(f) => {
+                        findings.insert(id, f);
+                    }
+                    None => {
                         plans.insert(id, plan);
                     }
                 }
             }
         }
 
-        let blobs: BTreeSet<String> = plans
-            .values()
-            .flatten()
-            .filter_map(|(_, m)| match m {
-                Planned::Manifest(Manifest::Image { blobs }) => Some(blobs.iter().cloned()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let blobs: Vec<String> = blobs.into_iter().collect();
-        let states = if blobs.is_empty() {
-            Ok(HashMap::new())
-        } else {
-            self.check_blobs(repo, &blobs).await
-        };
-        let states = match states {
-            Ok(s) => s,
-            Err(e) => {
-                for id in plans.keys() {
-                    findings.insert(id.clone(), error_finding(&e));
+        // Blobs cached AVAILABLE are known; the rest are asked for in one go.
+        let mut states: HashMap<String, Result<BlobState, RegistryError>> = HashMap::new();
+        let mut uncached: BTreeSet<String> = BTreeSet::new();
+        for (_, planned) in plans.values().flatten() {
+            if let Planned::Manifest(m) = planned {
+                if let Manifest::Image { blobs } = m.as_ref() {
+                    for blob in blobs {
+                        if states.contains_key(blob) || uncached.contains(blob) {
+                            continue;
+                        }
+                        if self.caches.blob_available(&repo.key, blob) {
+                            states.insert(blob.clone(), Ok(BlobState::Available));
+                        } else {
+                            uncached.insert(blob.clone());
+                        }
+                    }
                 }
-                return findings;
             }
-        };
+        }
+        if !uncached.is_empty() {
+            let uncached: Vec<String> = uncached.into_iter().collect();
+            states.extend(repo.blobs.request(&uncached, deadline).await);
+        }
         for (id, plan) in plans {
-            let checks = plan
-                .into_iter()
-                .map(|(platform, manifest)| platform_check(platform, manifest, &states))
-                .collect();
-            findings.insert(id, Finding::Checked(checks));
+            let failure = plan.iter().find_map(|(_, planned)| match planned {
+                Planned::Manifest(m) => match m.as_ref() {
+                    Manifest::Image { blobs } => blobs.iter().find_map(|b| match states.get(b) {
+                        Some(Err(e)) => Some(error_finding(e)),
+                        _ => None,
+                    }),
+                    Manifest::Index { .. } => None,
+                },
+                _ => None,
+            });
+            let finding = failure.unwrap_or_else(|| {
+                Finding::Checked(
+                    plan.into_iter()
+                        .map(|(platform, planned)| platform_check(platform, planned, &states))
+                        .collect(),
+                )
+            });
+            findings.insert(id, finding);
         }
         findings
     }
@@ -401,82 +588,88 @@ impl Engine {
         }
         selected
     }
+}
 
-    /// `BatchGetImage` in calls of at most 100 ids, matched back to the request by what came
-    /// back: images by tag or digest, failures by id. A requested id that is in neither is
-    /// not found if the answer carries `ImageNotFound` failures for ids it did not ask about
-    /// (the emulator echoes no id for a missing digest), and unanswered otherwise.
-    async fn get_images(
-        &self,
-        repo: &RepositoryKey,
-        ids: &[ImageId],
-    ) -> Result<HashMap<ImageId, Lookup>, RegistryError> {
-        let outputs = try_join_all(ids.chunks(MAX_IDS_PER_CALL).map(|chunk| async move {
-            let out = self.registry.batch_get_image(repo, chunk).await?;
-            Ok::<_, RegistryError>((chunk, out))
-        }))
-        .await?;
-        let mut lookups = HashMap::new();
-        for (chunk, out) in outputs {
-            let wanted = |tag: Option<&String>, digest: Option<&String>| {
-                chunk.iter().find(|id| match id {
-                    ImageId::Tag(t) => tag == Some(t),
-                    ImageId::Digest(d) => digest == Some(d),
-                })
-            };
-            for image in out.images {
-                if let Some(id) = wanted(image.tag.as_ref(), image.digest.as_ref()) {
-                    lookups.insert(id.clone(), Lookup::Found(image));
-                }
-            }
-            let mut stray_not_found = false;
-            for failure in &out.failures {
-                let matched = wanted(failure.tag.as_ref(), failure.digest.as_ref());
-                let not_found = failure.code == "ImageNotFound";
-                match matched {
-                    Some(id) if !lookups.contains_key(id) => {
-                        let lookup = if not_found {
-                            Lookup::NotFound
-                        } else {
-                            Lookup::Failed(format!("{}: {}", failure.code, failure.reason))
-                        };
-                        lookups.insert(id.clone(), lookup);
-                    }
-                    Some(_) => {}
-                    None => stray_not_found |= not_found,
-                }
-            }
-            for id in chunk {
-                lookups.entry(id.clone()).or_insert(if stray_not_found {
+/// What `BatchGetImage` said about one requested id.
+#[derive(Debug)]
+enum Lookup {
+    Found(FetchedManifest),
+    NotFound,
+    Failed(String),
+}
+
+/// Matches a `BatchGetImage` answer back to the ids asked for, by what came back: images by
+/// tag or digest, failures by id. An id in neither is not found if the answer carries
+/// `ImageNotFound` failures for ids it did not ask about (the emulator echoes no id for a
+/// missing digest), and left out (unanswered) otherwise.
+fn match_answers(
+    ids: &[ImageId],
+    out: crate::registry::BatchGetImageOutput,
+) -> HashMap<ImageId, Lookup> {
+    let wanted = |tag: Option<&String>, digest: Option<&String>| {
+        ids.iter().find(|id| match id {
+            ImageId::Tag(t) => tag == Some(t),
+            ImageId::Digest(d) => digest == Some(d),
+        })
+    };
+    let mut lookups = HashMap::new();
+    for image in out.images {
+        if let Some(id) = wanted(image.tag.as_ref(), image.digest.as_ref()) {
+            lookups.insert(id.clone(), Lookup::Found(image));
+        }
+    }
+    let mut stray_not_found = false;
+    for failure in &out.failures {
+        let not_found = failure.code == "ImageNotFound";
+        match wanted(failure.tag.as_ref(), failure.digest.as_ref()) {
+            Some(id) if !lookups.contains_key(id) => {
+                let lookup = if not_found {
                     Lookup::NotFound
                 } else {
-                    Lookup::Unanswered
-                });
+                    Lookup::Failed(format!("{}: {}", failure.code, failure.reason))
+                };
+                lookups.insert(id.clone(), lookup);
             }
+            Some(_) => {}
+            None => stray_not_found |= not_found,
         }
-        Ok(lookups)
     }
+    if stray_not_found {
+        for id in ids {
+            lookups.entry(id.clone()).or_insert(Lookup::NotFound);
+        }
+    }
+    lookups
+}
 
-    /// `BatchCheckLayerAvailability` in calls of at most 100 digests, in parallel.
-    async fn check_blobs(
-        &self,
-        repo: &RepositoryKey,
-        digests: &[String],
-    ) -> Result<HashMap<String, BlobState>, RegistryError> {
-        let outputs = try_join_all(
-            digests
-                .chunks(MAX_IDS_PER_CALL)
-                .map(|chunk| self.registry.batch_check_layer_availability(repo, chunk)),
-        )
-        .await?;
-        Ok(outputs.into_iter().flat_map(|o| o.blobs).collect())
+/// Parses a fetched manifest once, caching it by digest (and the tag → digest it came by).
+fn parse_and_cache(
+    caches: &Caches,
+    repo: &Arc<RepositoryKey>,
+    id: &ImageId,
+    fetched: FetchedManifest,
+) -> ImageAnswer {
+    let digest: Option<Arc<str>> = match (id, fetched.digest) {
+        (_, Some(d)) => Some(d.into()),
+        (ImageId::Digest(d), None) => Some(d.as_str().into()),
+        (ImageId::Tag(_), None) => None,
+    };
+    let manifest = manifest::parse(&fetched.manifest, fetched.media_type.as_deref())
+        .map(Arc::new)
+        .map_err(|e| e.to_string());
+    if let (Some(digest), Ok(m)) = (&digest, &manifest) {
+        caches.put_manifest(repo, digest.clone(), m.clone());
+        if let ImageId::Tag(tag) = id {
+            caches.put_tag(repo, tag, digest.clone());
+        }
     }
+    ImageAnswer::Found { manifest }
 }
 
 fn platform_check(
     platform: Option<Platform>,
     manifest: Planned,
-    states: &HashMap<String, BlobState>,
+    states: &HashMap<String, Result<BlobState, RegistryError>>,
 ) -> PlatformCheck {
     let mut check = PlatformCheck {
         platform,
@@ -488,20 +681,22 @@ fn platform_check(
         unreadable: None,
     };
     match manifest {
-        Planned::Manifest(Manifest::Image { blobs }) => {
-            check.total = blobs.len();
-            for blob in blobs {
-                match states.get(&blob) {
-                    Some(BlobState::Available) => {}
-                    Some(BlobState::Archived) => check.archived.push(blob),
-                    Some(BlobState::Missing | BlobState::Unavailable) => check.missing.push(blob),
-                    Some(BlobState::Invalid) | None => check.unanswered += 1,
+        Planned::Manifest(m) => match m.as_ref() {
+            Manifest::Image { blobs } => {
+                check.total = blobs.len();
+                for blob in blobs {
+                    match states.get(blob) {
+                        Some(Ok(BlobState::Available)) => {}
+                        Some(Ok(BlobState::Archived)) => check.archived.push(blob.clone()),
+                        Some(Ok(BlobState::Missing | BlobState::Unavailable)) => {
+                            check.missing.push(blob.clone())
+                        }
+                        Some(Ok(BlobState::Invalid)) | Some(Err(_)) | None => check.unanswered += 1,
+                    }
                 }
             }
-        }
-        Planned::Manifest(Manifest::Index { .. }) => {
-            check.unreadable = Some("nested index".to_owned())
-        }
+            Manifest::Index { .. } => check.unreadable = Some("nested index".to_owned()),
+        },
         Planned::MissingChild(digest) => check.manifest_missing = Some(digest),
         Planned::Unreadable(reason) => check.unreadable = Some(reason),
     }

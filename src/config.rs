@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admission::OwnedObjects;
+use crate::cache::CacheSettings;
 use crate::decision::{Mode, OnError};
 use crate::manifest::Platform;
 
@@ -66,6 +67,31 @@ pub struct EngineArgs {
     /// ECR API endpoint override (tests, VPC endpoints). AWS_ENDPOINT_URL_ECR works too.
     #[arg(long, env = "ECR_PREFLIGHT_ECR_ENDPOINT_URL")]
     pub ecr_endpoint_url: Option<String>,
+    /// How long tag → digest answers are cached.
+    #[arg(long, env = "ECR_PREFLIGHT_TAG_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub tag_cache_ttl: Duration,
+    /// Most tag → digest entries kept.
+    #[arg(long, env = "ECR_PREFLIGHT_TAG_CACHE_SIZE", default_value_t = 10_000)]
+    pub tag_cache_size: u64,
+    /// How long manifests (immutable, by digest) are cached.
+    #[arg(long, env = "ECR_PREFLIGHT_MANIFEST_CACHE_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub manifest_cache_ttl: Duration,
+    /// Most manifests kept.
+    #[arg(
+        long,
+        env = "ECR_PREFLIGHT_MANIFEST_CACHE_SIZE",
+        default_value_t = 10_000
+    )]
+    pub manifest_cache_size: u64,
+    /// How long a blob found AVAILABLE is trusted.
+    #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub blob_cache_ttl: Duration,
+    /// Most AVAILABLE blob entries kept (about 100 bytes each).
+    #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_SIZE", default_value_t = 200_000)]
+    pub blob_cache_size: u64,
+    /// How long a batch of ECR lookups waits for concurrent requests to join it.
+    #[arg(long, env = "ECR_PREFLIGHT_BATCH_WINDOW", default_value = "2ms", value_parser = parse_duration)]
+    pub batch_window: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -131,9 +157,25 @@ impl ServeArgs {
 }
 
 impl EngineArgs {
+    pub fn cache_settings(&self) -> CacheSettings {
+        CacheSettings {
+            manifest_capacity: self.manifest_cache_size,
+            manifest_ttl: self.manifest_cache_ttl,
+            tag_capacity: self.tag_cache_size,
+            tag_ttl: self.tag_cache_ttl,
+            blob_capacity: self.blob_cache_size,
+            blob_ttl: self.blob_cache_ttl,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.timeout < Duration::from_millis(100) {
             return Err("--timeout must be at least 100ms".into());
+        }
+        if self.batch_window > Duration::from_millis(100) {
+            return Err(
+                "--batch-window must be at most 100ms: it adds to every cold lookup".into(),
+            );
         }
         if self.platforms.is_empty() {
             return Err("--platforms must name at least one platform".into());

@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod batcher;
+pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -10,6 +12,7 @@ pub mod decision;
 pub mod image;
 pub mod manifest;
 pub mod registry;
+pub mod retry;
 pub mod server;
 pub mod tls;
 pub mod workload;

@@ -17,13 +17,10 @@ use tokio::time::Instant;
 fn engine(registry: Arc<MemoryRegistry>) -> Engine {
     Engine::new(
         registry,
-        EngineSettings {
-            platforms: vec![
-                "linux/amd64".parse().expect("p"),
-                "linux/arm64".parse().expect("p"),
-            ],
-            pull_through_prefixes: vec![],
-        },
+        EngineSettings::new(vec![
+            "linux/amd64".parse().expect("p"),
+            "linux/arm64".parse().expect("p"),
+        ]),
     )
 }
 
@@ -320,10 +317,7 @@ async fn a_slow_registry_answers_unknown_at_the_deadline() {
     }
     let engine = Engine::new(
         Arc::new(Slow),
-        EngineSettings {
-            platforms: vec!["linux/amd64".parse().expect("p")],
-            pull_through_prefixes: vec![],
-        },
+        EngineSettings::new(vec!["linux/amd64".parse().expect("p")]),
     );
     let start = Instant::now();
     let reports = engine

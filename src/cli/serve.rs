@@ -68,7 +68,7 @@ pub async fn build_engine(args: &EngineArgs) -> Engine {
         endpoint_url: args.ecr_endpoint_url.clone(),
         operation_timeout: args.timeout,
         connect_timeout: (args.timeout / 3).max(Duration::from_millis(100)),
-        max_attempts: 3,
+        max_attempts: 1,
     };
     let registry = EcrApi::from_default_chain(settings).await;
     Engine::new(
@@ -76,6 +76,8 @@ pub async fn build_engine(args: &EngineArgs) -> Engine {
         EngineSettings {
             platforms: args.platforms.clone(),
             pull_through_prefixes: args.pull_through_prefixes.clone(),
+            cache: args.cache_settings(),
+            batch_window: args.batch_window,
         },
     )
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::config::{retry::RetryConfig, timeout::TimeoutConfig, Region};
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::types::{ImageIdentifier, LayerAvailability};
@@ -29,8 +30,8 @@ pub struct EcrSettings {
     pub operation_timeout: Duration,
     /// Upper bound for establishing a connection.
     pub connect_timeout: Duration,
-    /// Attempts per call (1 = no retry); the SDK's standard mode retries throttling and 5xx
-    /// with jittered exponential back-off.
+    /// Attempts per call inside the SDK (1 = none): the engine retries by itself, within
+    /// each request's budget.
     pub max_attempts: u32,
 }
 
@@ -196,19 +197,19 @@ impl Registry for EcrApi {
 }
 
 /// Types an SDK error by its service code or failure kind.
-fn map_error<E, R>(
-    err: SdkError<E, R>,
+fn map_error<E>(
+    err: SdkError<E, HttpResponse>,
     repo: &RepositoryKey,
     operation: &'static str,
 ) -> RegistryError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
             let code = e.code().unwrap_or("Unknown");
+            let status = service.raw().status().as_u16();
             let message = e.message().unwrap_or_default().chars().take(200).collect();
             match code {
                 "RepositoryNotFoundException" => RegistryError::RepositoryNotFound {
@@ -222,6 +223,8 @@ where
                 "ThrottlingException" | "TooManyRequestsException" | "LimitExceededException" => {
                     RegistryError::Throttled(code.to_owned())
                 }
+                _ if status == 429 => RegistryError::Throttled(format!("HTTP 429 {code}")),
+                _ if status >= 500 => RegistryError::Server(format!("HTTP {status} {code}")),
                 _ => RegistryError::Service {
                     code: code.to_owned(),
                     message,
@@ -235,9 +238,13 @@ where
         } else {
             "request could not be sent".to_owned()
         }),
-        SdkError::ResponseError(_) => {
-            RegistryError::Transport("malformed response from ECR".to_owned())
-        }
+        SdkError::ResponseError(r) => match r.raw().status().as_u16() {
+            status @ 500.. => RegistryError::Server(format!("HTTP {status}")),
+            _ => RegistryError::Service {
+                code: "MalformedResponse".to_owned(),
+                message: "ECR answered with a response that could not be read".to_owned(),
+            },
+        },
         _ => RegistryError::Service {
             code: "Unknown".to_owned(),
             message: err.to_string().chars().take(200).collect(),

@@ -68,6 +68,8 @@ pub enum RegistryError {
     AccessDenied { operation: &'static str },
     #[error("throttled by ECR ({0})")]
     Throttled(String),
+    #[error("ECR server error ({0})")]
+    Server(String),
     #[error("ECR call timed out")]
     Timeout,
     #[error("cannot reach ECR: {0}")]

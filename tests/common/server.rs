@@ -64,7 +64,7 @@ pub async fn engine(options: &Options) -> Engine {
             endpoint_url: Some(endpoint),
             operation_timeout: options.timeout,
             connect_timeout: Duration::from_millis(500),
-            max_attempts: 2,
+            max_attempts: 1,
         },
     );
     Engine::new(
@@ -76,6 +76,7 @@ pub async fn engine(options: &Options) -> Engine {
                 .map(|p| p.parse().expect("platform"))
                 .collect(),
             pull_through_prefixes: options.pull_through_prefixes.clone(),
+            ..EngineSettings::new(Vec::new())
         },
     )
 }

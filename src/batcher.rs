@@ -1,0 +1,223 @@
+//! Single-flight and coalescing for one repository's calls.
+//!
+//! Callers ask for a set of keys (image ids, blob digests) and await their answers. Keys
+//! already in flight are joined, not asked again. New keys wait in a pending batch for a
+//! short window, or until the batch holds [`MAX_IDS_PER_CALL`] keys, and then go out in one
+//! call whose answer is fanned out to every waiter. The call runs in its own task, so a
+//! caller that gives up at its deadline never cancels it for the others.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::registry::{RegistryError, MAX_IDS_PER_CALL};
+
+/// The answer of one call: a value per key it answered, or the call's error.
+pub type BatchResult<K, V> = Result<Arc<HashMap<K, V>>, RegistryError>;
+type SharedResult<K, V> = Shared<BoxFuture<'static, BatchResult<K, V>>>;
+
+/// Sends one batch of keys; gets the batch's latest deadline.
+pub type CallFn<K, V> = Arc<
+    dyn Fn(Vec<K>, Instant) -> BoxFuture<'static, Result<HashMap<K, V>, RegistryError>>
+        + Send
+        + Sync,
+>;
+
+struct Pending<K, V> {
+    id: u64,
+    keys: Vec<K>,
+    deadline: Instant,
+    sender: oneshot::Sender<BatchResult<K, V>>,
+    shared: SharedResult<K, V>,
+}
+
+struct State<K, V> {
+    next_id: u64,
+    in_flight: HashMap<K, (u64, SharedResult<K, V>)>,
+    pending: Option<Pending<K, V>>,
+}
+
+pub struct Coalescer<K, V> {
+    state: Mutex<State<K, V>>,
+    window: Duration,
+    call: CallFn<K, V>,
+}
+
+impl<K, V> Coalescer<K, V>
+where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub fn new(window: Duration, call: CallFn<K, V>) -> Arc<Self> {
+        Arc::new(Coalescer {
+            state: Mutex::new(State {
+                next_id: 0,
+                in_flight: HashMap::new(),
+                pending: None,
+            }),
+            window,
+            call,
+        })
+    }
+
+    /// Answers for `keys` (a key missing from the map was not answered by ECR), or the
+    /// error of the call that carried it. `deadline` bounds the call's retries; the caller
+    /// bounds its own wait.
+    pub async fn request(
+        self: &Arc<Self>,
+        keys: &[K],
+        deadline: Instant,
+    ) -> HashMap<K, Result<V, RegistryError>> {
+        let mut waits: Vec<(u64, SharedResult<K, V>, Vec<K>)> = Vec::new();
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            for key in keys {
+                if let Some((id, shared)) = state.in_flight.get(key) {
+                    push_wait(&mut waits, *id, shared, key);
+                    continue;
+                }
+                let (id, shared, full) = self.enqueue(&mut state, key.clone(), deadline);
+                push_wait(&mut waits, id, &shared, key);
+                if full {
+                    if let Some(batch) = state.pending.take() {
+                        self.send(batch);
+                    }
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        for (_, shared, keys) in waits {
+            match shared.await {
+                Ok(answers) => {
+                    for key in keys {
+                        if let Some(v) = answers.get(&key) {
+                            out.insert(key, Ok(v.clone()));
+                        }
+                    }
+                }
+                Err(e) => {
+                    for key in keys {
+                        out.insert(key, Err(e.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds `key` to the pending batch (opening one, with its window timer, if needed).
+    /// Returns the batch id, its shared answer, and whether the batch is now full.
+    fn enqueue(
+        self: &Arc<Self>,
+        state: &mut State<K, V>,
+        key: K,
+        deadline: Instant,
+    ) -> (u64, SharedResult<K, V>, bool) {
+        let pending = match state.pending.take() {
+            Some(p) => state.pending.insert(p),
+            None => {
+                let id = state.next_id;
+                state.next_id += 1;
+                state.pending.insert(self.open(id, deadline))
+            }
+        };
+        pending.keys.push(key.clone());
+        pending.deadline = pending.deadline.max(deadline);
+        state
+            .in_flight
+            .insert(key, (pending.id, pending.shared.clone()));
+        (
+            pending.id,
+            pending.shared.clone(),
+            pending.keys.len() >= MAX_IDS_PER_CALL,
+        )
+    }
+
+    /// A new pending batch, sent by a timer when its window ends.
+    fn open(self: &Arc<Self>, id: u64, deadline: Instant) -> Pending<K, V> {
+        let (sender, receiver) = oneshot::channel();
+        let shared = receiver
+            .map(|r| r.unwrap_or_else(|_| Err(RegistryError::Transport("batch abandoned".into()))))
+            .boxed()
+            .shared();
+        let this = Arc::clone(self);
+        let window = self.window;
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            this.flush(id);
+        });
+        Pending {
+            id,
+            keys: Vec::new(),
+            deadline,
+            sender,
+            shared,
+        }
+    }
+
+    /// Sends the pending batch `id` when its window ends, unless it already went out full.
+    fn flush(self: &Arc<Self>, id: u64) {
+        let batch = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            match &state.pending {
+                Some(p) if p.id == id => state.pending.take(),
+                _ => None,
+            }
+        };
+        if let Some(batch) = batch {
+            self.send(batch);
+        }
+    }
+
+    fn send(self: &Arc<Self>, batch: Pending<K, V>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let Pending {
+                id,
+                keys,
+                deadline,
+                sender,
+                ..
+            } = batch;
+            let result = (this.call)(keys.clone(), deadline).await.map(Arc::new);
+            {
+                let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
+                for key in &keys {
+                    if state.in_flight.get(key).is_some_and(|(i, _)| *i == id) {
+                        state.in_flight.remove(key);
+                    }
+                }
+            }
+            let _ = sender.send(result);
+        });
+    }
+
+    /// Keys waiting or in flight: zero when idle.
+    pub fn in_flight(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .in_flight
+            .len()
+    }
+}
+
+fn push_wait<K, V>(
+    waits: &mut Vec<(u64, SharedResult<K, V>, Vec<K>)>,
+    id: u64,
+    shared: &SharedResult<K, V>,
+    key: &K,
+) where
+    K: Clone + Eq + Hash + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    match waits.iter_mut().find(|(i, _, _)| *i == id) {
+        Some((_, _, keys)) => keys.push(key.clone()),
+        None => waits.push((id, shared.clone(), vec![key.clone()])),
+    }
+}
