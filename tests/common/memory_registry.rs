@@ -29,6 +29,8 @@ pub struct MemoryRegistry {
     pub errors: Mutex<HashMap<String, RegistryError>>,
     /// Digests ECR leaves out of its blob answer entirely.
     pub silent_blobs: Mutex<Vec<String>>,
+    /// This many next calls (of either kind) answer ThrottlingException.
+    pub throttle_next: AtomicUsize,
     pub get_calls: AtomicUsize,
     pub check_calls: AtomicUsize,
     pub max_ids_per_call: AtomicUsize,
@@ -73,6 +75,13 @@ impl MemoryRegistry {
     }
 
     fn error(&self, repo: &RepositoryKey) -> Option<RegistryError> {
+        let throttled = self
+            .throttle_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if throttled {
+            return Some(RegistryError::Throttled("ThrottlingException".into()));
+        }
         self.errors
             .lock()
             .expect("lock")
