@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
+use crate::check::Finding;
 use crate::image::RepositoryKey;
 use crate::manifest::Manifest;
 
@@ -87,8 +88,12 @@ impl CacheCounters {
     }
 }
 
-/// The three caches.
+/// The caches. Besides the three of raw facts, `intact` remembers, per image reference as
+/// written (its host names account and region), that every blob of it was AVAILABLE: a
+/// fact derived from the others, kept no longer than the shortest of their lifetimes, so
+/// the warm path needs one lookup per image.
 pub struct Caches {
+    intact: Cache<Arc<str>, (Finding, bool)>,
     tags: Cache<(Repo, Box<str>), Arc<str>>,
     manifests: Cache<(Repo, Arc<str>), Arc<Manifest>>,
     blobs: Cache<(Repo, BlobKey), ()>,
@@ -100,6 +105,15 @@ pub struct Caches {
 impl Caches {
     pub fn new(settings: &CacheSettings) -> Self {
         Caches {
+            intact: Cache::builder()
+                .max_capacity(settings.tag_capacity)
+                .time_to_live(
+                    settings
+                        .tag_ttl
+                        .min(settings.blob_ttl)
+                        .min(settings.manifest_ttl),
+                )
+                .build(),
             tags: Cache::builder()
                 .max_capacity(settings.tag_capacity)
                 .time_to_live(settings.tag_ttl)
@@ -116,6 +130,15 @@ impl Caches {
             manifest_counters: CacheCounters::default(),
             blob_counters: CacheCounters::default(),
         }
+    }
+
+    /// The finding and pull-through flag of an image found intact within the TTLs.
+    pub fn intact(&self, image: &str) -> Option<(Finding, bool)> {
+        self.intact.get(image)
+    }
+
+    pub fn put_intact(&self, image: &str, finding: Finding, pull_through: bool) {
+        self.intact.insert(image.into(), (finding, pull_through));
     }
 
     pub fn tag(&self, repo: &Repo, tag: &str) -> Option<Arc<str>> {

@@ -230,25 +230,45 @@ impl Engine {
     /// Checks every image (duplicates are checked once) and returns one report per input,
     /// in input order. Never takes longer than `deadline` (plus scheduling).
     pub async fn check(&self, images: &[String], deadline: Instant) -> Vec<ImageReport> {
-        let mut findings: HashMap<&str, Finding> = HashMap::new();
+        let mut findings: HashMap<&str, (Finding, bool)> = HashMap::new();
         let mut by_repo: BTreeMap<RepositoryKey, BTreeSet<ImageId>> = BTreeMap::new();
         let mut targets: HashMap<&str, (RepositoryKey, ImageId)> = HashMap::new();
         for image in images {
             if findings.contains_key(image.as_str()) || targets.contains_key(image.as_str()) {
                 continue;
             }
+            if let Some(known) = self.caches.intact(image) {
+                findings.insert(image, known);
+                continue;
+            }
             match ImageTarget::classify(image) {
                 Err(e) => {
-                    findings.insert(image, Finding::InvalidReference(e.to_string()));
+                    findings.insert(image, (Finding::InvalidReference(e.to_string()), false));
                 }
                 Ok(ImageTarget::Other(_)) => {
-                    findings.insert(image, Finding::Skipped);
+                    findings.insert(image, (Finding::Skipped, false));
                 }
                 Ok(ImageTarget::Ecr { repo, id }) => {
                     by_repo.entry(repo.clone()).or_default().insert(id.clone());
                     targets.insert(image, (repo, id));
                 }
             }
+        }
+        if by_repo.is_empty() {
+            return images
+                .iter()
+                .map(|image| {
+                    let (finding, pull_through) = findings
+                        .get(image.as_str())
+                        .cloned()
+                        .unwrap_or((Finding::Skipped, false));
+                    ImageReport {
+                        image: image.clone(),
+                        finding,
+                        pull_through,
+                    }
+                })
+                .collect();
         }
         let budget = deadline.saturating_duration_since(Instant::now());
         let per_repo = join_all(by_repo.into_iter().map(|(repo, ids)| async move {
@@ -268,26 +288,31 @@ impl Engine {
         .await;
         let per_repo: HashMap<RepositoryKey, HashMap<ImageId, Finding>> =
             per_repo.into_iter().collect();
+        for (image, (repo, id)) in &targets {
+            let finding = per_repo
+                .get(repo)
+                .and_then(|m| m.get(id))
+                .cloned()
+                .unwrap_or_else(|| Finding::Unknown("not checked".to_owned()));
+            let pull_through = self.is_pull_through(&repo.repository);
+            let report = ImageReport {
+                image: String::new(),
+                finding,
+                pull_through,
+            };
+            if report.outcome() == Outcome::Ok {
+                self.caches
+                    .put_intact(image, report.finding.clone(), pull_through);
+            }
+            findings.insert(image, (report.finding, pull_through));
+        }
         images
             .iter()
             .map(|image| {
-                let (finding, pull_through) = match targets.get(image.as_str()) {
-                    Some((repo, id)) => (
-                        per_repo
-                            .get(repo)
-                            .and_then(|m| m.get(id))
-                            .cloned()
-                            .unwrap_or_else(|| Finding::Unknown("not checked".to_owned())),
-                        self.is_pull_through(&repo.repository),
-                    ),
-                    None => (
-                        findings
-                            .get(image.as_str())
-                            .cloned()
-                            .unwrap_or(Finding::Skipped),
-                        false,
-                    ),
-                };
+                let (finding, pull_through) = findings
+                    .get(image.as_str())
+                    .cloned()
+                    .unwrap_or((Finding::Skipped, false));
                 ImageReport {
                     image: image.clone(),
                     finding,

@@ -256,6 +256,9 @@ fn container_label(f: &ContainerFinding<'_>) -> String {
 /// Words the problems with one container's image, one per line (none when it is fine).
 pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
     let outcome = f.report.outcome();
+    if matches!(outcome, Outcome::Ok | Outcome::Skipped) {
+        return Vec::new();
+    }
     let who = container_label(f);
     let image = &f.report.image;
     let one = |severity, line: String, short: String| {

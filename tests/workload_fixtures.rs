@@ -1,7 +1,7 @@
 //! Pod templates from every kind, read from AdmissionReview fixtures through the borrowed
 //! view, cross-checked against a full `k8s-openapi` decode.
 
-use ecr_preflight::admission::review::{ObjectView, ReviewView};
+use ecr_preflight::admission::review::{ObjectField, ReviewView};
 use ecr_preflight::decision::ContainerKind;
 use ecr_preflight::workload::{self, WorkloadKind};
 use k8s_openapi::api::{apps, batch, core};
@@ -33,6 +33,10 @@ const FIXTURES: &[(&str, &str)] = &[
     (
         "deployment-create.json",
         include_str!("fixtures/deployment-create.json"),
+    ),
+    (
+        "deployment-10k-create.json",
+        include_str!("fixtures/deployment-10k-create.json"),
     ),
     (
         "deployment-update-scale.json",
@@ -78,7 +82,11 @@ fn view_images(body: &str) -> (WorkloadKind, Vec<(ContainerKind, String, String)
     let view = ReviewView::parse(body.as_bytes()).expect("view");
     let request = view.request.expect("request");
     let kind = WorkloadKind::from_gvk(&request.kind).expect("workload kind");
-    let object = ObjectView::parse(request.object.expect("object")).expect("object view");
+    let object = request
+        .object
+        .resolve()
+        .expect("object view")
+        .expect("object");
     let images = workload::images_of(kind, &object)
         .into_iter()
         .map(|c| (c.kind, c.name.into_owned(), c.image.into_owned()))
@@ -222,8 +230,13 @@ fn every_kind_yields_its_template_images() {
 fn owners_and_mirror_pods_are_recognised() {
     let object = |name: &str| {
         let view = ReviewView::parse(fixture(name).as_bytes()).expect("view");
-        let raw = view.request.expect("request").object.expect("object");
-        let object = ObjectView::parse(raw).expect("object");
+        let object = view
+            .request
+            .expect("request")
+            .object
+            .resolve()
+            .expect("view")
+            .expect("object");
         (
             workload::has_controller_owner(&object),
             workload::is_mirror_pod(&object),
@@ -242,8 +255,8 @@ fn update_checks_only_images_new_to_the_object() {
         let view = ReviewView::parse(fixture(name).as_bytes()).expect("view");
         let request = view.request.expect("request");
         let kind = WorkloadKind::from_gvk(&request.kind).expect("kind");
-        let new = ObjectView::parse(request.object.expect("object")).expect("new");
-        let old = ObjectView::parse(request.old_object.expect("old")).expect("old");
+        let new = request.object.resolve().expect("new").expect("new");
+        let old = request.old_object.resolve().expect("old").expect("old");
         let fresh = workload::new_images(
             workload::images_of(kind, &new),
             &workload::images_of(kind, &old),
@@ -277,4 +290,34 @@ fn other_kinds_are_not_workloads() {
         WorkloadKind::from_group_kind("example.com", "Deployment"),
         None
     );
+}
+
+#[test]
+fn object_before_kind_is_kept_raw_and_decoded_after() {
+    let review: serde_json::Value =
+        serde_json::from_str(fixture("deployment-create.json")).expect("json");
+    let request = &review["request"];
+    // serde_json writes keys sorted, so build the body by hand with `object` first.
+    let body = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"object":{},"uid":"u1","kind":{},"operation":"CREATE"}}}}"#,
+        request["object"], request["kind"]
+    );
+    let view = ReviewView::parse(body.as_bytes()).expect("view");
+    let request = view.request.expect("request");
+    assert!(matches!(request.object, ObjectField::Raw(_)));
+    let object = request.object.resolve().expect("decode").expect("object");
+    let images = workload::images_of(WorkloadKind::Deployment, &object);
+    assert_eq!(images.len(), 3);
+}
+
+#[test]
+fn objects_of_other_kinds_are_skipped_unread_whatever_their_shape() {
+    let body = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u2",
+        "kind":{"group":"example.com","version":"v1","kind":"Widget"},"operation":"CREATE",
+        "object":{"metadata":{"name":"w"},"spec":{"template":"not an object","containers":7}}}}"#;
+    let view = ReviewView::parse(body.as_bytes()).expect("a Widget's odd spec is not our business");
+    assert!(matches!(
+        view.request.expect("request").object,
+        ObjectField::Skipped
+    ));
 }

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::check::{Engine, ImageReport};
 use crate::decision::{self, ContainerFinding, Disposition, Mode, OnError, Verdict};
 use crate::workload::{self, ContainerImage, WorkloadKind};
-use review::{ObjectView, ReviewView};
+use review::ReviewView;
 
 /// What to do with objects that have a controller owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -94,12 +94,9 @@ pub async fn review(
     if operation != "CREATE" && operation != "UPDATE" {
         return Ok(out);
     }
-    let parse = |raw| {
-        ObjectView::parse(raw).map_err(|e| ReviewError::MalformedObject(one_line(&e.to_string())))
-    };
-    let object = match request.object {
-        Some(raw) => parse(raw)?,
-        None => return Ok(out),
+    let malformed = |e: serde_json::Error| ReviewError::MalformedObject(one_line(&e.to_string()));
+    let Some(object) = request.object.resolve().map_err(malformed)? else {
+        return Ok(out);
     };
     if out.name.is_empty() {
         out.name = object
@@ -115,10 +112,11 @@ pub async fn review(
     }
     let mut containers = workload::images_of(kind, &object);
     if operation == "UPDATE" {
-        let old = match request.old_object {
-            Some(raw) => parse(raw)?,
-            None => ObjectView::default(),
-        };
+        let old = request
+            .old_object
+            .resolve()
+            .map_err(malformed)?
+            .unwrap_or_default();
         containers = workload::new_images(containers, &workload::images_of(kind, &old));
     }
     if containers.is_empty() {

@@ -9,6 +9,8 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::workload::WorkloadKind;
+
 #[derive(Debug, Deserialize)]
 pub struct ReviewView<'a> {
     #[serde(borrow, rename = "apiVersion")]
@@ -17,29 +19,118 @@ pub struct ReviewView<'a> {
     pub request: Option<RequestView<'a>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The request, decoded in one pass. `kind` comes before `object` in what the API server
+/// sends, so the object is decoded straight into a view when its kind carries a pod template
+/// and skipped otherwise; only when `kind` comes late is it kept raw and decoded after.
+#[derive(Debug)]
 pub struct RequestView<'a> {
-    #[serde(borrow)]
     pub uid: Cow<'a, str>,
-    #[serde(borrow)]
     pub kind: GroupVersionKind<'a>,
-    #[serde(borrow, default)]
     pub sub_resource: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     pub operation: Cow<'a, str>,
-    #[serde(borrow, default)]
     pub namespace: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
-    #[serde(default)]
     pub dry_run: Option<bool>,
-    /// Left raw: decoded only for kinds that carry a pod template, so an unrelated kind
-    /// whose spec happens to use the same field names differently is never misread.
-    #[serde(borrow, default)]
-    pub object: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub old_object: Option<&'a RawValue>,
+    pub object: ObjectField<'a>,
+    pub old_object: ObjectField<'a>,
+}
+
+/// `object` or `oldObject`, as far as it was decoded.
+#[derive(Debug, Default)]
+pub enum ObjectField<'a> {
+    /// Absent or `null`.
+    #[default]
+    Absent,
+    Parsed(Box<ObjectView<'a>>),
+    /// Seen before `kind`: decoded on demand.
+    Raw(&'a RawValue),
+    /// The kind carries no pod template: skipped unread.
+    Skipped,
+}
+
+impl<'a> ObjectField<'a> {
+    /// The object's view, decoding a raw one now. `None` when absent or skipped.
+    pub fn resolve(self) -> Result<Option<ObjectView<'a>>, serde_json::Error> {
+        match self {
+            ObjectField::Parsed(view) => Ok(Some(*view)),
+            ObjectField::Raw(raw) => ObjectView::parse(raw).map(Some),
+            ObjectField::Absent | ObjectField::Skipped => Ok(None),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RequestView<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RequestVisitor)
+    }
+}
+
+struct RequestVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RequestVisitor {
+    type Value = RequestView<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an AdmissionRequest object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let mut uid = None;
+        let mut kind: Option<GroupVersionKind<'de>> = None;
+        let mut operation = None;
+        let (mut sub_resource, mut namespace, mut name, mut dry_run) = (None, None, None, None);
+        let (mut object, mut old_object) = (ObjectField::Absent, ObjectField::Absent);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "uid" => uid = Some(map.next_value()?),
+                "kind" => kind = Some(map.next_value()?),
+                "operation" => operation = Some(map.next_value()?),
+                "subResource" => sub_resource = map.next_value()?,
+                "namespace" => namespace = map.next_value()?,
+                "name" => name = map.next_value()?,
+                "dryRun" => dry_run = map.next_value()?,
+                "object" => object = next_object(&mut map, kind.as_ref())?,
+                "oldObject" => old_object = next_object(&mut map, kind.as_ref())?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(RequestView {
+            uid: uid.ok_or_else(|| A::Error::missing_field("uid"))?,
+            kind: kind.ok_or_else(|| A::Error::missing_field("kind"))?,
+            operation: operation.ok_or_else(|| A::Error::missing_field("operation"))?,
+            sub_resource,
+            namespace,
+            name,
+            dry_run,
+            object,
+            old_object,
+        })
+    }
+}
+
+fn next_object<'de, A: serde::de::MapAccess<'de>>(
+    map: &mut A,
+    kind: Option<&GroupVersionKind<'de>>,
+) -> Result<ObjectField<'de>, A::Error> {
+    Ok(match kind {
+        Some(k) if WorkloadKind::from_gvk(k).is_some() => {
+            match map.next_value::<Option<ObjectView<'de>>>()? {
+                Some(view) => ObjectField::Parsed(Box::new(view)),
+                None => ObjectField::Absent,
+            }
+        }
+        Some(_) => {
+            map.next_value::<IgnoredAny>()?;
+            ObjectField::Skipped
+        }
+        None => match map.next_value::<Option<&'de RawValue>>()? {
+            Some(raw) => ObjectField::Raw(raw),
+            None => ObjectField::Absent,
+        },
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,7 +203,12 @@ pub struct ContainerView<'a> {
 
 impl<'a> ReviewView<'a> {
     pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(body)
+        // One UTF-8 check of the whole body (fast on ASCII) lets the parser skip its
+        // per-string checks; an invalid body still fails, through the same error type.
+        match std::str::from_utf8(body) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(body),
+        }
     }
 }
 

@@ -17,6 +17,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     /// The PEM certificate the server presents.
     pub cert_pem: String,
+    /// The server's engine, for its call counters and caches.
+    pub engine: Arc<Engine>,
     pub running: Running,
 }
 
@@ -92,8 +94,9 @@ pub async fn start(options: Options) -> TestServer {
     )
     .expect("key");
     let tls_config = tls::server_config(CertStore::new(key)).expect("tls config");
+    let engine = Arc::new(engine(&options).await);
     let state = Arc::new(WebhookState {
-        engine: Arc::new(engine(&options).await),
+        engine: engine.clone(),
         policy: Policy {
             mode: options.mode,
             on_error: options.on_error,
@@ -115,6 +118,7 @@ pub async fn start(options: Options) -> TestServer {
         admin_url: format!("http://127.0.0.1:{}", running.metrics_addr.port()),
         client,
         cert_pem,
+        engine,
         running,
     }
 }

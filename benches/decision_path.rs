@@ -1,0 +1,125 @@
+//! The pure decision path with warm caches: decode (borrowed view) → extract → cached
+//! lookups → decision → response JSON, for the ~10 KB Deployment review with 3 containers
+//! from 2 ECR repositories. Also the two decodes side by side: the borrowed view the
+//! webhook uses, and a full `k8s-openapi` decode.
+//!
+//!   cargo bench --bench decision_path
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::memory_registry::MemoryRegistry;
+use common::seed::{sha256, OCI_MANIFEST};
+use criterion::{criterion_group, criterion_main, Criterion};
+use ecr_preflight::admission::{self, review::ReviewView, OwnedObjects, Policy};
+use ecr_preflight::check::{Engine, EngineSettings};
+use ecr_preflight::decision::{Mode, OnError};
+use ecr_preflight::registry::BlobState;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::core::admission::AdmissionReview;
+use serde_json::json;
+
+const REVIEW: &str = include_str!("../tests/fixtures/deployment-10k-create.json");
+
+fn compact(json: &str) -> Vec<u8> {
+    let value: serde_json::Value = serde_json::from_str(json).expect("fixture");
+    serde_json::to_vec(&value).expect("json")
+}
+
+fn seed(reg: &MemoryRegistry, repo: &str, tag: &str, n: usize) {
+    let blobs: Vec<String> = (0..n)
+        .map(|i| sha256(format!("{repo}:{tag}:{i}").as_bytes()))
+        .collect();
+    for b in &blobs {
+        reg.blob(repo, b, BlobState::Available);
+    }
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0], "size": 1},
+        "layers": blobs[1..].iter().map(|d| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": 1})).collect::<Vec<_>>(),
+    });
+    reg.put(repo, Some(tag), &manifest.to_string(), OCI_MANIFEST);
+}
+
+fn bench(c: &mut Criterion) {
+    let body = compact(REVIEW);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let reg = Arc::new(MemoryRegistry::default());
+    seed(&reg, "sample/app", "1.4", 8);
+    seed(&reg, "sample/app", "1.4-metrics", 3);
+    seed(&reg, "sample/worker", "2.0", 6);
+    let engine = Engine::new(
+        reg.clone(),
+        EngineSettings::new(vec!["linux/amd64".parse().expect("p")]),
+    );
+    let policy = Policy {
+        mode: Mode::Enforce,
+        on_error: OnError::Allow,
+        owned_objects: OwnedObjects::Audit,
+    };
+    let budget = Duration::from_secs(3);
+    let warm = runtime
+        .block_on(admission::review(&engine, policy, &body, budget))
+        .expect("review");
+    assert!(warm
+        .verdict
+        .as_ref()
+        .is_some_and(|v| v.allowed() && v.problems.is_empty()));
+    let calls = reg.calls();
+
+    c.bench_function("review_warm_10k_deployment", |b| {
+        b.iter(|| {
+            let reviewed = runtime
+                .block_on(admission::review(&engine, policy, black_box(&body), budget))
+                .expect("review");
+            black_box(serde_json::to_vec(&reviewed.review).expect("json"))
+        })
+    });
+    assert_eq!(reg.calls(), calls, "the warm path made ECR calls");
+
+    c.bench_function("decode_borrowed_view", |b| {
+        b.iter(|| {
+            let view = ReviewView::parse(black_box(&body)).expect("view");
+            let object = view
+                .request
+                .expect("request")
+                .object
+                .resolve()
+                .expect("view")
+                .expect("object");
+            black_box(
+                ecr_preflight::workload::images_of(
+                    ecr_preflight::workload::WorkloadKind::Deployment,
+                    &object,
+                )
+                .len(),
+            )
+        })
+    });
+    c.bench_function("decode_full_k8s_openapi", |b| {
+        b.iter(|| {
+            let review: AdmissionReview<Deployment> =
+                serde_json::from_slice(black_box(&body)).expect("decode");
+            black_box(
+                review
+                    .request
+                    .and_then(|r| r.object)
+                    .map(|d| d.spec.template.spec.map(|s| s.containers.len())),
+            )
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(5));
+    targets = bench
+}
+criterion_main!(benches);

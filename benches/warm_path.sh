@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Warm-path throughput and latency: the webhook with every answer cached, side by side with
+# a bare axum + rustls baseline, both driven by h2load over TLS with keep-alive.
+#
+#   bash benches/warm_path.sh            # needs h2load (Debian: nghttp2-client)
+#
+# Env: REQUESTS (default 40000), CLIENTS (16), STREAMS (16, HTTP/2 only), RATE (1000 req/s
+# for the latency run).
+set -euo pipefail
+. "$(dirname "$0")/../scripts/lib.sh"
+cd "$ROOT"
+command -v h2load >/dev/null || { echo "h2load not found: apt-get install nghttp2-client" >&2; exit 2; }
+
+REQUESTS="${REQUESTS:-40000}" CLIENTS="${CLIENTS:-16}" STREAMS="${STREAMS:-16}" RATE="${RATE:-1000}"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+cargo build --locked --release --quiet --bin ecr-preflight --example baseline_server --example bench_seed
+bin="$CARGO_TARGET_DIR/release"
+start_moto; pids+=("$MOTO_PID")
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
+"$bin/examples/bench_seed" "$MOTO_ENDPOINT"
+python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":")))' \
+    tests/fixtures/deployment-10k-create.json >"$work/review.json"
+
+wh="$(free_port)"; admin="$(free_port)"; base="$(free_port)"
+"$bin/ecr-preflight" serve --insecure-self-signed --listen "127.0.0.1:$wh" \
+    --metrics-listen "127.0.0.1:$admin" --ecr-endpoint-url "$MOTO_ENDPOINT" --mode enforce \
+    --log-format json 2>"$work/server.log" &
+wh_pid=$!; pids+=("$wh_pid")
+"$bin/examples/baseline_server" "$base" & base_pid=$!; pids+=("$base_pid")
+wait_port "$wh"; wait_port "$base"
+# Warm the caches and prove the answer is the real one (allowed, all three images checked).
+curl -fsS -k -H 'content-type: application/json' --data-binary @"$work/review.json" "https://127.0.0.1:$wh/validate" \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin)["response"]; assert r["allowed"] is True and not r.get("warnings"), r; print("warm: allowed")'
+
+h2() { h2load "$@" -H 'content-type: application/json' -d "$work/review.json" 2>&1; }
+# CPU seconds (user + system) a process has used so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
+rps() { awk '/^finished in/ { for (i=1;i<=NF;i++) if ($i ~ /req\/s/) print $(i-1) }' ; }
+p99() { sort -n -k3 "$1" | awk '{ a[NR]=$3 } END { i=int(NR*0.99); if (i<1) i=1; printf "%.3f", a[i]/1000 }'; }
+p50() { sort -n -k3 "$1" | awk '{ a[NR]=$3 } END { i=int(NR*0.50); if (i<1) i=1; printf "%.3f", a[i]/1000 }'; }
+
+printf '\n%-30s %14s %14s\n' "run" "ecr-preflight" "baseline"
+for proto in h1 h2; do
+    flags=(--h1); [ "$proto" = h2 ] && flags=(-m "$STREAMS")
+    c0=$(cpu "$wh_pid")
+    a=$(h2 "${flags[@]}" -n "$REQUESTS" -c "$CLIENTS" "https://127.0.0.1:$wh/validate" | rps)
+    c1=$(cpu "$wh_pid"); b0=$(cpu "$base_pid")
+    b=$(h2 "${flags[@]}" -n "$REQUESTS" -c "$CLIENTS" "https://127.0.0.1:$base/validate" | rps)
+    b1=$(cpu "$base_pid")
+    printf '%-30s %14s %14s   ratio %s\n' "$proto throughput (req/s)" "$a" "$b" "$(python3 -c "print(round($a/$b, 3))")"
+    printf '%-30s %14s %14s\n' "$proto server CPU/request (us)" \
+        "$(python3 -c "print(round(($c1-$c0)/$REQUESTS*1e6, 1))")" "$(python3 -c "print(round(($b1-$b0)/$REQUESTS*1e6, 1))")"
+done
+per_client=$(( RATE / 10 )); n=$(( RATE * 20 ))
+h2 --h1 -c 10 --rps "$per_client" -n "$n" --log-file "$work/wh.log" "https://127.0.0.1:$wh/validate" >/dev/null
+h2 --h1 -c 10 --rps "$per_client" -n "$n" --log-file "$work/base.log" "https://127.0.0.1:$base/validate" >/dev/null
+printf '%-30s %14s %14s\n' "h1 p50 at ${RATE} req/s (ms)" "$(p50 "$work/wh.log")" "$(p50 "$work/base.log")"
+printf '%-30s %14s %14s\n' "h1 p99 at ${RATE} req/s (ms)" "$(p99 "$work/wh.log")" "$(p99 "$work/base.log")"
+non200=$(awk '$2 != 200' "$work/wh.log" | wc -l)
+echo "non-200 answers from ecr-preflight in the latency run: $non200"
+echo "decision log lines written: $(grep -c '"admission decision"' "$work/server.log")"
