@@ -43,17 +43,26 @@ rps() { awk '/^finished in/ { for (i=1;i<=NF;i++) if ($i ~ /req\/s/) print $(i-1
 p99() { sort -n -k3 "$1" | awk '{ a[NR]=$3 } END { i=int(NR*0.99); if (i<1) i=1; printf "%.3f", a[i]/1000 }'; }
 p50() { sort -n -k3 "$1" | awk '{ a[NR]=$3 } END { i=int(NR*0.50); if (i<1) i=1; printf "%.3f", a[i]/1000 }'; }
 
-printf '\n%-30s %14s %14s\n' "run" "ecr-preflight" "baseline"
-for proto in h1 h2; do
+ROUNDS="${ROUNDS:-3}"
+declare -A ratios
+printf '\n%-34s %14s %14s\n' "run" "ecr-preflight" "baseline"
+for round in $(seq 1 "$ROUNDS"); do
+  for proto in h1 h2; do
     flags=(--h1); [ "$proto" = h2 ] && flags=(-m "$STREAMS")
     c0=$(cpu "$wh_pid")
     a=$(h2 "${flags[@]}" -n "$REQUESTS" -c "$CLIENTS" "https://127.0.0.1:$wh/validate" | rps)
     c1=$(cpu "$wh_pid"); b0=$(cpu "$base_pid")
     b=$(h2 "${flags[@]}" -n "$REQUESTS" -c "$CLIENTS" "https://127.0.0.1:$base/validate" | rps)
     b1=$(cpu "$base_pid")
-    printf '%-30s %14s %14s   ratio %s\n' "$proto throughput (req/s)" "$a" "$b" "$(python3 -c "print(round($a/$b, 3))")"
-    printf '%-30s %14s %14s\n' "$proto server CPU/request (us)" \
+    ratio=$(python3 -c "print(round($a/$b, 3))")
+    ratios[$proto]="${ratios[$proto]:-} $ratio"
+    printf '%-34s %14s %14s   ratio %s\n' "#$round $proto throughput (req/s)" "$a" "$b" "$ratio"
+    printf '%-34s %14s %14s\n' "#$round $proto server CPU/request (us)" \
         "$(python3 -c "print(round(($c1-$c0)/$REQUESTS*1e6, 1))")" "$(python3 -c "print(round(($b1-$b0)/$REQUESTS*1e6, 1))")"
+  done
+done
+for proto in h1 h2; do
+    echo "median $proto throughput ratio over $ROUNDS rounds: $(python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" ${ratios[$proto]})"
 done
 per_client=$(( RATE / 10 )); n=$(( RATE * 20 ))
 h2 --h1 -c 10 --rps "$per_client" -n "$n" --log-file "$work/wh.log" "https://127.0.0.1:$wh/validate" >/dev/null

@@ -7,6 +7,7 @@ pub mod batcher;
 pub mod cache;
 pub mod check;
 pub mod cli;
+pub mod coarse_timer;
 pub mod config;
 pub mod decision;
 pub mod image;

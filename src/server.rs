@@ -16,7 +16,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Policy, Reviewed};
 use crate::check::Engine;
+use crate::coarse_timer::CoarseTimer;
 use crate::decision::Mode;
 
 /// An UPDATE carries `object` and `oldObject`, each up to the API server's 3 MiB.
@@ -35,9 +36,26 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 /// The smallest budget a request is given, however short its timeout.
 const MIN_BUDGET: Duration = Duration::from_millis(100);
-/// A client that has not finished its TLS handshake or headers by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time limits of the webhook listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A client that has not finished its TLS handshake by then is dropped.
+    pub handshake_timeout: Duration,
+    /// A request whose headers have not all arrived by then is dropped (slow clients).
+    pub header_read_timeout: Duration,
+    /// How long open connections get to finish once draining starts.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(25),
+        }
+    }
+}
 
 /// Shared by every webhook request.
 pub struct WebhookState {
@@ -205,15 +223,13 @@ impl Running {
     }
 }
 
-/// How long open connections get to finish once draining starts.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
-
 /// Serves the webhook over TLS on `webhook` and the admin routes on `admin`.
 pub fn start(
     webhook: TcpListener,
     admin: TcpListener,
     app: Router,
     tls: Arc<rustls::ServerConfig>,
+    limits: Limits,
 ) -> io::Result<Running> {
     let webhook_addr = webhook.local_addr()?;
     let metrics_addr = admin.local_addr()?;
@@ -234,6 +250,7 @@ pub fn start(
         webhook,
         app,
         TlsAcceptor::from(tls),
+        limits,
         wait_true(stopped),
     ));
     Ok(Running {
@@ -254,6 +271,7 @@ async fn serve_tls(
     listener: TcpListener,
     app: Router,
     acceptor: TlsAcceptor,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -261,8 +279,8 @@ async fn serve_tls(
     builder
         .http1()
         .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .timer(CoarseTimer::start())
+        .header_read_timeout(limits.header_read_timeout);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -285,14 +303,15 @@ async fn serve_tls(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let conn = builder
                 .serve_connection(TokioIo::new(tls), service)
                 .into_owned();
@@ -304,6 +323,6 @@ async fn serve_tls(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing open connections"),
+        () = tokio::time::sleep(limits.drain_timeout) => tracing::warn!("drain timed out; closing open connections"),
     }
 }

@@ -46,7 +46,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let admin = server::bind(args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.metrics_listen))?;
-    let running = server::start(webhook, admin, server::webhook_router(state), tls_config)?;
+    let running = server::start(
+        webhook,
+        admin,
+        server::webhook_router(state),
+        tls_config,
+        server::Limits::default(),
+    )?;
     tracing::info!(
         webhook = %running.webhook_addr,
         metrics = %running.metrics_addr,

@@ -32,6 +32,7 @@ pub struct Options {
     pub pull_through_prefixes: Vec<String>,
     /// ECR endpoint; the emulator's when `None`.
     pub endpoint: Option<String>,
+    pub limits: server::Limits,
 }
 
 impl Default for Options {
@@ -44,6 +45,7 @@ impl Default for Options {
             platforms: vec!["linux/amd64", "linux/arm64"],
             pull_through_prefixes: Vec::new(),
             endpoint: None,
+            limits: server::Limits::default(),
         }
     }
 }
@@ -110,8 +112,14 @@ pub async fn start(options: Options) -> TestServer {
     let admin = server::bind("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("bind admin");
-    let running =
-        server::start(webhook, admin, server::webhook_router(state), tls_config).expect("start");
+    let running = server::start(
+        webhook,
+        admin,
+        server::webhook_router(state),
+        tls_config,
+        options.limits,
+    )
+    .expect("start");
     let client = client(&cert_pem, false);
     TestServer {
         url: format!("https://localhost:{}", running.webhook_addr.port()),
