@@ -1,19 +1,23 @@
-//! Memory of the caches: resident set of an engine idle, then holding 100,000 cached
-//! AVAILABLE blob entries (100 images × 1,000 layers), read from /proc/self/status.
-//! The registry behind the seam makes its answers up on the fly and stores nothing, so
-//! what grows is the engine's caches.
+//! Memory of the caches: resident set of the webhook (TLS listener, router, engine) idle,
+//! then after admissions that leave 100,000 AVAILABLE blob entries cached (100 images ×
+//! 1,000 layers), read from /proc/self/status. The registry behind the seam makes its
+//! answers up on the fly and stores nothing, so what grows is the engine's caches.
 //!
 //! Usage: memory_footprint [IMAGES] [LAYERS]
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use ecr_preflight::admission::{OwnedObjects, Policy};
 use ecr_preflight::check::{Engine, EngineSettings, Outcome};
+use ecr_preflight::decision::{Mode, OnError};
 use ecr_preflight::image::{ImageId, RepositoryKey};
 use ecr_preflight::registry::{
     BatchGetImageOutput, BlobState, FetchedManifest, LayerAvailabilityOutput, Registry,
     RegistryError,
 };
+use ecr_preflight::server::{self, WebhookState};
+use ecr_preflight::tls::{self, CertStore};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::json;
@@ -110,34 +114,94 @@ fn rss() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// A Pod CREATE review naming `images`.
+fn review(images: &[String]) -> String {
+    let containers: Vec<serde_json::Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
+        .collect();
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "mem", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+        "namespace": "default", "object": {"metadata": {"name": "p"}, "spec": {"containers": containers}}}})
+    .to_string()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let images: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let layers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let engine = Engine::new(
+    tls::install_crypto_provider();
+    let engine = Arc::new(Engine::new(
         Arc::new(Synthetic { layers }),
         EngineSettings::new(vec!["linux/amd64".parse().expect("platform")]),
-    );
+    ));
+    let (cert, key) = tls::self_signed_pem().expect("cert");
+    let certified = tls::certified_key(
+        cert.as_bytes(),
+        key.as_bytes(),
+        "cert".as_ref(),
+        "key".as_ref(),
+    )
+    .expect("key");
+    let state = Arc::new(WebhookState {
+        engine: engine.clone(),
+        policy: Policy {
+            mode: Mode::Enforce,
+            on_error: OnError::Allow,
+            owned_objects: OwnedObjects::Audit,
+        },
+        timeout: Duration::from_secs(30),
+    });
+    let webhook = server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let admin = server::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind");
+    let tls_config = tls::server_config(CertStore::new(certified)).expect("tls");
+    let running = server::start(
+        webhook,
+        admin,
+        server::webhook_router(state),
+        tls_config,
+        server::Limits::default(),
+    )
+    .expect("start");
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(cert.as_bytes()).expect("pem")])
+        .build()
+        .expect("client");
+    let url = format!("https://localhost:{}/validate", running.webhook_addr.port());
     let (idle, idle_peak) = rss();
-    println!("engine idle: VmRSS {idle} KiB, VmHWM {idle_peak} KiB");
+    println!(
+        "webhook idle (in-process, with its HTTPS client): VmRSS {idle} KiB, VmHWM {idle_peak} KiB"
+    );
     let refs: Vec<String> = (0..images)
         .map(|i| format!("{REGISTRY}/team/r{}:v{}", i % 10, i / 10))
         .collect();
     for chunk in refs.chunks(10) {
-        let reports = engine
-            .check(chunk, tokio::time::Instant::now() + Duration::from_secs(30))
-            .await;
-        assert!(
-            reports.iter().all(|r| r.outcome() == Outcome::Ok),
-            "{reports:?}"
-        );
+        let response: serde_json::Value = client
+            .post(&url)
+            .body(review(chunk))
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(response["response"]["allowed"], true, "{response}");
     }
+    let reports = engine
+        .check(&refs, tokio::time::Instant::now() + Duration::from_secs(30))
+        .await;
+    assert!(reports.iter().all(|r| r.outcome() == Outcome::Ok));
     let (tags, manifests, blobs) = engine.caches().sizes();
     let (now, peak) = rss();
     println!("cached: {blobs} blob entries, {manifests} manifests, {tags} tags");
     println!(
-        "engine with caches: VmRSS {now} KiB ({:.1} MiB), VmHWM {peak} KiB ({:.1} MiB)",
+        "webhook with caches: VmRSS {now} KiB ({:.1} MiB), VmHWM {peak} KiB ({:.1} MiB)",
         now as f64 / 1024.0,
         peak as f64 / 1024.0
     );

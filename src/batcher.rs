@@ -21,6 +21,11 @@ use crate::registry::{RegistryError, MAX_IDS_PER_CALL};
 pub type BatchResult<K, V> = Result<Arc<HashMap<K, V>>, RegistryError>;
 type SharedResult<K, V> = Shared<BoxFuture<'static, BatchResult<K, V>>>;
 
+/// Looks a key up in the caches the calls fill. Asked under the batcher's lock for keys not
+/// in flight: a batch fills the caches before it leaves the in-flight set, so a caller that
+/// missed the cache just before the batch completed still finds its answer, not a new call.
+pub type KnownFn<K, V> = Arc<dyn Fn(&K) -> Option<V> + Send + Sync>;
+
 /// Sends one batch of keys; gets the batch's latest deadline.
 pub type CallFn<K, V> = Arc<
     dyn Fn(Vec<K>, Instant) -> BoxFuture<'static, Result<HashMap<K, V>, RegistryError>>
@@ -46,6 +51,7 @@ pub struct Coalescer<K, V> {
     state: Mutex<State<K, V>>,
     window: Duration,
     call: CallFn<K, V>,
+    known: KnownFn<K, V>,
 }
 
 impl<K, V> Coalescer<K, V>
@@ -53,7 +59,7 @@ where
     K: Clone + Eq + Hash + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    pub fn new(window: Duration, call: CallFn<K, V>) -> Arc<Self> {
+    pub fn new(window: Duration, call: CallFn<K, V>, known: KnownFn<K, V>) -> Arc<Self> {
         Arc::new(Coalescer {
             state: Mutex::new(State {
                 next_id: 0,
@@ -62,6 +68,7 @@ where
             }),
             window,
             call,
+            known,
         })
     }
 
@@ -74,11 +81,16 @@ where
         deadline: Instant,
     ) -> HashMap<K, Result<V, RegistryError>> {
         let mut waits: Vec<(u64, SharedResult<K, V>, Vec<K>)> = Vec::new();
+        let mut out = HashMap::new();
         {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             for key in keys {
                 if let Some((id, shared)) = state.in_flight.get(key) {
                     push_wait(&mut waits, *id, shared, key);
+                    continue;
+                }
+                if let Some(value) = (self.known)(key) {
+                    out.insert(key.clone(), Ok(value));
                     continue;
                 }
                 let (id, shared, full) = self.enqueue(&mut state, key.clone(), deadline);
@@ -90,7 +102,6 @@ where
                 }
             }
         }
-        let mut out = HashMap::new();
         for (_, shared, keys) in waits {
             match shared.await {
                 Ok(answers) => {

@@ -5,9 +5,12 @@
 //! answer must never stand for another's. Only positive facts are kept: a missing blob or a
 //! tag not found is asked again next time, so a re-push is seen at once.
 
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
@@ -96,7 +99,7 @@ pub struct Caches {
     intact: Cache<Arc<str>, (Finding, bool)>,
     tags: Cache<(Repo, Box<str>), Arc<str>>,
     manifests: Cache<(Repo, Arc<str>), Arc<Manifest>>,
-    blobs: Cache<(Repo, BlobKey), ()>,
+    blobs: AvailableBlobs,
     pub tag_counters: CacheCounters,
     pub manifest_counters: CacheCounters,
     pub blob_counters: CacheCounters,
@@ -122,10 +125,7 @@ impl Caches {
                 .max_capacity(settings.manifest_capacity)
                 .time_to_live(settings.manifest_ttl)
                 .build(),
-            blobs: Cache::builder()
-                .max_capacity(settings.blob_capacity)
-                .time_to_live(settings.blob_ttl)
-                .build(),
+            blobs: AvailableBlobs::new(settings.blob_capacity, settings.blob_ttl),
             tag_counters: CacheCounters::default(),
             manifest_counters: CacheCounters::default(),
             blob_counters: CacheCounters::default(),
@@ -163,26 +163,99 @@ impl Caches {
 
     /// Whether the blob was seen AVAILABLE within its TTL.
     pub fn blob_available(&self, repo: &Repo, digest: &str) -> bool {
-        let hit = self
-            .blobs
-            .contains_key(&(repo.clone(), BlobKey::new(digest)));
+        let hit = self.blobs.contains(repo, digest);
         self.blob_counters.record(hit);
         hit
     }
 
     pub fn put_blob_available(&self, repo: &Repo, digest: &str) {
-        self.blobs.insert((repo.clone(), BlobKey::new(digest)), ());
+        self.blobs.insert(repo, digest);
     }
 
     /// Entries held now (after pending evictions run), per cache: (tags, manifests, blobs).
     pub fn sizes(&self) -> (u64, u64, u64) {
         self.tags.run_pending_tasks();
         self.manifests.run_pending_tasks();
-        self.blobs.run_pending_tasks();
         (
             self.tags.entry_count(),
             self.manifests.entry_count(),
-            self.blobs.entry_count(),
+            self.blobs.len(),
         )
+    }
+}
+
+/// Blobs seen AVAILABLE, with their expiry: the largest cache by far (every layer of every
+/// image), so kept lean rather than general: about 60 bytes an entry in sharded hash maps
+/// instead of a few hundred in a general-purpose cache. Bounded per shard: when a shard is
+/// full, expired entries go first, then an arbitrary eighth of it (a blob dropped early is
+/// only asked about again).
+struct AvailableBlobs {
+    shards: [Mutex<HashMap<(Repo, BlobKey), u64>>; BLOB_SHARDS],
+    hasher: RandomState,
+    epoch: Instant,
+    ttl_ms: u64,
+    shard_capacity: usize,
+}
+
+const BLOB_SHARDS: usize = 16;
+
+impl AvailableBlobs {
+    fn new(capacity: u64, ttl: Duration) -> Self {
+        AvailableBlobs {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            hasher: RandomState::new(),
+            epoch: Instant::now(),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            shard_capacity: usize::try_from(capacity)
+                .unwrap_or(usize::MAX)
+                .div_ceil(BLOB_SHARDS)
+                .max(1),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn shard(&self, key: &(Repo, BlobKey)) -> MutexGuard<'_, HashMap<(Repo, BlobKey), u64>> {
+        let index = usize::try_from(self.hasher.hash_one(key) % BLOB_SHARDS as u64).unwrap_or(0);
+        let shard = self.shards.get(index).unwrap_or(&self.shards[0]);
+        shard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn contains(&self, repo: &Repo, digest: &str) -> bool {
+        let key = (repo.clone(), BlobKey::new(digest));
+        let now = self.now_ms();
+        self.shard(&key)
+            .get(&key)
+            .is_some_and(|expiry| *expiry > now)
+    }
+
+    fn insert(&self, repo: &Repo, digest: &str) {
+        let key = (repo.clone(), BlobKey::new(digest));
+        let now = self.now_ms();
+        let mut shard = self.shard(&key);
+        if shard.len() >= self.shard_capacity && !shard.contains_key(&key) {
+            shard.retain(|_, expiry| *expiry > now);
+            if shard.len() >= self.shard_capacity {
+                let evict: Vec<(Repo, BlobKey)> = shard
+                    .keys()
+                    .take(self.shard_capacity / 8 + 1)
+                    .cloned()
+                    .collect();
+                for k in evict {
+                    shard.remove(&k);
+                }
+            }
+        }
+        shard.insert(key, now.saturating_add(self.ttl_ms));
+    }
+
+    /// Entries held, expired ones not yet dropped included.
+    fn len(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
+            .sum()
     }
 }

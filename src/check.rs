@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::future::{join_all, FutureExt};
 use tokio::time::Instant;
 
-use crate::batcher::{CallFn, Coalescer};
+use crate::batcher::{CallFn, Coalescer, KnownFn};
 use crate::cache::{CacheSettings, Caches};
 use crate::image::{ImageId, ImageTarget, RepositoryKey};
 use crate::manifest::{self, Manifest, Platform};
@@ -343,6 +343,7 @@ impl Engine {
 
     /// `BatchGetImage` through the batcher; answers are parsed once and cached.
     fn image_batcher(&self, repo: Arc<RepositoryKey>) -> Arc<Coalescer<ImageId, ImageAnswer>> {
+        let repo_for_known = repo.clone();
         let registry = self.registry.clone();
         let caches = self.caches.clone();
         let stats = self.stats.clone();
@@ -379,11 +380,23 @@ impl Engine {
                 }
                 .boxed()
             });
-        Coalescer::new(self.settings.batch_window, call)
+        let (caches, key) = (self.caches.clone(), repo_for_known);
+        let known: KnownFn<ImageId, ImageAnswer> = Arc::new(move |id: &ImageId| {
+            let digest: Arc<str> = match id {
+                ImageId::Tag(t) => caches.tag(&key, t)?,
+                ImageId::Digest(d) => d.as_str().into(),
+            };
+            let manifest = caches.manifest(&key, &digest)?;
+            Some(ImageAnswer::Found {
+                manifest: Ok(manifest),
+            })
+        });
+        Coalescer::new(self.settings.batch_window, call, known)
     }
 
     /// `BatchCheckLayerAvailability` through the batcher; AVAILABLE answers are cached.
     fn blob_batcher(&self, repo: Arc<RepositoryKey>) -> Arc<Coalescer<String, BlobState>> {
+        let repo_for_known = repo.clone();
         let registry = self.registry.clone();
         let caches = self.caches.clone();
         let stats = self.stats.clone();
@@ -415,7 +428,13 @@ impl Engine {
                 }
                 .boxed()
             });
-        Coalescer::new(self.settings.batch_window, call)
+        let (caches, key) = (self.caches.clone(), repo_for_known);
+        let known: KnownFn<String, BlobState> = Arc::new(move |digest: &String| {
+            caches
+                .blob_available(&key, digest)
+                .then_some(BlobState::Available)
+        });
+        Coalescer::new(self.settings.batch_window, call, known)
     }
 
     /// Manifests for `ids`, from the caches or through the batcher.

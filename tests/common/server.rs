@@ -33,6 +33,7 @@ pub struct Options {
     /// ECR endpoint; the emulator's when `None`.
     pub endpoint: Option<String>,
     pub limits: server::Limits,
+    pub batch_window: Duration,
 }
 
 impl Default for Options {
@@ -46,6 +47,7 @@ impl Default for Options {
             pull_through_prefixes: Vec::new(),
             endpoint: None,
             limits: server::Limits::default(),
+            batch_window: ecr_preflight::check::DEFAULT_BATCH_WINDOW,
         }
     }
 }
@@ -80,6 +82,7 @@ pub async fn engine(options: &Options) -> Engine {
                 .map(|p| p.parse().expect("platform"))
                 .collect(),
             pull_through_prefixes: options.pull_through_prefixes.clone(),
+            batch_window: options.batch_window,
             ..EngineSettings::new(Vec::new())
         },
     )
