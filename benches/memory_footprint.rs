@@ -145,8 +145,10 @@ async fn main() {
         "key".as_ref(),
     )
     .expect("key");
+    let metrics = ecr_preflight::metrics::Metrics::new(engine.metrics());
     let state = Arc::new(WebhookState {
         engine: engine.clone(),
+        metrics: metrics.clone(),
         policy: Policy {
             mode: Mode::Enforce,
             on_error: OnError::Allow,
@@ -167,6 +169,7 @@ async fn main() {
         server::webhook_router(state),
         tls_config,
         server::Limits::default(),
+        metrics,
     )
     .expect("start");
     let client = reqwest::Client::builder()

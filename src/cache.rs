@@ -8,7 +8,6 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use moka::sync::Cache;
 use crate::check::Finding;
 use crate::image::RepositoryKey;
 use crate::manifest::Manifest;
+use crate::metrics::EngineMetrics;
 
 /// Sizes and lifetimes, from flags.
 #[derive(Debug, Clone)]
@@ -77,20 +77,6 @@ fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
 
 type Repo = Arc<RepositoryKey>;
 
-/// Hit and miss counts per cache, for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct CacheCounters {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-}
-
-impl CacheCounters {
-    fn record(&self, hit: bool) {
-        let counter = if hit { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// The caches. Besides the three of raw facts, `intact` remembers, per image reference as
 /// written (its host names account and region), that every blob of it was AVAILABLE: a
 /// fact derived from the others, kept no longer than the shortest of their lifetimes, so
@@ -100,13 +86,11 @@ pub struct Caches {
     tags: Cache<(Repo, Box<str>), Arc<str>>,
     manifests: Cache<(Repo, Arc<str>), Arc<Manifest>>,
     blobs: AvailableBlobs,
-    pub tag_counters: CacheCounters,
-    pub manifest_counters: CacheCounters,
-    pub blob_counters: CacheCounters,
+    metrics: EngineMetrics,
 }
 
 impl Caches {
-    pub fn new(settings: &CacheSettings) -> Self {
+    pub fn new(settings: &CacheSettings, metrics: EngineMetrics) -> Self {
         Caches {
             intact: Cache::builder()
                 .max_capacity(settings.tag_capacity)
@@ -126,15 +110,15 @@ impl Caches {
                 .time_to_live(settings.manifest_ttl)
                 .build(),
             blobs: AvailableBlobs::new(settings.blob_capacity, settings.blob_ttl),
-            tag_counters: CacheCounters::default(),
-            manifest_counters: CacheCounters::default(),
-            blob_counters: CacheCounters::default(),
+            metrics,
         }
     }
 
     /// The finding and pull-through flag of an image found intact within the TTLs.
     pub fn intact(&self, image: &str) -> Option<(Finding, bool)> {
-        self.intact.get(image)
+        let found = self.intact.get(image);
+        self.metrics.cache("image", found.is_some());
+        found
     }
 
     pub fn put_intact(&self, image: &str, finding: Finding, pull_through: bool) {
@@ -143,7 +127,7 @@ impl Caches {
 
     pub fn tag(&self, repo: &Repo, tag: &str) -> Option<Arc<str>> {
         let found = self.tags.get(&(repo.clone(), tag.into()));
-        self.tag_counters.record(found.is_some());
+        self.metrics.cache("tag", found.is_some());
         found
     }
 
@@ -153,7 +137,7 @@ impl Caches {
 
     pub fn manifest(&self, repo: &Repo, digest: &str) -> Option<Arc<Manifest>> {
         let found = self.manifests.get(&(repo.clone(), digest.into()));
-        self.manifest_counters.record(found.is_some());
+        self.metrics.cache("manifest", found.is_some());
         found
     }
 
@@ -164,7 +148,7 @@ impl Caches {
     /// Whether the blob was seen AVAILABLE within its TTL.
     pub fn blob_available(&self, repo: &Repo, digest: &str) -> bool {
         let hit = self.blobs.contains(repo, digest);
-        self.blob_counters.record(hit);
+        self.metrics.cache("blob", hit);
         hit
     }
 

@@ -16,6 +16,7 @@ use crate::batcher::{CallFn, Coalescer, KnownFn};
 use crate::cache::{CacheSettings, Caches};
 use crate::image::{ImageId, ImageTarget, RepositoryKey};
 use crate::manifest::{self, Manifest, Platform};
+use crate::metrics::{EcrOperation, EngineMetrics};
 use crate::registry::{BlobState, FetchedManifest, Registry, RegistryError};
 use crate::retry::with_retries;
 
@@ -160,6 +161,7 @@ pub struct Engine {
     /// Per-repository batchers, bounded and dropped when idle.
     repos: moka::sync::Cache<RepositoryKey, Arc<RepoState>>,
     stats: Arc<CallStats>,
+    metrics: EngineMetrics,
 }
 
 /// ECR calls made, per operation: for metrics and the call-count benchmarks.
@@ -203,9 +205,11 @@ const MAX_REPOS: u64 = 10_000;
 
 impl Engine {
     pub fn new(registry: Arc<dyn Registry>, settings: EngineSettings) -> Self {
+        let metrics = EngineMetrics::default();
         Engine {
             registry,
-            caches: Arc::new(Caches::new(&settings.cache)),
+            caches: Arc::new(Caches::new(&settings.cache, metrics.clone())),
+            metrics,
             repos: moka::sync::Cache::builder()
                 .max_capacity(MAX_REPOS)
                 .time_to_idle(REPO_IDLE)
@@ -225,6 +229,11 @@ impl Engine {
 
     pub fn stats(&self) -> &CallStats {
         &self.stats
+    }
+
+    /// ECR call and cache metrics, for registration with the webhook's.
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
     }
 
     /// Checks every image (duplicates are checked once) and returns one report per input,
@@ -347,18 +356,23 @@ impl Engine {
         let registry = self.registry.clone();
         let caches = self.caches.clone();
         let stats = self.stats.clone();
+        let metrics = self.metrics.clone();
         let call: CallFn<ImageId, ImageAnswer> =
             Arc::new(move |ids: Vec<ImageId>, deadline: Instant| {
-                let (registry, caches, stats, repo) = (
+                let (registry, caches, stats, metrics, repo) = (
                     registry.clone(),
                     caches.clone(),
                     stats.clone(),
+                    metrics.clone(),
                     repo.clone(),
                 );
                 async move {
-                    let out = with_retries(deadline, || {
+                    let out = with_retries(deadline, || async {
                         stats.batch_get_image.fetch_add(1, Ordering::Relaxed);
-                        registry.batch_get_image(&repo, &ids)
+                        let started = std::time::Instant::now();
+                        let result = registry.batch_get_image(&repo, &ids).await;
+                        metrics.ecr_call(EcrOperation::BatchGetImage, started.elapsed(), &result);
+                        result
                     })
                     .await
                     .inspect_err(|_| {
@@ -400,20 +414,31 @@ impl Engine {
         let registry = self.registry.clone();
         let caches = self.caches.clone();
         let stats = self.stats.clone();
+        let metrics = self.metrics.clone();
         let call: CallFn<String, BlobState> =
             Arc::new(move |digests: Vec<String>, deadline: Instant| {
-                let (registry, caches, stats, repo) = (
+                let (registry, caches, stats, metrics, repo) = (
                     registry.clone(),
                     caches.clone(),
                     stats.clone(),
+                    metrics.clone(),
                     repo.clone(),
                 );
                 async move {
-                    let out = with_retries(deadline, || {
+                    let out = with_retries(deadline, || async {
                         stats
                             .batch_check_layer_availability
                             .fetch_add(1, Ordering::Relaxed);
-                        registry.batch_check_layer_availability(&repo, &digests)
+                        let started = std::time::Instant::now();
+                        let result = registry
+                            .batch_check_layer_availability(&repo, &digests)
+                            .await;
+                        metrics.ecr_call(
+                            EcrOperation::BatchCheckLayerAvailability,
+                            started.elapsed(),
+                            &result,
+                        );
+                        result
                     })
                     .await
                     .inspect_err(|_| {

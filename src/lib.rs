@@ -12,6 +12,7 @@ pub mod config;
 pub mod decision;
 pub mod image;
 pub mod manifest;
+pub mod metrics;
 pub mod registry;
 pub mod retry;
 pub mod server;

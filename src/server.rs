@@ -26,9 +26,11 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Policy, Reviewed};
-use crate::check::Engine;
+use crate::check::{Engine, Finding};
 use crate::coarse_timer::CoarseTimer;
 use crate::decision::Mode;
+use crate::metrics::{self, AdmissionLabels, Metrics};
+use crate::workload::WorkloadKind;
 
 /// An UPDATE carries `object` and `oldObject`, each up to the API server's 3 MiB.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -63,6 +65,7 @@ pub struct WebhookState {
     pub policy: Policy,
     /// `--timeout`.
     pub timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The webhook's routes: `/validate` in the configured mode, `/validate/<mode>` in that one.
@@ -116,7 +119,9 @@ async fn handle(state: &WebhookState, mode: Mode, timeout: Option<&str>, body: &
     };
     match admission::review(&state.engine, policy, body, budget(state.timeout, timeout)).await {
         Ok(reviewed) => {
-            log_decision(&reviewed, started.elapsed());
+            let elapsed = started.elapsed();
+            record(&state.metrics, &reviewed, elapsed);
+            log_decision(&reviewed, elapsed);
             match serde_json::to_vec(&reviewed.review) {
                 Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
                 Err(e) => (
@@ -127,9 +132,42 @@ async fn handle(state: &WebhookState, mode: Mode, timeout: Option<&str>, body: &
             }
         }
         Err(e) => {
+            let labels = AdmissionLabels {
+                kind: "other",
+                operation: "other",
+                decision: "error",
+            };
+            state
+                .metrics
+                .admission_requests
+                .get_or_create(&labels)
+                .inc();
+            state
+                .metrics
+                .admission_duration
+                .observe(started.elapsed().as_secs_f64());
             tracing::info!(error = %e, "rejected malformed review");
             (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
         }
+    }
+}
+
+fn record(metrics: &Metrics, r: &Reviewed, elapsed: Duration) {
+    let kind =
+        WorkloadKind::from_group_kind(&r.group, &r.kind).map_or("other", WorkloadKind::as_str);
+    let labels = AdmissionLabels {
+        kind,
+        operation: metrics::operation_label(&r.operation),
+        decision: r.disposition().as_str(),
+    };
+    metrics.admission_requests.get_or_create(&labels).inc();
+    metrics.admission_duration.observe(elapsed.as_secs_f64());
+    for report in &r.reports {
+        let missing = match &report.finding {
+            Finding::Checked(platforms) => platforms.iter().map(|p| p.missing.len()).sum(),
+            _ => 0,
+        };
+        metrics.image_checked(report.outcome(), missing);
     }
 }
 
@@ -170,7 +208,7 @@ impl Health {
 }
 
 /// `/healthz`, `/readyz` (ready only while the webhook listener serves) and `/metrics`.
-pub fn admin_router(health: Arc<Health>) -> Router {
+pub fn admin_router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -183,8 +221,19 @@ pub fn admin_router(health: Arc<Health>) -> Router {
                 }
             }),
         )
-        .route("/metrics", get(|| async { "" }))
         .with_state(health)
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
 }
 
 /// Binds `addr`; an IPv6 wildcard falls back to IPv4 on hosts without IPv6.
@@ -230,12 +279,13 @@ pub fn start(
     app: Router,
     tls: Arc<rustls::ServerConfig>,
     limits: Limits,
+    metrics: Arc<Metrics>,
 ) -> io::Result<Running> {
     let webhook_addr = webhook.local_addr()?;
     let metrics_addr = admin.local_addr()?;
     let health = Arc::new(Health::default());
     let (stop, stopped) = watch::channel(false);
-    let admin_app = admin_router(health.clone());
+    let admin_app = admin_router(health.clone(), metrics);
     let mut admin_stop = stopped.clone();
     let admin_task = tokio::spawn(async move {
         let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async move {

@@ -918,3 +918,135 @@ async fn a_client_that_stalls_in_its_headers_is_disconnected() {
         "{text}"
     );
 }
+
+/// The value of the sample whose name and labels are exactly `series` on `/metrics`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_real_admissions() {
+    let s = seeder();
+    let repo = unique("metrics");
+    let good = s
+        .image(
+            &format!("{repo}/good"),
+            "1",
+            "good",
+            2,
+            OCI_MANIFEST,
+            INTACT,
+        )
+        .await;
+    let bad = s
+        .image(
+            &format!("{repo}/bad"),
+            "1",
+            "bad",
+            3,
+            OCI_MANIFEST,
+            Breakage {
+                missing_layers: &[0, 2],
+                missing_config: false,
+            },
+        )
+        .await;
+    let srv = server::start(Options::default()).await;
+    assert_eq!(
+        srv.review("/validate", pod_review(&[("app", &good.reference())]))
+            .await["allowed"],
+        true
+    );
+    assert_eq!(
+        srv.review("/validate", pod_review(&[("app", &good.reference())]))
+            .await["allowed"],
+        true
+    );
+    assert_eq!(
+        srv.review(
+            "/validate",
+            pod_review(&[("app", &bad.reference()), ("web", "nginx:1.27")])
+        )
+        .await["allowed"],
+        false
+    );
+    assert_eq!(
+        srv.review(
+            "/validate/warn",
+            fixture("deployment-update-scale.json", &repo)
+        )
+        .await["allowed"],
+        true
+    );
+    assert_eq!(srv.post("/validate", "{").await.0, 400);
+
+    let response = reqwest::get(format!("{}/metrics", srv.admin_url))
+        .await
+        .expect("scrape");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let text = response.text().await.expect("body");
+    let expect = |series: &str, value: f64| {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}")
+    };
+    expect(
+        r#"ecr_preflight_admission_requests_total{kind="Pod",operation="CREATE",decision="allowed"}"#,
+        2.0,
+    );
+    expect(
+        r#"ecr_preflight_admission_requests_total{kind="Pod",operation="CREATE",decision="denied"}"#,
+        1.0,
+    );
+    expect(
+        r#"ecr_preflight_admission_requests_total{kind="Deployment",operation="UPDATE",decision="allowed"}"#,
+        1.0,
+    );
+    expect(
+        r#"ecr_preflight_admission_requests_total{kind="other",operation="other",decision="error"}"#,
+        1.0,
+    );
+    expect("ecr_preflight_admission_duration_seconds_count", 5.0);
+    expect(r#"ecr_preflight_images_checked_total{result="ok"}"#, 2.0);
+    expect(
+        r#"ecr_preflight_images_checked_total{result="missing"}"#,
+        1.0,
+    );
+    expect(
+        r#"ecr_preflight_images_checked_total{result="skipped"}"#,
+        1.0,
+    );
+    expect("ecr_preflight_missing_blobs_total", 2.0);
+    // good and bad: one lookup and one blob check each; the second good admission is cached.
+    expect(
+        r#"ecr_preflight_ecr_requests_total{operation="BatchGetImage",outcome="success"}"#,
+        2.0,
+    );
+    expect(
+        r#"ecr_preflight_ecr_requests_total{operation="BatchCheckLayerAvailability",outcome="success"}"#,
+        2.0,
+    );
+    expect(
+        r#"ecr_preflight_ecr_request_duration_seconds_count{operation="BatchGetImage"}"#,
+        2.0,
+    );
+    expect(
+        r#"ecr_preflight_cache_requests_total{cache="image",result="hit"}"#,
+        1.0,
+    );
+    expect(r#"ecr_preflight_build_info{version="0.1.0"}"#, 1.0);
+    assert!(text.trim_end().ends_with("# EOF"));
+    // Bounded labels: no image, namespace or object name anywhere in the metrics.
+    assert!(!text.contains(&repo) && !text.contains("shop") && !text.contains("nginx"));
+}

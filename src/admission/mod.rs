@@ -47,6 +47,8 @@ pub enum ReviewError {
 pub struct Reviewed {
     pub review: AdmissionReview<DynamicObject>,
     pub uid: String,
+    /// The request's kind (group and name).
+    pub group: String,
     pub kind: String,
     pub operation: String,
     pub namespace: String,
@@ -79,6 +81,7 @@ pub async fn review(
     let mut out = Reviewed {
         review: allowed_response(&request.uid).into_review(),
         uid: request.uid.to_string(),
+        group: request.kind.group.to_string(),
         kind: request.kind.kind.to_string(),
         operation: request.operation.to_string(),
         namespace: request.namespace.as_deref().unwrap_or_default().to_owned(),

@@ -9,6 +9,7 @@ use anyhow::{anyhow, Context};
 use crate::admission::Policy;
 use crate::check::{Engine, EngineSettings};
 use crate::config::{EngineArgs, ServeArgs, TlsSource};
+use crate::metrics::Metrics;
 use crate::registry::ecr::{EcrApi, EcrSettings};
 use crate::server::{self, WebhookState};
 use crate::tls::{self, CertStore};
@@ -31,8 +32,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let tls_config = tls::server_config(CertStore::new(certified))?;
     let engine = Arc::new(build_engine(&args.engine).await);
+    let metrics = Metrics::new(engine.metrics());
     let state = Arc::new(WebhookState {
         engine,
+        metrics: metrics.clone(),
         policy: Policy {
             mode: args.mode,
             on_error: args.on_error,
@@ -52,6 +55,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         server::webhook_router(state),
         tls_config,
         server::Limits::default(),
+        metrics,
     )?;
     tracing::info!(
         webhook = %running.webhook_addr,

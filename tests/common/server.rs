@@ -100,8 +100,10 @@ pub async fn start(options: Options) -> TestServer {
     .expect("key");
     let tls_config = tls::server_config(CertStore::new(key)).expect("tls config");
     let engine = Arc::new(engine(&options).await);
+    let metrics = ecr_preflight::metrics::Metrics::new(engine.metrics());
     let state = Arc::new(WebhookState {
         engine: engine.clone(),
+        metrics: metrics.clone(),
         policy: Policy {
             mode: options.mode,
             on_error: options.on_error,
@@ -121,6 +123,7 @@ pub async fn start(options: Options) -> TestServer {
         server::webhook_router(state),
         tls_config,
         options.limits,
+        metrics,
     )
     .expect("start");
     let client = client(&cert_pem, false);

@@ -1,0 +1,231 @@
+//! Prometheus metrics (OpenMetrics text). Every label value comes from a small fixed set:
+//! never an image, a namespace or an object name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::check::Outcome;
+use crate::registry::RegistryError;
+
+/// The content type `/metrics` answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Admission latency buckets, 0.5 ms to 10 s.
+const ADMISSION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// ECR call latency buckets, 5 ms to 10 s.
+const ECR_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    /// A workload kind, or `other`.
+    pub kind: &'static str,
+    /// CREATE, UPDATE, DELETE, CONNECT, or `other`.
+    pub operation: &'static str,
+    /// allowed, denied, warned, error.
+    pub decision: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum EcrOperation {
+    BatchGetImage,
+    BatchCheckLayerAvailability,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EcrLabels {
+    pub operation: EcrOperation,
+    /// success, throttled, access_denied, not_found, timeout, transport, server_error, error.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: EcrOperation,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// tag, manifest, blob, image.
+    pub cache: &'static str,
+    /// hit, miss.
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn ecr_histogram() -> Histogram {
+    Histogram::new(ECR_BUCKETS)
+}
+
+/// What the engine records: ECR calls and cache lookups.
+#[derive(Clone)]
+pub struct EngineMetrics {
+    pub ecr_requests: Family<EcrLabels, Counter>,
+    pub ecr_duration: HistogramFamily<OperationLabels>,
+    pub cache_requests: Family<CacheLabels, Counter>,
+}
+
+impl Default for EngineMetrics {
+    fn default() -> Self {
+        EngineMetrics {
+            ecr_requests: Family::default(),
+            ecr_duration: Family::new_with_constructor(ecr_histogram),
+            cache_requests: Family::default(),
+        }
+    }
+}
+
+impl EngineMetrics {
+    /// Records one ECR call: its outcome and how long it took.
+    pub fn ecr_call<T>(
+        &self,
+        operation: EcrOperation,
+        elapsed: Duration,
+        result: &Result<T, RegistryError>,
+    ) {
+        let outcome = match result {
+            Ok(_) => "success",
+            Err(RegistryError::Throttled(_)) => "throttled",
+            Err(RegistryError::AccessDenied { .. }) => "access_denied",
+            Err(RegistryError::RepositoryNotFound { .. }) => "not_found",
+            Err(RegistryError::Timeout) => "timeout",
+            Err(RegistryError::Transport(_)) => "transport",
+            Err(RegistryError::Server(_)) => "server_error",
+            Err(RegistryError::Service { .. }) => "error",
+        };
+        self.ecr_requests
+            .get_or_create(&EcrLabels { operation, outcome })
+            .inc();
+        self.ecr_duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn cache(&self, cache: &'static str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache_requests
+            .get_or_create(&CacheLabels { cache, result })
+            .inc();
+    }
+}
+
+/// What the webhook records per admission.
+pub struct Metrics {
+    pub admission_requests: Family<AdmissionLabels, Counter>,
+    pub admission_duration: Histogram,
+    pub images_checked: Family<ResultLabels, Counter>,
+    pub missing_blobs: Counter,
+    registry: Registry,
+}
+
+impl Metrics {
+    /// Registers every metric, the engine's included.
+    pub fn new(engine: &EngineMetrics) -> Arc<Self> {
+        let mut registry = Registry::default();
+        let admission_requests = Family::<AdmissionLabels, Counter>::default();
+        let admission_duration = Histogram::new(ADMISSION_BUCKETS);
+        let images_checked = Family::<ResultLabels, Counter>::default();
+        let missing_blobs = Counter::default();
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        let r = &mut registry;
+        r.register(
+            "ecr_preflight_admission_requests",
+            "Admission reviews answered",
+            admission_requests.clone(),
+        );
+        r.register(
+            "ecr_preflight_admission_duration_seconds",
+            "Time to answer an admission review",
+            admission_duration.clone(),
+        );
+        r.register(
+            "ecr_preflight_images_checked",
+            "Images checked, by outcome",
+            images_checked.clone(),
+        );
+        r.register(
+            "ecr_preflight_missing_blobs",
+            "Blobs found missing in ECR",
+            missing_blobs.clone(),
+        );
+        r.register(
+            "ecr_preflight_ecr_requests",
+            "ECR API calls, by operation and outcome",
+            engine.ecr_requests.clone(),
+        );
+        r.register(
+            "ecr_preflight_ecr_request_duration_seconds",
+            "Duration of ECR API calls",
+            engine.ecr_duration.clone(),
+        );
+        r.register(
+            "ecr_preflight_cache_requests",
+            "Cache lookups, by cache and result",
+            engine.cache_requests.clone(),
+        );
+        r.register("ecr_preflight_build_info", "Build information", build_info);
+        Arc::new(Metrics {
+            admission_requests,
+            admission_duration,
+            images_checked,
+            missing_blobs,
+            registry,
+        })
+    }
+
+    pub fn image_checked(&self, outcome: Outcome, missing: usize) {
+        self.images_checked
+            .get_or_create(&ResultLabels {
+                result: outcome.as_str(),
+            })
+            .inc();
+        self.missing_blobs.inc_by(missing as u64);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// The `operation` label: the admission operations, or `other`.
+pub fn operation_label(operation: &str) -> &'static str {
+    match operation {
+        "CREATE" => "CREATE",
+        "UPDATE" => "UPDATE",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
+}
