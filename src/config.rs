@@ -105,6 +105,13 @@ pub struct ServeArgs {
     /// PEM private key for the webhook listener.
     #[arg(long, env = "ECR_PREFLIGHT_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// How often the certificate and key files are checked for a new pair.
+    #[arg(long, env = "ECR_PREFLIGHT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// On SIGTERM, keep serving (unready) this long before draining, so endpoints and the
+    /// API server stop sending requests first.
+    #[arg(long, env = "ECR_PREFLIGHT_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
     /// Serve a self-signed certificate for localhost (development only).
     #[arg(long, env = "ECR_PREFLIGHT_INSECURE_SELF_SIGNED")]
     pub insecure_self_signed: bool,

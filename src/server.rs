@@ -258,6 +258,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// Turns readiness off only: requests are still served.
+    pub fn set_unready(&self) {
+        self.health.set_ready(false);
+    }
+
     /// Turns readiness off and starts draining: no new connections, open requests finish.
     pub fn shutdown(&self) {
         self.health.set_ready(false);

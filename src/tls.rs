@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use rustls::crypto::aws_lc_rs;
 use rustls::pki_types::pem::PemObject;
@@ -139,4 +140,44 @@ pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsErro
         .with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Reloads the certificate and key whenever their contents change, by polling them every
+/// `interval`. Kubelet updates a mounted Secret by swapping the `..data` symlink of its
+/// directory, not by writing the files, so contents are compared, not modification events.
+/// A pair that does not load (say, read between the two writes of a manual update) keeps
+/// the current certificate and is tried again on the next tick.
+pub fn spawn_reloader(
+    store: Arc<CertStore>,
+    cert: PathBuf,
+    key: PathBuf,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let read =
+            |cert: &Path, key: &Path| Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?));
+        let mut last = read(&cert, &key);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let current = read(&cert, &key);
+            if current.is_none() || current == last {
+                continue;
+            }
+            if let Some((cert_pem, key_pem)) = &current {
+                match certified_key(cert_pem, key_pem, &cert, &key) {
+                    Ok(certified) => {
+                        store.replace(certified);
+                        tracing::info!(cert = %cert.display(), "serving certificate reloaded");
+                        last = current;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "new certificate not loaded; keeping the current one")
+                    }
+                }
+            }
+        }
+    })
 }

@@ -63,10 +63,10 @@ fn flags_are_read_from_the_environment() {
 }
 
 #[test]
-fn sigterm_stops_the_server_with_exit_code_zero() {
+fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
     let (port, admin) = (free_port(), free_port());
     let mut child = Command::new(BIN)
-        .args(["serve", "--insecure-self-signed"])
+        .args(["serve", "--insecure-self-signed", "--shutdown-delay", "1s"])
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -88,11 +88,46 @@ fn sigterm_stops_the_server_with_exit_code_zero() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(http_status(admin, "/readyz"), Some(200));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
+    let signalled = Instant::now();
+    // Unready at once, but still listening during the delay.
+    let mut unready = false;
+    while !unready && signalled.elapsed() < Duration::from_millis(800) {
+        unready = http_status(admin, "/readyz") == Some(503);
+    }
+    assert!(
+        unready,
+        "readiness did not turn off during the shutdown delay"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the webhook stopped listening before the delay ended"
+    );
     let exit = child.wait().expect("wait");
     assert_eq!(exit.code(), Some(0));
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(900),
+        "exited before the delay: {:?}",
+        signalled.elapsed()
+    );
+}
+
+/// The status of a plain HTTP GET, with nothing but std.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
 }

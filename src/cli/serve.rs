@@ -30,7 +30,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )?
         }
     };
-    let tls_config = tls::server_config(CertStore::new(certified))?;
+    let store = CertStore::new(certified);
+    if let TlsSource::Files { cert, key } = &tls_source {
+        tls::spawn_reloader(
+            store.clone(),
+            cert.clone(),
+            key.clone(),
+            args.tls_reload_interval,
+        );
+    }
+    let tls_config = tls::server_config(store)?;
     let engine = Arc::new(build_engine(&args.engine).await);
     let metrics = Metrics::new(engine.metrics());
     let state = Arc::new(WebhookState {
@@ -65,7 +74,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "serving"
     );
     wait_for_signal().await;
-    tracing::info!("shutting down: draining open requests");
+    running.set_unready();
+    tracing::info!(delay = ?args.shutdown_delay, "shutting down: unready, still serving until the delay ends");
+    tokio::select! {
+        () = tokio::time::sleep(args.shutdown_delay) => {}
+        () = wait_for_signal() => tracing::info!("second signal: draining now"),
+    }
+    tracing::info!("draining open requests");
     running.shutdown();
     running.wait().await;
     tracing::info!("stopped");
