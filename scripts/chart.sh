@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Checks the Helm chart, the rendered manifests and the Dockerfile:
+#   helm lint --strict (default values and every feature on), the renderings validated
+#   against Kubernetes 1.31 and 1.34 schemas (strict), chart assertions for the kinds
+#   without schemas, manifests/ecr-preflight.yaml up to date, hadolint.
+# With --update, rewrites manifests/ecr-preflight.yaml instead of checking it.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+ensure_helm
+ensure_chart_tools
+chart=charts/ecr-preflight
+all="$chart/ci/all-features-values.yaml"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+"$HELM" lint --strict "$chart"
+"$HELM" lint --strict "$chart" -f "$all"
+"$HELM" template t "$chart" -n ecr-preflight >"$work/default.yaml"
+"$HELM" template t "$chart" -n ecr-preflight -f "$all" >"$work/all.yaml"
+for version in 1.31.0 1.34.0; do
+    for rendering in default all; do
+        echo "==> kubernetes-validate $version $rendering" >&2
+        "$VENV/bin/kubernetes-validate" -k "$version" --strict --quiet "$work/$rendering.yaml"
+    done
+done
+"$VENV/bin/python" "$chart/ci/assert_rendered.py" "$work/default.yaml" "$work/all.yaml"
+
+# The plain manifests: the chart with cert-manager certificates (Helm's generated keys
+# change on every render and must never be committed).
+render_manifests() {
+    {
+        echo "# Rendered from charts/ecr-preflight by scripts/chart.sh --update; do not edit."
+        echo "# Needs cert-manager. Apply: kubectl create namespace ecr-preflight && kubectl apply -f manifests/ecr-preflight.yaml"
+        "$HELM" template ecr-preflight "$chart" -n ecr-preflight --set certManager.enabled=true
+    }
+}
+if [ "${1:-}" = "--update" ]; then
+    mkdir -p manifests
+    render_manifests >manifests/ecr-preflight.yaml
+    echo "==> manifests/ecr-preflight.yaml updated" >&2
+elif ! diff -u manifests/ecr-preflight.yaml <(render_manifests) >"$work/manifests.diff"; then
+    cat "$work/manifests.diff" >&2
+    echo "manifests/ecr-preflight.yaml is stale: run bash scripts/chart.sh --update" >&2
+    exit 1
+fi
+if grep -q "BEGIN .*PRIVATE KEY\|tls.key:" manifests/ecr-preflight.yaml; then
+    echo "manifests/ecr-preflight.yaml carries a private key" >&2
+    exit 1
+fi
+
+"$VENV/bin/hadolint" --failure-threshold warning Dockerfile
+echo "==> chart, manifests and Dockerfile: ok" >&2
