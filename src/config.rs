@@ -41,6 +41,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the validating admission webhook.
     Serve(ServeArgs),
+    /// Check Kubernetes manifests (files, directories, or - for stdin) like the webhook would.
+    Check(crate::cli::check::CheckArgs),
 }
 
 /// What the engine needs; shared by every subcommand that checks images.

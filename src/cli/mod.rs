@@ -1,5 +1,6 @@
 //! The command line: `ecr-preflight serve`.
 
+pub mod check;
 mod serve;
 
 use std::io::IsTerminal;
@@ -29,6 +30,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Check(args) => check::run(args).await,
         }
     });
     match result {
