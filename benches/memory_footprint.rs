@@ -94,6 +94,7 @@ impl Registry for Synthetic {
                     .iter()
                     .map(|d| (d.clone(), BlobState::Available))
                     .collect(),
+                ..Default::default()
             })
         }
         .boxed()

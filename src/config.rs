@@ -43,6 +43,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check Kubernetes manifests (files, directories, or - for stdin) like the webhook would.
     Check(crate::cli::check::CheckArgs),
+    /// Blob availability in ECR, like `aws ecr batch-check-layer-availability`, or for every
+    /// blob of an image.
+    Layers(crate::cli::layers::LayersArgs),
 }
 
 /// What the engine needs; shared by every subcommand that checks images.

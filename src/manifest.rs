@@ -201,3 +201,41 @@ fn is_foreign(layer: &Descriptor) -> bool {
     let media_type = layer.media_type().to_string();
     media_type.contains("foreign") || media_type.contains("nondistributable")
 }
+
+/// A blob of an image manifest with its role, for people: `config`, `layer 1`, `layer 2`….
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoledBlob {
+    pub role: String,
+    pub digest: String,
+    pub media_type: String,
+    /// Non-distributable (e.g. a Windows base layer): pulled from elsewhere, not from ECR.
+    pub foreign: bool,
+}
+
+/// Every blob of an image manifest, foreign ones included, in manifest order.
+pub fn roled_blobs(bytes: &str) -> Result<Vec<RoledBlob>, ManifestError> {
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::TooLarge);
+    }
+    let manifest: ImageManifest =
+        serde_json::from_str(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    if manifest.layers().len() > MAX_LAYERS {
+        return Err(ManifestError::TooManyEntries(MAX_LAYERS));
+    }
+    let config = manifest.config();
+    let mut out = vec![RoledBlob {
+        role: "config".into(),
+        digest: config.digest().to_string(),
+        media_type: config.media_type().to_string(),
+        foreign: false,
+    }];
+    for (n, layer) in manifest.layers().iter().enumerate() {
+        out.push(RoledBlob {
+            role: format!("layer {}", n + 1),
+            digest: layer.digest().to_string(),
+            media_type: layer.media_type().to_string(),
+            foreign: is_foreign(layer),
+        });
+    }
+    Ok(out)
+}

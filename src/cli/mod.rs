@@ -1,6 +1,7 @@
 //! The command line: `ecr-preflight serve`.
 
 pub mod check;
+pub mod layers;
 mod serve;
 
 use std::io::IsTerminal;
@@ -31,6 +32,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Check(args) => check::run(args).await,
+            Command::Layers(args) => layers::run(args).await,
         }
     });
     match result {

@@ -15,7 +15,7 @@ use futures::FutureExt;
 
 use super::{
     BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
-    Registry, RegistryError,
+    LayerDetail, LayerFailure, Registry, RegistryError,
 };
 use crate::image::{EcrRegistry, ImageId, RepositoryKey};
 use crate::manifest::ACCEPTED_MEDIA_TYPES;
@@ -60,6 +60,11 @@ impl EcrApi {
         }
     }
 
+    /// The region of the loaded AWS configuration, if it names one.
+    pub fn region(&self) -> Option<String> {
+        self.base.region().map(|r| r.to_string())
+    }
+
     fn client(&self, registry: &EcrRegistry) -> Client {
         let key = (registry.region.clone(), registry.fips, registry.dual_stack);
         let mut clients = self
@@ -69,8 +74,11 @@ impl EcrApi {
         clients
             .entry(key)
             .or_insert_with(|| {
-                let mut builder = aws_sdk_ecr::config::Builder::from(&self.base)
-                    .region(Region::new(registry.region.clone()))
+                let mut builder = aws_sdk_ecr::config::Builder::from(&self.base);
+                if !registry.region.is_empty() {
+                    builder = builder.region(Region::new(registry.region.clone()));
+                }
+                builder = builder
                     .use_fips(registry.fips)
                     .use_dual_stack(registry.dual_stack)
                     .timeout_config(
@@ -109,7 +117,7 @@ impl Registry for EcrApi {
             let out = self
                 .client(&repo.registry)
                 .batch_get_image()
-                .registry_id(&repo.registry.account)
+                .set_registry_id(registry_id(repo))
                 .repository_name(&repo.repository)
                 .set_image_ids(Some(image_ids))
                 .set_accepted_media_types(Some(
@@ -161,17 +169,28 @@ impl Registry for EcrApi {
             let out = self
                 .client(&repo.registry)
                 .batch_check_layer_availability()
-                .registry_id(&repo.registry.account)
+                .set_registry_id(registry_id(repo))
                 .repository_name(&repo.repository)
                 .set_layer_digests(Some(digests.to_vec()))
                 .send()
                 .await
                 .map_err(|e| map_error(e, repo, "ecr:BatchCheckLayerAvailability"))?;
             let mut blobs = Vec::with_capacity(digests.len());
+            let mut layers = Vec::new();
+            let mut failures = Vec::new();
             for layer in out.layers() {
                 let Some(digest) = layer.layer_digest() else {
                     continue;
                 };
+                layers.push(LayerDetail {
+                    layer_digest: digest.to_owned(),
+                    layer_availability: layer
+                        .layer_availability()
+                        .map_or("UNKNOWN", |a| a.as_str())
+                        .to_owned(),
+                    layer_size: layer.layer_size(),
+                    media_type: layer.media_type().map(str::to_owned),
+                });
                 let state = match layer.layer_availability() {
                     Some(LayerAvailability::Available) => BlobState::Available,
                     Some(LayerAvailability::Unavailable) => BlobState::Unavailable,
@@ -184,16 +203,33 @@ impl Registry for EcrApi {
                 let Some(digest) = failure.layer_digest() else {
                     continue;
                 };
+                failures.push(LayerFailure {
+                    layer_digest: digest.to_owned(),
+                    failure_code: failure
+                        .failure_code()
+                        .map_or("Unknown", |c| c.as_str())
+                        .to_owned(),
+                    failure_reason: failure.failure_reason().unwrap_or_default().to_owned(),
+                });
                 let state = match failure.failure_code().map(|c| c.as_str()) {
                     Some("MissingLayerDigest") => BlobState::Missing,
                     _ => BlobState::Invalid,
                 };
                 blobs.push((digest.to_owned(), state));
             }
-            Ok(LayerAvailabilityOutput { blobs })
+            Ok(LayerAvailabilityOutput {
+                blobs,
+                layers,
+                failures,
+            })
         }
         .boxed()
     }
+}
+
+/// The registry id to send: none when the account is not known (the caller's own).
+fn registry_id(repo: &RepositoryKey) -> Option<String> {
+    Some(repo.registry.account.clone()).filter(|a| !a.is_empty())
 }
 
 /// Types an SDK error by its service code or failure kind.

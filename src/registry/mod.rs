@@ -54,6 +54,31 @@ pub enum BlobState {
 pub struct LayerAvailabilityOutput {
     /// Every digest ECR answered for, layers and failures alike.
     pub blobs: Vec<(String, BlobState)>,
+    /// ECR's answer as it gave it, for `ecr-preflight layers`; may be left empty by
+    /// registries that only serve the engine.
+    pub layers: Vec<LayerDetail>,
+    pub failures: Vec<LayerFailure>,
+}
+
+/// One `layers` entry of `BatchCheckLayerAvailability`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerDetail {
+    pub layer_digest: String,
+    pub layer_availability: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+}
+
+/// One `failures` entry of `BatchCheckLayerAvailability`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerFailure {
+    pub layer_digest: String,
+    pub failure_code: String,
+    pub failure_reason: String,
 }
 
 /// Why a whole call failed.

@@ -162,7 +162,10 @@ impl Registry for MemoryRegistry {
                     (d.clone(), state)
                 })
                 .collect();
-            Ok(LayerAvailabilityOutput { blobs: answered })
+            Ok(LayerAvailabilityOutput {
+                blobs: answered,
+                ..Default::default()
+            })
         }
         .boxed()
     }
