@@ -1,6 +1,13 @@
 //! ecr-preflight: a validating admission webhook (and CLI) that refuses images whose
 //! layers or config blob are missing in Amazon ECR.
 #![forbid(unsafe_code)]
+// Input never panics the server: no unwrap, expect, panic or unchecked indexing outside tests.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 pub mod admission;
 pub mod batcher;

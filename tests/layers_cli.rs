@@ -63,9 +63,11 @@ async fn digests_in_the_aws_cli_shape_with_missing_and_malformed_ones() {
     let v = json(&out);
     let answered = v["layers"].as_array().expect("layers");
     assert_eq!(answered.len(), 2);
-    assert!(answered.iter().all(|l| l["layerAvailability"] == "AVAILABLE"
-        && l["layerSize"].is_number()
-        && l["mediaType"].is_string()));
+    assert!(answered
+        .iter()
+        .all(|l| l["layerAvailability"] == "AVAILABLE"
+            && l["layerSize"].is_number()
+            && l["mediaType"].is_string()));
     let failures = v["failures"].as_array().expect("failures");
     let code = |d: &str| {
         failures

@@ -62,13 +62,15 @@ impl Reference {
         };
         // A tag is after the last ':' that follows the last '/', so a port is never a tag.
         let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => {
-                let at = last_slash + i;
-                (&rest[..at], Some(rest[at + 1..].to_owned()))
-            }
-            None => (rest, None),
-        };
+        let last_colon = rest
+            .get(last_slash..)
+            .and_then(|tail| tail.rfind(':'))
+            .map(|i| last_slash + i);
+        let (name, tag) =
+            match last_colon.and_then(|at| Some((rest.get(..at)?, rest.get(at + 1..)?))) {
+                Some((name, tag)) => (name, Some(tag.to_owned())),
+                None => (rest, None),
+            };
         if let Some(tag) = &tag {
             validate_tag(tag)?;
         }
@@ -188,37 +190,28 @@ fn validate_path_component(component: &str) -> Result<(), ReferenceError> {
             ReferenceError::InvalidPathComponent(component.to_owned())
         }
     };
-    let bytes = component.as_bytes();
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    let mut i = 0;
-    let mut expect_alnum = true;
-    while i < bytes.len() {
-        let start = i;
-        while i < bytes.len() && alnum(bytes[i]) {
-            i += 1;
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let mut chars = component.chars().peekable();
+    loop {
+        let mut run = 0;
+        while chars.next_if(|c| alnum(*c)).is_some() {
+            run += 1;
         }
-        if i == start {
+        if run == 0 {
             return Err(bad());
         }
-        expect_alnum = false;
-        if i == bytes.len() {
-            break;
+        let mut sep = String::new();
+        while let Some(c) = chars.next_if(|c| !alnum(*c)) {
+            sep.push(c);
         }
-        let sep_start = i;
-        while i < bytes.len() && !alnum(bytes[i]) {
-            i += 1;
+        if sep.is_empty() {
+            return Ok(());
         }
-        let sep = &component[sep_start..i];
-        let valid_sep = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-');
+        let valid_sep = sep == "." || sep == "_" || sep == "__" || sep.chars().all(|c| c == '-');
         if !valid_sep {
             return Err(bad());
         }
-        expect_alnum = true;
     }
-    if expect_alnum {
-        return Err(bad());
-    }
-    Ok(())
 }
 
 /// `[\w][\w.-]{0,127}`
