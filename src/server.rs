@@ -34,6 +34,8 @@ use crate::workload::WorkloadKind;
 
 /// An UPDATE carries `object` and `oldObject`, each up to the API server's 3 MiB.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Reviews decided at once; more wait for a slot, which bounds the memory of bodies held.
+pub const MAX_IN_FLIGHT: usize = 512;
 /// The API server sends `?timeout=`; answering this much before it leaves time for the reply.
 const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 /// The smallest budget a request is given, however short its timeout.
@@ -47,6 +49,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long open connections get to finish once draining starts.
     pub drain_timeout: Duration,
+    /// Open webhook connections at most; further clients wait in the accept queue.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection at most.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -55,6 +61,8 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(25),
+            max_connections: 4096,
+            max_streams_per_connection: 100,
         }
     }
 }
@@ -74,6 +82,9 @@ pub fn webhook_router(state: Arc<WebhookState>) -> Router {
         .route("/validate", post(validate_default))
         .route("/validate/{mode}", post(validate_with_mode))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_IN_FLIGHT,
+        ))
         .with_state(state)
 }
 
@@ -336,8 +347,21 @@ async fn serve_tls(
         .keep_alive(true)
         .timer(CoarseTimer::start())
         .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .max_concurrent_streams(limits.max_streams_per_connection);
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        // Accept only with a connection slot free: past the limit, clients queue in the
+        // kernel's backlog instead of costing memory here.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -358,6 +382,8 @@ async fn serve_tls(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Held for the life of the connection.
+            let _permit = permit;
             let tls =
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,

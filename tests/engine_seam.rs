@@ -333,3 +333,38 @@ async fn a_slow_registry_answers_unknown_at_the_deadline() {
     );
     assert_eq!(reports[1].finding, Finding::Skipped);
 }
+
+#[tokio::test]
+async fn an_object_with_too_many_images_checks_the_first_256_and_says_so() {
+    use ecr_preflight::admission::{review, OwnedObjects, Policy, MAX_IMAGES_PER_OBJECT};
+    let reg = Arc::new(MemoryRegistry::default());
+    let engine = engine(reg.clone());
+    let containers: Vec<serde_json::Value> = (0..300)
+        .map(|i| json!({"name": format!("c{i}"), "image": format!("{REGISTRY}/team/app:{i}")}))
+        .collect();
+    let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+        "object": {"metadata": {"name": "wide"}, "spec": {"containers": containers}}}})
+    .to_string();
+    let policy = Policy {
+        mode: Mode::Warn,
+        on_error: OnError::Allow,
+        owned_objects: OwnedObjects::Audit,
+    };
+    let reviewed = review(&engine, policy, body.as_bytes(), Duration::from_secs(3))
+        .await
+        .expect("review");
+    assert_eq!(reviewed.reports.len(), 300);
+    let unchecked = reviewed
+        .reports
+        .iter()
+        .filter(|r| matches!(&r.finding, Finding::Unknown(m) if m.starts_with("not checked")))
+        .count();
+    assert_eq!(unchecked, 300 - MAX_IMAGES_PER_OBJECT);
+    let verdict = reviewed.verdict.expect("verdict");
+    assert!(verdict.warnings.len() <= ecr_preflight::decision::MAX_WARNINGS);
+    assert!(verdict
+        .warnings
+        .last()
+        .is_some_and(|w| w.starts_with("… and ")));
+}

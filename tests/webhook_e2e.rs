@@ -1050,3 +1050,47 @@ async fn metrics_count_real_admissions() {
     // Bounded labels: no image, namespace or object name anywhere in the metrics.
     assert!(!text.contains(&repo) && !text.contains("shop") && !text.contains("nginx"));
 }
+
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let limits = ecr_preflight::server::Limits {
+        max_connections: 2,
+        ..Default::default()
+    };
+    let srv = server::start(Options {
+        limits,
+        ..Options::default()
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(srv.cert_pem.as_bytes()) {
+        roots.add(cert.expect("cert")).expect("root");
+    }
+    let config = std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let connect = || {
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
+        let addr = srv.running.webhook_addr;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            connector.connect(name, tcp).await
+        }
+    };
+    let first = connect().await.expect("first");
+    let _second = connect().await.expect("second");
+    let third = tokio::spawn(connect());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served past the limit of 2"
+    );
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served once a slot frees");
+    assert!(third.expect("join").is_ok());
+}

@@ -14,6 +14,10 @@ use crate::decision::{self, ContainerFinding, Disposition, Mode, OnError, Verdic
 use crate::workload::{self, ContainerImage, WorkloadKind};
 use review::ReviewView;
 
+/// Distinct images checked per object; beyond it an image is `unknown` (a pod has a few
+/// dozen containers at the very most).
+pub const MAX_IMAGES_PER_OBJECT: usize = 256;
+
 /// What to do with objects that have a controller owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OwnedObjects {
@@ -131,7 +135,15 @@ pub async fn review(
     let mut images: Vec<String> = containers.iter().map(|c| c.image.to_string()).collect();
     images.sort();
     images.dedup();
-    let reports = engine.check(&images, deadline).await;
+    let unchecked = images.split_off(images.len().min(MAX_IMAGES_PER_OBJECT));
+    let mut reports = engine.check(&images, deadline).await;
+    reports.extend(unchecked.into_iter().map(|image| ImageReport {
+        image,
+        finding: crate::check::Finding::Unknown(format!(
+            "not checked: the object names more than {MAX_IMAGES_PER_OBJECT} images"
+        )),
+        pull_through: false,
+    }));
     let verdict = decide_for(&containers, &reports, out.effective_mode, policy.on_error);
     let mut response = allowed_response(&request.uid);
     if let Some(message) = &verdict.message {
