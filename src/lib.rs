@@ -13,8 +13,10 @@ pub mod admission;
 pub mod batcher;
 pub mod cache;
 pub mod check;
+#[cfg(feature = "aws")]
 pub mod cli;
 pub mod coarse_timer;
+#[cfg(feature = "aws")]
 pub mod config;
 pub mod decision;
 pub mod image;

@@ -117,7 +117,7 @@ async fn validate_with_mode(
 /// The decision budget: `--timeout`, or the API server's timeout less a margin if smaller.
 pub fn budget(flag: Duration, param: Option<&str>) -> Duration {
     let from_param = param
-        .and_then(|p| crate::config::parse_duration(p).ok())
+        .and_then(|p| humantime::parse_duration(p.trim()).ok())
         .map(|t| t.saturating_sub(TIMEOUT_MARGIN));
     from_param.map_or(flag, |p| p.min(flag)).max(MIN_BUDGET)
 }

@@ -267,3 +267,21 @@ fn digest_wins_over_tag_for_ecr_images() {
     ));
     assert!(ImageTarget::classify("Bad Ref").is_err());
 }
+
+/// Found by the `reference` fuzz target: a 249-character name parsed, but its normalised
+/// form (`docker.io/library/…`) was over 255 characters and did not parse again.
+#[test]
+fn the_length_limit_applies_to_the_normalised_name() {
+    let input = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fuzz-regressions/reference-normalised-length.txt"
+    ))
+    .expect("regression input");
+    assert_eq!(
+        Reference::parse(input.trim_end_matches('\n')),
+        Err(ReferenceError::NameTooLong)
+    );
+    let fits = format!("team/{}", "a".repeat(255 - "docker.io/team/".len()));
+    let parsed = Reference::parse(&fits).expect("exactly 255 characters normalised");
+    assert!(Reference::parse(&parsed.to_string()).is_ok());
+}

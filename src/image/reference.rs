@@ -77,9 +77,6 @@ impl Reference {
         if name.is_empty() {
             return Err(ReferenceError::Empty);
         }
-        if name.len() > MAX_NAME_LEN {
-            return Err(ReferenceError::NameTooLong);
-        }
         let (registry, path) = split_registry(name);
         let registry = match registry {
             Some(host) => {
@@ -99,6 +96,11 @@ impl Reference {
         } else {
             path.to_owned()
         };
+        // As distribution does, the limit applies to the normalised name, so that whatever
+        // parses also parses again once formatted.
+        if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
+            return Err(ReferenceError::NameTooLong);
+        }
         Ok(Reference {
             registry,
             repository,

@@ -1,6 +1,7 @@
 //! The seam between the engine and ECR: two batch calls with typed answers and errors.
 //! `ecr.rs` implements it with the AWS SDK; tests plug in-memory registries behind it.
 
+#[cfg(feature = "aws")]
 pub mod ecr;
 
 use futures::future::BoxFuture;

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs each cargo-fuzz target for FUZZ_SECONDS (default 60) on the corpus kept in
+# fuzz/corpus/. The machine has only the stable toolchain; cargo fuzz passes -Z flags, so
+# RUSTC_BOOTSTRAP=1 lets stable accept them. Crashes land in fuzz/artifacts/<target>/;
+# each one found becomes a regression test under tests/.
+#   bash scripts/fuzz.sh [TARGET ...]
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+seconds="${FUZZ_SECONDS:-60}"
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(reference manifest admission)
+unset CARGO_TARGET_DIR  # the fuzz build has its own flags; keep it in fuzz/target
+for target in "${targets[@]}"; do
+    echo "==> fuzzing $target for ${seconds}s" >&2
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "fuzz/corpus/$target" -- \
+        -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1
+done
