@@ -350,34 +350,28 @@ impl Engine {
         })
     }
 
+    fn caller(&self) -> EcrCaller {
+        EcrCaller {
+            registry: self.registry.clone(),
+            stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// `BatchGetImage` through the batcher; answers are parsed once and cached.
     fn image_batcher(&self, repo: Arc<RepositoryKey>) -> Arc<Coalescer<ImageId, ImageAnswer>> {
         let repo_for_known = repo.clone();
-        let registry = self.registry.clone();
+        let caller = self.caller();
         let caches = self.caches.clone();
-        let stats = self.stats.clone();
-        let metrics = self.metrics.clone();
         let call: CallFn<ImageId, ImageAnswer> =
             Arc::new(move |ids: Vec<ImageId>, deadline: Instant| {
-                let (registry, caches, stats, metrics, repo) = (
-                    registry.clone(),
-                    caches.clone(),
-                    stats.clone(),
-                    metrics.clone(),
-                    repo.clone(),
-                );
+                let (caller, caches, repo) = (caller.clone(), caches.clone(), repo.clone());
                 async move {
-                    let out = with_retries(deadline, || async {
-                        stats.batch_get_image.fetch_add(1, Ordering::Relaxed);
-                        let started = std::time::Instant::now();
-                        let result = registry.batch_get_image(&repo, &ids).await;
-                        metrics.ecr_call(EcrOperation::BatchGetImage, started.elapsed(), &result);
-                        result
-                    })
-                    .await
-                    .inspect_err(|_| {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                    })?;
+                    let out = caller
+                        .call(EcrOperation::BatchGetImage, deadline, || {
+                            caller.registry.batch_get_image(&repo, &ids)
+                        })
+                        .await?;
                     Ok(match_answers(&ids, out)
                         .into_iter()
                         .map(|(id, lookup)| {
@@ -411,39 +405,19 @@ impl Engine {
     /// `BatchCheckLayerAvailability` through the batcher; AVAILABLE answers are cached.
     fn blob_batcher(&self, repo: Arc<RepositoryKey>) -> Arc<Coalescer<String, BlobState>> {
         let repo_for_known = repo.clone();
-        let registry = self.registry.clone();
+        let caller = self.caller();
         let caches = self.caches.clone();
-        let stats = self.stats.clone();
-        let metrics = self.metrics.clone();
         let call: CallFn<String, BlobState> =
             Arc::new(move |digests: Vec<String>, deadline: Instant| {
-                let (registry, caches, stats, metrics, repo) = (
-                    registry.clone(),
-                    caches.clone(),
-                    stats.clone(),
-                    metrics.clone(),
-                    repo.clone(),
-                );
+                let (caller, caches, repo) = (caller.clone(), caches.clone(), repo.clone());
                 async move {
-                    let out = with_retries(deadline, || async {
-                        stats
-                            .batch_check_layer_availability
-                            .fetch_add(1, Ordering::Relaxed);
-                        let started = std::time::Instant::now();
-                        let result = registry
-                            .batch_check_layer_availability(&repo, &digests)
-                            .await;
-                        metrics.ecr_call(
-                            EcrOperation::BatchCheckLayerAvailability,
-                            started.elapsed(),
-                            &result,
-                        );
-                        result
-                    })
-                    .await
-                    .inspect_err(|_| {
-                        stats.errors.fetch_add(1, Ordering::Relaxed);
-                    })?;
+                    let out = caller
+                        .call(EcrOperation::BatchCheckLayerAvailability, deadline, || {
+                            caller
+                                .registry
+                                .batch_check_layer_availability(&repo, &digests)
+                        })
+                        .await?;
                     for (digest, state) in &out.blobs {
                         if *state == BlobState::Available {
                             caches.put_blob_available(&repo, digest);
@@ -656,6 +630,47 @@ impl Engine {
             }
         }
         selected
+    }
+}
+
+/// Makes ECR calls for the batchers: retried within the deadline, counted and timed.
+#[derive(Clone)]
+struct EcrCaller {
+    registry: Arc<dyn Registry>,
+    stats: Arc<CallStats>,
+    metrics: EngineMetrics,
+}
+
+impl EcrCaller {
+    async fn call<T, F, Fut>(
+        &self,
+        operation: EcrOperation,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        let counter = match operation {
+            EcrOperation::BatchGetImage => &self.stats.batch_get_image,
+            EcrOperation::BatchCheckLayerAvailability => &self.stats.batch_check_layer_availability,
+        };
+        let result = with_retries(deadline, || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
+            let pending = attempt();
+            async move {
+                let result = pending.await;
+                self.metrics.ecr_call(operation, started.elapsed(), &result);
+                result
+            }
+        })
+        .await;
+        if result.is_err() {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 }
 

@@ -283,6 +283,42 @@ async fn more_than_a_hundred_blobs_are_all_checked() {
     );
 }
 
+/// Seeds the images of the Pod fixtures under `prefix`, with `app:1.4` broken.
+async fn seed_pod_fixture(prefix: &str) {
+    let s = seeder();
+    let broken = Breakage {
+        missing_layers: &[0],
+        missing_config: false,
+    };
+    s.image(
+        &format!("{prefix}/app"),
+        "1.4",
+        "app",
+        1,
+        OCI_MANIFEST,
+        broken,
+    )
+    .await;
+    s.image(
+        &format!("{prefix}/worker"),
+        "2.0",
+        "worker",
+        1,
+        OCI_MANIFEST,
+        INTACT,
+    )
+    .await;
+    s.image(
+        &format!("{prefix}/proxy"),
+        "1.0",
+        "proxy",
+        1,
+        OCI_MANIFEST,
+        INTACT,
+    )
+    .await;
+}
+
 /// Seeds every image of the Deployment fixtures under `prefix`, with `app:1.4` broken.
 async fn seed_deployment(prefix: &str, app_broken: bool) {
     let s = seeder();
@@ -366,38 +402,7 @@ async fn update_that_keeps_a_broken_image_is_allowed_but_a_new_broken_image_is_d
 #[tokio::test]
 async fn owned_pod_is_only_recorded_unless_owned_objects_enforce() {
     let prefix = unique("owned");
-    let s = seeder();
-    let broken = Breakage {
-        missing_layers: &[0],
-        missing_config: false,
-    };
-    s.image(
-        &format!("{prefix}/app"),
-        "1.4",
-        "app",
-        1,
-        OCI_MANIFEST,
-        broken,
-    )
-    .await;
-    s.image(
-        &format!("{prefix}/worker"),
-        "2.0",
-        "worker",
-        1,
-        OCI_MANIFEST,
-        INTACT,
-    )
-    .await;
-    s.image(
-        &format!("{prefix}/proxy"),
-        "1.0",
-        "proxy",
-        1,
-        OCI_MANIFEST,
-        INTACT,
-    )
-    .await;
+    seed_pod_fixture(&prefix).await;
     let body = fixture("pod-owned-create.json", &prefix);
 
     let srv = server::start(Options::default()).await;
@@ -486,37 +491,7 @@ async fn each_mode_by_flag_and_by_path() {
 #[tokio::test]
 async fn dry_run_is_answered_the_same_way() {
     let prefix = unique("dryrun");
-    let s = seeder();
-    s.image(
-        &format!("{prefix}/app"),
-        "1.4",
-        "app",
-        1,
-        OCI_MANIFEST,
-        Breakage {
-            missing_layers: &[0],
-            missing_config: false,
-        },
-    )
-    .await;
-    s.image(
-        &format!("{prefix}/worker"),
-        "2.0",
-        "worker",
-        1,
-        OCI_MANIFEST,
-        INTACT,
-    )
-    .await;
-    s.image(
-        &format!("{prefix}/proxy"),
-        "1.0",
-        "proxy",
-        1,
-        OCI_MANIFEST,
-        INTACT,
-    )
-    .await;
+    seed_pod_fixture(&prefix).await;
     let srv = server::start(Options::default()).await;
     let real = srv
         .review("/validate", fixture("pod-create.json", &prefix))
