@@ -244,7 +244,16 @@ where
     match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
-            let code = e.code().unwrap_or("Unknown");
+            let Some(code) = e.code() else {
+                // No error code: the body was not an ECR answer (cut short, not JSON).
+                return RegistryError::Service {
+                    code: "MalformedResponse".to_owned(),
+                    message: format!(
+                        "ECR's answer could not be read (HTTP {})",
+                        service.raw().status().as_u16()
+                    ),
+                };
+            };
             let status = service.raw().status().as_u16();
             let message = e.message().unwrap_or_default().chars().take(200).collect();
             match code {

@@ -1,0 +1,173 @@
+//! A fault-injecting HTTP proxy between the webhook and the ECR emulator: it forwards
+//! requests to the emulator, or answers as a failing ECR would.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// Every answer this late.
+    Latency(Duration),
+    /// HTTP 500 from the service.
+    ServerError,
+    /// `ThrottlingException` for the next N calls, then normal answers.
+    Throttle(usize),
+    /// `AccessDeniedException` naming the action.
+    AccessDenied,
+    /// A 200 whose JSON is cut short.
+    MalformedJson,
+    /// The connection is reset in the middle of the response body.
+    ResetMidResponse,
+}
+
+struct Shared {
+    fault: Mutex<Fault>,
+    upstream: String,
+    client: reqwest::Client,
+    calls: AtomicUsize,
+}
+
+pub struct FaultProxy {
+    pub url: String,
+    shared: Arc<Shared>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> Self {
+        let shared = Arc::new(Shared {
+            fault: Mutex::new(Fault::None),
+            upstream: upstream.to_owned(),
+            client: reqwest::Client::new(),
+            calls: AtomicUsize::new(0),
+        });
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr: SocketAddr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FaultProxy {
+            url: format!("http://{addr}"),
+            shared,
+        }
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.shared.fault.lock().expect("lock") = fault;
+    }
+
+    /// ECR calls that reached the proxy.
+    pub fn calls(&self) -> usize {
+        self.shared.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = serde_json::json!({"__type": kind, "message": message}).to_string();
+    (
+        status,
+        [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amzn-errortype", kind),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    shared.calls.fetch_add(1, Ordering::SeqCst);
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let action = target.rsplit('.').next().unwrap_or_default().to_owned();
+    let fault = {
+        let mut fault = shared.fault.lock().expect("lock");
+        let current = *fault;
+        if let Fault::Throttle(n) = current {
+            *fault = if n > 1 {
+                Fault::Throttle(n - 1)
+            } else {
+                Fault::None
+            };
+        }
+        current
+    };
+    match fault {
+        Fault::ServerError => {
+            return aws_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServerException",
+                "internal error",
+            )
+        }
+        Fault::Throttle(_) => {
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "ThrottlingException",
+                "Rate exceeded",
+            )
+        }
+        Fault::AccessDenied => {
+            let message = format!("User: arn:aws:sts::123456789012:assumed-role/ecr-preflight/x is not authorized to perform: ecr:{action}");
+            return aws_error(StatusCode::BAD_REQUEST, "AccessDeniedException", &message);
+        }
+        Fault::MalformedJson => {
+            return (
+                StatusCode::OK,
+                [("content-type", "application/x-amz-json-1.1")],
+                "{\"images\": [{\"imageId\"",
+            )
+                .into_response()
+        }
+        Fault::Latency(d) => tokio::time::sleep(d).await,
+        Fault::None | Fault::ResetMidResponse => {}
+    }
+    let mut request = shared.client.post(&shared.upstream).body(body);
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let upstream = match request.send().await {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = upstream
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-amz-json-1.1")
+        .to_owned();
+    let bytes = upstream.bytes().await.unwrap_or_default();
+    if fault == Fault::ResetMidResponse {
+        let half = bytes.slice(..bytes.len() / 2);
+        let stream = futures::stream::iter(vec![
+            Ok::<Bytes, std::io::Error>(half),
+            Err(std::io::Error::other("reset")),
+        ]);
+        return (
+            status,
+            [("content-type", content_type)],
+            Body::from_stream(stream),
+        )
+            .into_response();
+    }
+    (status, [("content-type", content_type)], bytes).into_response()
+}
