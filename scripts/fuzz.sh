@@ -11,9 +11,11 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 seconds="${FUZZ_SECONDS:-60}"
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(reference manifest admission)
-unset CARGO_TARGET_DIR  # the fuzz build has its own flags; keep it in fuzz/target
+# The fuzz build has its own flags, so its own target directory.
+unset CARGO_TARGET_DIR
+fuzz_target_dir="${FUZZ_TARGET_DIR:-$ROOT/fuzz/target}"
 for target in "${targets[@]}"; do
     echo "==> fuzzing $target for ${seconds}s" >&2
-    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "fuzz/corpus/$target" -- \
+    RUSTC_BOOTSTRAP=1 cargo fuzz run --target-dir "$fuzz_target_dir" "$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1
 done
