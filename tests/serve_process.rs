@@ -131,3 +131,91 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     stream.read_to_string(&mut response).ok()?;
     response.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// The decision log line names the request, never its body or the process's credentials.
+#[tokio::test]
+async fn logs_carry_decisions_but_no_bodies_or_credentials() {
+    let (port, admin) = (free_port(), free_port());
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--insecure-self-signed",
+            "--shutdown-delay",
+            "0s",
+            "--log-format",
+            "json",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLELOGCHECK")
+        .env("AWS_SECRET_ACCESS_KEY", "very-secret-key-value")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log.reopen().expect("reopen")))
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "log-check-uid", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+        "namespace": "shop", "name": "p",
+        "userInfo": {"username": "alice", "extra": {"token": ["bearer-token-in-review"]}},
+        "object": {"metadata": {"name": "p"}, "spec": {"containers": [
+            {"name": "app", "image": "nginx:1.27", "env": [{"name": "DB_PASSWORD", "value": "password-in-spec"}]}]}}}});
+    let client = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let response = client
+        .post(format!("https://127.0.0.1:{port}/validate"))
+        .json(&review)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    // An idle keep-alive connection (the client's) holds the drain no longer than the
+    // request budget (3 s) plus a second.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(6),
+        "exited {:?} after SIGTERM",
+        signalled.elapsed()
+    );
+    drop(client);
+    let logs = std::fs::read_to_string(log.path()).expect("logs");
+    let decision = logs
+        .lines()
+        .find(|l| l.contains("admission decision"))
+        .unwrap_or_else(|| panic!("no decision line in {logs}"));
+    let line: serde_json::Value = serde_json::from_str(decision).expect("a JSON log line");
+    assert_eq!(line["uid"], "log-check-uid");
+    assert_eq!(line["decision"], "allowed");
+    for secret in [
+        "password-in-spec",
+        "bearer-token-in-review",
+        "very-secret-key-value",
+        "AKIAEXAMPLELOGCHECK",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} leaked into the logs:\n{logs}"
+        );
+    }
+}

@@ -63,7 +63,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin,
         server::webhook_router(state),
         tls_config,
-        server::Limits::default(),
+        server::Limits {
+            // No request outlives its budget, so draining needs no longer; idle
+            // keep-alive connections are closed when it ends.
+            drain_timeout: args.engine.timeout + Duration::from_secs(1),
+            ..server::Limits::default()
+        },
         metrics,
     )?;
     tracing::info!(
