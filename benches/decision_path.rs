@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::memory_registry::MemoryRegistry;
-use common::seed::{sha256, OCI_MANIFEST};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ecr_preflight::admission::{self, review::ReviewView, OwnedObjects, Policy};
 use ecr_preflight::check::{Engine, EngineSettings};
@@ -21,28 +20,12 @@ use ecr_preflight::decision::{Mode, OnError};
 use ecr_preflight::registry::BlobState;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::admission::AdmissionReview;
-use serde_json::json;
 
 const REVIEW: &str = include_str!("../tests/fixtures/deployment-10k-create.json");
 
 fn compact(json: &str) -> Vec<u8> {
     let value: serde_json::Value = serde_json::from_str(json).expect("fixture");
     serde_json::to_vec(&value).expect("json")
-}
-
-fn seed(reg: &MemoryRegistry, repo: &str, tag: &str, n: usize) {
-    let blobs: Vec<String> = (0..n)
-        .map(|i| sha256(format!("{repo}:{tag}:{i}").as_bytes()))
-        .collect();
-    for b in &blobs {
-        reg.blob(repo, b, BlobState::Available);
-    }
-    let manifest = json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0], "size": 1},
-        "layers": blobs[1..].iter().map(|d| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": 1})).collect::<Vec<_>>(),
-    });
-    reg.put(repo, Some(tag), &manifest.to_string(), OCI_MANIFEST);
 }
 
 fn bench(c: &mut Criterion) {
@@ -52,9 +35,9 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let reg = Arc::new(MemoryRegistry::default());
-    seed(&reg, "sample/app", "1.4", 8);
-    seed(&reg, "sample/app", "1.4-metrics", 3);
-    seed(&reg, "sample/worker", "2.0", 6);
+    reg.push_image("sample/app", "1.4", 8, BlobState::Available);
+    reg.push_image("sample/app", "1.4-metrics", 3, BlobState::Available);
+    reg.push_image("sample/worker", "2.0", 6, BlobState::Available);
     let engine = Engine::new(
         reg.clone(),
         EngineSettings::new(vec!["linux/amd64".parse().expect("p")]),

@@ -263,57 +263,46 @@ impl Engine {
                 }
             }
         }
-        if by_repo.is_empty() {
-            return images
-                .iter()
-                .map(|image| {
-                    let (finding, pull_through) = findings
-                        .get(image.as_str())
-                        .cloned()
-                        .unwrap_or((Finding::Skipped, false));
-                    ImageReport {
-                        image: image.clone(),
-                        finding,
-                        pull_through,
-                    }
-                })
-                .collect();
-        }
-        let budget = deadline.saturating_duration_since(Instant::now());
-        let per_repo = join_all(by_repo.into_iter().map(|(repo, ids)| async move {
-            let ids: Vec<ImageId> = ids.into_iter().collect();
-            let state = self.repo_state(&repo);
-            let result =
-                tokio::time::timeout_at(deadline, self.check_repository(&state, &ids, deadline))
-                    .await;
-            let findings = result.unwrap_or_else(|_| {
-                let reason = format!("no answer from ECR within {}", human(budget));
-                ids.iter()
-                    .map(|id| (id.clone(), Finding::Unknown(reason.clone())))
-                    .collect()
-            });
-            (repo, findings)
-        }))
-        .await;
-        let per_repo: HashMap<RepositoryKey, HashMap<ImageId, Finding>> =
-            per_repo.into_iter().collect();
-        for (image, (repo, id)) in &targets {
-            let finding = per_repo
-                .get(repo)
-                .and_then(|m| m.get(id))
-                .cloned()
-                .unwrap_or_else(|| Finding::Unknown("not checked".to_owned()));
-            let pull_through = self.is_pull_through(&repo.repository);
-            let report = ImageReport {
-                image: String::new(),
-                finding,
-                pull_through,
-            };
-            if report.outcome() == Outcome::Ok {
-                self.caches
-                    .put_intact(image, report.finding.clone(), pull_through);
+        // A warm admission (every image known intact) needs no ECR work at all.
+        if !by_repo.is_empty() {
+            let budget = deadline.saturating_duration_since(Instant::now());
+            let per_repo = join_all(by_repo.into_iter().map(|(repo, ids)| async move {
+                let ids: Vec<ImageId> = ids.into_iter().collect();
+                let state = self.repo_state(&repo);
+                let result = tokio::time::timeout_at(
+                    deadline,
+                    self.check_repository(&state, &ids, deadline),
+                )
+                .await;
+                let findings = result.unwrap_or_else(|_| {
+                    let reason = format!("no answer from ECR within {}", human(budget));
+                    ids.iter()
+                        .map(|id| (id.clone(), Finding::Unknown(reason.clone())))
+                        .collect()
+                });
+                (repo, findings)
+            }))
+            .await;
+            let per_repo: HashMap<RepositoryKey, HashMap<ImageId, Finding>> =
+                per_repo.into_iter().collect();
+            for (image, (repo, id)) in &targets {
+                let finding = per_repo
+                    .get(repo)
+                    .and_then(|m| m.get(id))
+                    .cloned()
+                    .unwrap_or_else(|| Finding::Unknown("not checked".to_owned()));
+                let pull_through = self.is_pull_through(&repo.repository);
+                let report = ImageReport {
+                    image: String::new(),
+                    finding,
+                    pull_through,
+                };
+                if report.outcome() == Outcome::Ok {
+                    self.caches
+                        .put_intact(image, report.finding.clone(), pull_through);
+                }
+                findings.insert(image, (report.finding, pull_through));
             }
-            findings.insert(image, (report.finding, pull_through));
         }
         images
             .iter()

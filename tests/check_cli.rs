@@ -327,9 +327,7 @@ async fn unreadable_documents_exit_2_and_the_rest_is_still_checked() {
 
 #[tokio::test]
 async fn ecr_that_cannot_answer_exits_3() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let refused = format!("http://{}", listener.local_addr().expect("addr"));
-    drop(listener);
+    let refused = common::refused_endpoint();
     let dir = tempfile::tempdir().expect("dir");
     let file = write(
         dir.path(),

@@ -193,9 +193,7 @@ async fn throttling_for_the_first_calls_is_retried_within_the_budget() {
 
 #[tokio::test]
 async fn connection_refused() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let refused = format!("http://{}", listener.local_addr().expect("addr"));
-    drop(listener);
+    let refused = common::refused_endpoint();
     let srv = server::start(Options {
         timeout: TIMEOUT,
         endpoint: Some(refused),

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::memory_registry::MemoryRegistry;
+use common::memory_registry::{oci_manifest, MemoryRegistry};
 use common::seed::{sha256, OCI_INDEX, OCI_MANIFEST, REGISTRY};
 use ecr_preflight::check::{Engine, EngineSettings, Finding, Outcome};
 use ecr_preflight::decision::{decide, ContainerFinding, ContainerKind, Mode, OnError};
@@ -24,29 +24,10 @@ fn engine(registry: Arc<MemoryRegistry>) -> Engine {
     )
 }
 
-fn manifest(blobs: &[String]) -> String {
-    json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0], "size": 1},
-        "layers": blobs[1..].iter().map(|d| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": 1})).collect::<Vec<_>>(),
-    })
-    .to_string()
-}
-
 fn digests(seed: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| sha256(format!("{seed}-{i}").as_bytes()))
         .collect()
-}
-
-/// Pushes an image whose blobs all have `state`; returns its blobs.
-fn push(reg: &MemoryRegistry, repo: &str, tag: &str, n: usize, state: BlobState) -> Vec<String> {
-    let blobs = digests(&format!("{repo}:{tag}"), n);
-    for b in &blobs {
-        reg.blob(repo, b, state);
-    }
-    reg.put(repo, Some(tag), &manifest(&blobs), OCI_MANIFEST);
-    blobs
 }
 
 fn deadline() -> Instant {
@@ -56,7 +37,7 @@ fn deadline() -> Instant {
 #[tokio::test]
 async fn archived_blobs_make_the_image_archived() {
     let reg = Arc::new(MemoryRegistry::default());
-    let blobs = push(&reg, "team/app", "1.4", 3, BlobState::Available);
+    let blobs = reg.push_image("team/app", "1.4", 3, BlobState::Available);
     reg.blob("team/app", &blobs[2], BlobState::Archived);
     let image = format!("{REGISTRY}/team/app:1.4");
     let reports = engine(reg.clone())
@@ -85,7 +66,7 @@ async fn archived_blobs_make_the_image_archived() {
 #[tokio::test]
 async fn unavailable_blobs_are_missing() {
     let reg = Arc::new(MemoryRegistry::default());
-    let blobs = push(&reg, "team/app", "1", 2, BlobState::Available);
+    let blobs = reg.push_image("team/app", "1", 2, BlobState::Available);
     reg.blob("team/app", &blobs[1], BlobState::Unavailable);
     let reports = engine(reg)
         .check(&[format!("{REGISTRY}/team/app:1")], deadline())
@@ -99,7 +80,7 @@ async fn unavailable_blobs_are_missing() {
 #[tokio::test]
 async fn blob_checks_never_exceed_a_hundred_digests_per_call() {
     let reg = Arc::new(MemoryRegistry::default());
-    push(&reg, "team/big", "1", 250, BlobState::Available);
+    reg.push_image("team/big", "1", 250, BlobState::Available);
     let reports = engine(reg.clone())
         .check(&[format!("{REGISTRY}/team/big:1")], deadline())
         .await;
@@ -121,7 +102,7 @@ async fn image_lookups_never_exceed_a_hundred_ids_per_call() {
     let reg = Arc::new(MemoryRegistry::default());
     let mut images = Vec::new();
     for i in 0..150 {
-        push(&reg, "team/many", &format!("v{i}"), 1, BlobState::Available);
+        reg.push_image("team/many", &format!("v{i}"), 1, BlobState::Available);
         images.push(format!("{REGISTRY}/team/many:v{i}"));
     }
     let reports = engine(reg.clone()).check(&images, deadline()).await;
@@ -137,9 +118,9 @@ async fn image_lookups_never_exceed_a_hundred_ids_per_call() {
 #[tokio::test]
 async fn images_of_one_repository_share_their_calls_and_repositories_are_separate() {
     let reg = Arc::new(MemoryRegistry::default());
-    push(&reg, "team/a", "1", 2, BlobState::Available);
-    push(&reg, "team/a", "2", 2, BlobState::Available);
-    push(&reg, "team/b", "1", 2, BlobState::Available);
+    reg.push_image("team/a", "1", 2, BlobState::Available);
+    reg.push_image("team/a", "2", 2, BlobState::Available);
+    reg.push_image("team/b", "1", 2, BlobState::Available);
     let images: Vec<String> = ["team/a:1", "team/a:2", "team/b:1", "team/a:1"]
         .iter()
         .map(|i| format!("{REGISTRY}/{i}"))
@@ -162,8 +143,8 @@ async fn an_index_takes_three_round_trips_and_skips_attestations() {
     for b in &amd {
         reg.blob("team/multi", b, BlobState::Available);
     }
-    let amd_digest = reg.put("team/multi", None, &manifest(&amd), OCI_MANIFEST);
-    let att_digest = reg.put("team/multi", None, &manifest(&att), OCI_MANIFEST);
+    let amd_digest = reg.put("team/multi", None, &oci_manifest(&amd), OCI_MANIFEST);
+    let att_digest = reg.put("team/multi", None, &oci_manifest(&att), OCI_MANIFEST);
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
         {"mediaType": OCI_MANIFEST, "digest": amd_digest, "size": 1, "platform": {"os": "linux", "architecture": "amd64"}},
         {"mediaType": OCI_MANIFEST, "digest": att_digest, "size": 1, "platform": {"os": "unknown", "architecture": "unknown"}},
@@ -217,8 +198,8 @@ async fn a_child_manifest_missing_from_ecr_is_reported_for_its_platform() {
 #[tokio::test]
 async fn registry_errors_are_unknown_and_name_the_permission() {
     let reg = Arc::new(MemoryRegistry::default());
-    push(&reg, "team/denied", "1", 1, BlobState::Available);
-    push(&reg, "team/fine", "1", 1, BlobState::Available);
+    reg.push_image("team/denied", "1", 1, BlobState::Available);
+    reg.push_image("team/fine", "1", 1, BlobState::Available);
     reg.fail(
         "team/denied",
         RegistryError::AccessDenied {
@@ -244,7 +225,7 @@ async fn registry_errors_are_unknown_and_name_the_permission() {
 #[tokio::test]
 async fn blobs_ecr_does_not_answer_for_are_unknown_not_ok() {
     let reg = Arc::new(MemoryRegistry::default());
-    let blobs = push(&reg, "team/app", "1", 3, BlobState::Available);
+    let blobs = reg.push_image("team/app", "1", 3, BlobState::Available);
     reg.silent_blobs
         .lock()
         .expect("lock")

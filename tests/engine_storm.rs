@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::memory_registry::MemoryRegistry;
+use common::memory_registry::{oci_manifest, MemoryRegistry};
 use common::seed::{sha256, OCI_INDEX, OCI_MANIFEST, REGISTRY};
 use ecr_preflight::check::{Engine, EngineSettings, Outcome};
 use ecr_preflight::registry::BlobState;
@@ -23,27 +23,6 @@ fn engine(registry: Arc<MemoryRegistry>) -> Arc<Engine> {
             "linux/arm64".parse().expect("p"),
         ]),
     ))
-}
-
-fn manifest(blobs: &[String]) -> String {
-    json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0], "size": 1},
-        "layers": blobs[1..].iter().map(|d| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": 1})).collect::<Vec<_>>(),
-    })
-    .to_string()
-}
-
-/// Pushes an image of `n` AVAILABLE blobs; returns its blob digests.
-fn push(reg: &MemoryRegistry, repo: &str, tag: &str, n: usize) -> Vec<String> {
-    let blobs: Vec<String> = (0..n)
-        .map(|i| sha256(format!("{repo}:{tag}:{i}").as_bytes()))
-        .collect();
-    for b in &blobs {
-        reg.blob(repo, b, BlobState::Available);
-    }
-    reg.put(repo, Some(tag), &manifest(&blobs), OCI_MANIFEST);
-    blobs
 }
 
 /// Runs `admissions` concurrent checks, each of its own list of images, released together.
@@ -72,7 +51,7 @@ async fn storm(engine: &Arc<Engine>, admissions: Vec<Vec<String>>) -> Vec<Vec<Ou
 #[tokio::test(start_paused = true)]
 async fn a_thousand_admissions_of_one_new_image_make_one_lookup_and_ceil_blobs_over_100_checks() {
     let reg = Arc::new(MemoryRegistry::default());
-    push(&reg, "team/app", "1.0", 250);
+    reg.push_image("team/app", "1.0", 250, BlobState::Available);
     let engine = engine(reg.clone());
     let image = format!("{REGISTRY}/team/app:1.0");
     let outcomes = storm(&engine, vec![vec![image]; 1000]).await;
@@ -95,7 +74,7 @@ async fn a_thousand_admissions_of_one_new_index_add_one_child_fetch() {
         for b in &blobs {
             reg.blob("team/multi", b, BlobState::Available);
         }
-        let digest = reg.put("team/multi", None, &manifest(&blobs), OCI_MANIFEST);
+        let digest = reg.put("team/multi", None, &oci_manifest(&blobs), OCI_MANIFEST);
         entries.push(json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": 1, "platform": {"os": "linux", "architecture": arch}}));
     }
     reg.put(
@@ -125,7 +104,12 @@ async fn a_thousand_admissions_over_a_hundred_images_in_ten_repositories_coalesc
     for r in 0..10 {
         for i in 0..10 {
             // 10 images × 8 blobs = 80 blobs per repository: one check each.
-            push(&reg, &format!("team/r{r}"), &format!("v{i}"), 8);
+            reg.push_image(
+                &format!("team/r{r}"),
+                &format!("v{i}"),
+                8,
+                BlobState::Available,
+            );
             images.push(format!("{REGISTRY}/team/r{r}:v{i}"));
         }
     }
@@ -147,7 +131,7 @@ async fn more_than_a_hundred_blobs_per_repository_split_into_full_batches() {
     let mut images = Vec::new();
     for i in 0..10 {
         // 10 images × 25 blobs = 250 distinct blobs in one repository.
-        push(&reg, "team/wide", &format!("v{i}"), 25);
+        reg.push_image("team/wide", &format!("v{i}"), 25, BlobState::Available);
         images.push(format!("{REGISTRY}/team/wide:v{i}"));
     }
     let engine = engine(reg.clone());
@@ -166,7 +150,7 @@ async fn more_than_a_hundred_blobs_per_repository_split_into_full_batches() {
 #[tokio::test]
 async fn warm_caches_need_no_call_and_a_cached_manifest_needs_only_the_blob_check() {
     let reg = Arc::new(MemoryRegistry::default());
-    push(&reg, "team/app", "1", 5);
+    reg.push_image("team/app", "1", 5, BlobState::Available);
     let mut settings = EngineSettings::new(vec!["linux/amd64".parse().expect("p")]);
     settings.cache.tag_ttl = Duration::from_millis(200);
     settings.cache.blob_ttl = Duration::from_millis(600);
@@ -201,7 +185,7 @@ async fn warm_caches_need_no_call_and_a_cached_manifest_needs_only_the_blob_chec
 #[tokio::test(start_paused = true)]
 async fn missing_blobs_and_unknown_tags_are_asked_again_so_a_repush_is_seen_at_once() {
     let reg = Arc::new(MemoryRegistry::default());
-    let blobs = push(&reg, "team/app", "1", 3);
+    let blobs = reg.push_image("team/app", "1", 3, BlobState::Available);
     reg.blob("team/app", &blobs[2], BlobState::Missing);
     let engine = engine(reg.clone());
     let deadline = || Instant::now() + Duration::from_secs(3);
@@ -226,7 +210,7 @@ async fn missing_blobs_and_unknown_tags_are_asked_again_so_a_repush_is_seen_at_o
         engine.check(std::slice::from_ref(&later), deadline()).await[0].outcome(),
         Outcome::NotFound
     );
-    push(&reg, "team/app", "2", 1);
+    reg.push_image("team/app", "2", 1, BlobState::Available);
     assert_eq!(
         engine.check(std::slice::from_ref(&later), deadline()).await[0].outcome(),
         Outcome::Ok
@@ -236,7 +220,7 @@ async fn missing_blobs_and_unknown_tags_are_asked_again_so_a_repush_is_seen_at_o
 #[tokio::test(start_paused = true)]
 async fn cache_keys_include_the_registry() {
     let reg = Arc::new(MemoryRegistry::default());
-    push(&reg, "team/app", "1", 2);
+    reg.push_image("team/app", "1", 2, BlobState::Available);
     let engine = engine(reg.clone());
     let deadline = || Instant::now() + Duration::from_secs(3);
     engine
@@ -261,7 +245,7 @@ async fn cache_keys_include_the_registry() {
 #[tokio::test(start_paused = true)]
 async fn throttling_is_retried_within_the_budget() {
     let reg = Arc::new(MemoryRegistry::default());
-    push(&reg, "team/app", "1", 2);
+    reg.push_image("team/app", "1", 2, BlobState::Available);
     reg.throttle_next
         .store(2, std::sync::atomic::Ordering::SeqCst);
     let engine = engine(reg.clone());
@@ -285,7 +269,7 @@ async fn throttling_is_retried_within_the_budget() {
 #[tokio::test(start_paused = true)]
 async fn throttling_past_the_budget_is_unknown_and_not_retried_forever() {
     let reg = Arc::new(MemoryRegistry::default());
-    push(&reg, "team/app", "1", 2);
+    reg.push_image("team/app", "1", 2, BlobState::Available);
     reg.throttle_next
         .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
     let engine = engine(reg.clone());

@@ -316,9 +316,7 @@ fn usage_and_unreachable_ecr() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--repository-name"));
     let out = layers(&["nginx:1.27"], "http://127.0.0.1:9");
     assert_eq!(out.status.code(), Some(2));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let refused = format!("http://{}", listener.local_addr().expect("addr"));
-    drop(listener);
+    let refused = common::refused_endpoint();
     let digest = sha256(b"x");
     let out = layers(
         &["--repository-name", "team/app", "--layer-digests", &digest],

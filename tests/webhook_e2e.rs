@@ -674,20 +674,12 @@ async fn blackhole() -> (String, tokio::task::JoinHandle<()>) {
     (url, task)
 }
 
-/// A loopback port with nothing listening: ECR refusing connections.
-fn refused() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    drop(listener);
-    url
-}
-
 #[tokio::test]
 async fn unreachable_ecr_yields_the_on_error_decision_inside_the_budget() {
     let (hanging, _task) = blackhole().await;
     let image = format!("{REGISTRY}/team/app:1.4");
     let body = pod_review(&[("app", &image)]);
-    for endpoint in [hanging, refused()] {
+    for endpoint in [hanging, common::refused_endpoint()] {
         for (on_error, allowed) in [(OnError::Allow, true), (OnError::Deny, false)] {
             let timeout = Duration::from_millis(1500);
             let srv = server::start(Options {

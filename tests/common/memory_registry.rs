@@ -37,7 +37,35 @@ pub struct MemoryRegistry {
     pub max_digests_per_call: AtomicUsize,
 }
 
+/// An OCI image manifest naming `blobs`, the first as the config.
+pub fn oci_manifest(blobs: &[String]) -> String {
+    let (config, layers) = blobs.split_first().expect("a config blob");
+    serde_json::json!({
+        "schemaVersion": 2, "mediaType": super::seed::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 1},
+        "layers": layers.iter().map(|d| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": 1})).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
 impl MemoryRegistry {
+    /// Pushes an image of `n` blobs, all in `state`, under `tag`; returns its blobs.
+    pub fn push_image(&self, repo: &str, tag: &str, n: usize, state: BlobState) -> Vec<String> {
+        let blobs: Vec<String> = (0..n)
+            .map(|i| super::seed::sha256(format!("{repo}:{tag}:{i}").as_bytes()))
+            .collect();
+        for b in &blobs {
+            self.blob(repo, b, state);
+        }
+        self.put(
+            repo,
+            Some(tag),
+            &oci_manifest(&blobs),
+            super::seed::OCI_MANIFEST,
+        );
+        blobs
+    }
+
     pub fn put(&self, repo: &str, tag: Option<&str>, manifest: &str, media_type: &str) -> String {
         let digest = super::seed::sha256(manifest.as_bytes());
         let entry = Stored {

@@ -63,3 +63,11 @@ pub fn message(response: &Value) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+/// An endpoint on a loopback port with nothing listening: ECR refusing connections.
+pub fn refused_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    url
+}
