@@ -86,6 +86,12 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    c.bench_function("decode_borrowed_view_serde_json", |b| {
+        b.iter(|| {
+            let view = ReviewView::parse_with_serde(black_box(&body)).expect("view");
+            black_box(view.request.is_some())
+        })
+    });
     c.bench_function("decode_full_k8s_openapi", |b| {
         b.iter(|| {
             let review: AdmissionReview<Deployment> =

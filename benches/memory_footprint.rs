@@ -156,6 +156,7 @@ async fn main() {
             owned_objects: OwnedObjects::Audit,
         },
         timeout: Duration::from_secs(30),
+        decision_log: ecr_preflight::decision_log::DecisionLog::Tracing,
     });
     let webhook = server::bind("127.0.0.1:0".parse().expect("addr"))
         .await

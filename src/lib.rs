@@ -19,7 +19,9 @@ pub mod coarse_timer;
 #[cfg(feature = "aws")]
 pub mod config;
 pub mod decision;
+pub mod decision_log;
 pub mod image;
+pub mod log_sink;
 pub mod manifest;
 pub mod metrics;
 pub mod registry;

@@ -7,6 +7,12 @@
     clippy::panic
 )]
 
+/// Each review allocates and frees a few dozen small objects across two worker threads;
+/// mimalloc's thread-local free lists do that for less CPU than glibc's arenas
+/// (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     ecr_preflight::cli::main()
 }

@@ -29,6 +29,7 @@ use crate::admission::{self, Policy, Reviewed};
 use crate::check::{Engine, Finding};
 use crate::coarse_timer::CoarseTimer;
 use crate::decision::Mode;
+use crate::decision_log::DecisionLog;
 use crate::metrics::{self, AdmissionLabels, Metrics};
 use crate::workload::WorkloadKind;
 
@@ -74,6 +75,7 @@ pub struct WebhookState {
     /// `--timeout`.
     pub timeout: Duration,
     pub metrics: Arc<Metrics>,
+    pub decision_log: DecisionLog,
 }
 
 /// The webhook's routes: `/validate` in the configured mode, `/validate/<mode>` in that one.
@@ -132,7 +134,7 @@ async fn handle(state: &WebhookState, mode: Mode, timeout: Option<&str>, body: &
         Ok(reviewed) => {
             let elapsed = started.elapsed();
             record(&state.metrics, &reviewed, elapsed);
-            log_decision(&reviewed, elapsed);
+            state.decision_log.record(&reviewed, elapsed);
             match serde_json::to_vec(&reviewed.review) {
                 Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
                 Err(e) => (
@@ -180,27 +182,6 @@ fn record(metrics: &Metrics, r: &Reviewed, elapsed: Duration) {
         };
         metrics.image_checked(report.outcome(), missing);
     }
-}
-
-fn log_decision(r: &Reviewed, elapsed: Duration) {
-    let problems: Vec<&str> = r
-        .verdict
-        .iter()
-        .flat_map(|v| v.problems.iter().map(|p| p.line.as_str()))
-        .collect();
-    tracing::info!(
-        uid = %r.uid,
-        kind = %r.kind,
-        operation = %r.operation,
-        namespace = %r.namespace,
-        name = %r.name,
-        mode = %r.effective_mode.as_str(),
-        decision = %r.disposition().as_str(),
-        images = r.reports.len(),
-        problems = ?problems,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        "admission decision"
-    );
 }
 
 /// Liveness and readiness, shared with the admin listener.

@@ -59,6 +59,7 @@ async fn a_swapped_secret_is_served_without_restart_and_open_connections_survive
             owned_objects: OwnedObjects::Audit,
         },
         timeout: Duration::from_secs(3),
+        decision_log: ecr_preflight::decision_log::DecisionLog::Tracing,
         metrics: metrics.clone(),
     });
     let webhook = server::bind("127.0.0.1:0".parse().expect("addr"))

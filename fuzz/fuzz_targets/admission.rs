@@ -1,10 +1,11 @@
 //! The admission path, request body to decision, against an in-memory registry: never a
-//! panic, always an answer or a client error.
+//! panic, always an answer or a client error; and the pull reader agrees with serde_json.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ecr_preflight::admission::review::ReviewView;
 use ecr_preflight::admission::{review, OwnedObjects, Policy};
 use ecr_preflight::check::{Engine, EngineSettings};
 use ecr_preflight::decision::{Mode, OnError};
@@ -61,6 +62,13 @@ fn engine() -> &'static Engine {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The hot-path reader reads whatever serde_json reads, to the same view (bodies must be
+    // UTF-8 as RFC 8259 says; serde_json does not look inside strings it skips).
+    let reference = std::str::from_utf8(data).ok().and_then(|_| ReviewView::parse_with_serde(data).ok());
+    if let Some(reference) = reference {
+        let fast = ReviewView::parse(data);
+        assert_eq!(fast.as_ref().ok(), Some(&reference), "{fast:?}");
+    }
     let policy = Policy { mode: Mode::Enforce, on_error: OnError::Allow, owned_objects: OwnedObjects::Audit };
     if let Ok(reviewed) = runtime().block_on(review(engine(), policy, data, Duration::from_secs(1))) {
         assert!(serde_json::to_vec(&reviewed.review).is_ok());

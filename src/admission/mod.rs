@@ -1,7 +1,10 @@
 //! Review in, response out: the webhook's logic, independent of HTTP so that the server,
 //! tests and fuzzers drive the same code.
 
+mod block_skip;
+pub mod reader;
 pub mod review;
+mod review_reader;
 
 use std::time::Duration;
 
@@ -101,7 +104,7 @@ pub async fn review(
     if operation != "CREATE" && operation != "UPDATE" {
         return Ok(out);
     }
-    let malformed = |e: serde_json::Error| ReviewError::MalformedObject(one_line(&e.to_string()));
+    let malformed = |e: reader::JsonError| ReviewError::MalformedObject(one_line(&e.to_string()));
     let Some(object) = request.object.resolve().map_err(malformed)? else {
         return Ok(out);
     };

@@ -1,5 +1,7 @@
 //! A borrowed view of an AdmissionReview v1: only what the decision needs, decoded without
-//! copying strings that need no unescaping. `k8s-openapi` stays the reference shape; a test
+//! copying strings that need no unescaping. The webhook decodes it with the pull reader
+//! (`review_reader.rs`); the `serde` decoder here is the reference it is held to, and the
+//! one the CLI uses on YAML documents. `k8s-openapi` stays the reference shape; a test
 //! decodes every fixture both ways and compares the images.
 
 use std::borrow::Cow;
@@ -9,9 +11,10 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::reader::JsonError;
 use crate::workload::WorkloadKind;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct ReviewView<'a> {
     #[serde(borrow, rename = "apiVersion")]
     pub api_version: Option<Cow<'a, str>>,
@@ -22,7 +25,7 @@ pub struct ReviewView<'a> {
 /// The request, decoded in one pass. `kind` comes before `object` in what the API server
 /// sends, so the object is decoded straight into a view when its kind carries a pod template
 /// and skipped otherwise; only when `kind` comes late is it kept raw and decoded after.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct RequestView<'a> {
     pub uid: Cow<'a, str>,
     pub kind: GroupVersionKind<'a>,
@@ -36,21 +39,21 @@ pub struct RequestView<'a> {
 }
 
 /// `object` or `oldObject`, as far as it was decoded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub enum ObjectField<'a> {
     /// Absent or `null`.
     #[default]
     Absent,
     Parsed(Box<ObjectView<'a>>),
     /// Seen before `kind`: decoded on demand.
-    Raw(&'a RawValue),
+    Raw(&'a str),
     /// The kind carries no pod template: skipped unread.
     Skipped,
 }
 
 impl<'a> ObjectField<'a> {
     /// The object's view, decoding a raw one now. `None` when absent or skipped.
-    pub fn resolve(self) -> Result<Option<ObjectView<'a>>, serde_json::Error> {
+    pub fn resolve(self) -> Result<Option<ObjectView<'a>>, JsonError> {
         match self {
             ObjectField::Parsed(view) => Ok(Some(*view)),
             ObjectField::Raw(raw) => ObjectView::parse(raw).map(Some),
@@ -127,13 +130,13 @@ fn next_object<'de, A: serde::de::MapAccess<'de>>(
             ObjectField::Skipped
         }
         None => match map.next_value::<Option<&'de RawValue>>()? {
-            Some(raw) => ObjectField::Raw(raw),
+            Some(raw) => ObjectField::Raw(raw.get()),
             None => ObjectField::Absent,
         },
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct GroupVersionKind<'a> {
     #[serde(borrow, default)]
     pub group: Cow<'a, str>,
@@ -144,7 +147,7 @@ pub struct GroupVersionKind<'a> {
 }
 
 /// Any object with metadata and a spec that may hold a pod spec somewhere.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct ObjectView<'a> {
     #[serde(borrow, default)]
     pub metadata: MetadataView<'a>,
@@ -152,7 +155,7 @@ pub struct ObjectView<'a> {
     pub spec: Option<SpecView<'a>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetadataView<'a> {
     #[serde(borrow, default)]
@@ -168,7 +171,7 @@ pub struct MetadataView<'a> {
     pub annotations: Option<BTreeMap<Cow<'a, str>, IgnoredAny>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct OwnerReferenceView<'a> {
     #[serde(borrow, default)]
     pub kind: Cow<'a, str>,
@@ -178,7 +181,7 @@ pub struct OwnerReferenceView<'a> {
 
 /// The union of the specs that lead to a pod spec: a Pod's own spec (containers at the top),
 /// a workload's `template`, and a CronJob's `jobTemplate`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SpecView<'a> {
     #[serde(borrow, default)]
@@ -193,7 +196,7 @@ pub struct SpecView<'a> {
     pub job_template: Option<Box<ObjectView<'a>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct ContainerView<'a> {
     #[serde(borrow, default)]
     pub name: Cow<'a, str>,
@@ -202,20 +205,8 @@ pub struct ContainerView<'a> {
 }
 
 impl<'a> ReviewView<'a> {
-    pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
-        // One UTF-8 check of the whole body (fast on ASCII) lets the parser skip its
-        // per-string checks; an invalid body still fails, through the same error type.
-        match std::str::from_utf8(body) {
-            Ok(text) => serde_json::from_str(text),
-            Err(_) => serde_json::from_slice(body),
-        }
-    }
-}
-
-impl<'a> ObjectView<'a> {
-    /// Decodes a raw object; `null` reads as an empty object.
-    pub fn parse(raw: &'a RawValue) -> Result<Self, serde_json::Error> {
-        let parsed: Option<ObjectView<'a>> = serde_json::from_str(raw.get())?;
-        Ok(parsed.unwrap_or_default())
+    /// The reference decoder, with `serde_json`: slower, as it validates every value.
+    pub fn parse_with_serde(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
     }
 }

@@ -11,12 +11,19 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Cli, Command, LogFormat};
+use crate::decision_log::DecisionLog;
+use crate::log_sink::{LineSink, SinkGuard};
 
 /// Parses the command line, sets up logging and runs the subcommand.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Held to the end of main: dropping it flushes the log lines still queued.
-    let _log_guard = init_tracing(cli.log_format);
+    // The guard is held to the end of main: dropping it flushes the lines still queued.
+    let (sink, _log_guard) = init_tracing(cli.log_format).unzip();
+    // Decision lines skip tracing's formatter when they are JSON lines anyway.
+    let decision_log = match (cli.log_format, sink) {
+        (LogFormat::Json, Some(sink)) => DecisionLog::Json(sink),
+        _ => DecisionLog::Tracing,
+    };
     crate::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -30,7 +37,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(args, decision_log).await,
             Command::Check(args) => check::run(args).await,
             Command::Layers(args) => layers::run(args).await,
         }
@@ -45,23 +52,35 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr through a background writer, so a decision's log line costs the
-/// request a queue push, not a write system call.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through the batching sink, so a log line costs the request a copy
+/// into memory, not a write system call. `None` when the writer thread cannot start:
+/// then logs are written directly.
+fn init_tracing(format: LogFormat) -> Option<(LineSink, SinkGuard)> {
     let filter = EnvFilter::try_from_env("ECR_PREFLIGHT_LOG").unwrap_or_else(|_| {
         EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn")
     });
     let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
         .with_ansi(ansi);
+    let sink = match LineSink::start(std::io::stderr()) {
+        Ok((sink, guard)) => Some((sink, guard)),
+        Err(e) => {
+            eprintln!("warning: cannot start the log writer ({e}); writing logs directly");
+            None
+        }
+    };
+    let writer = sink.as_ref().map(|(s, _)| s.clone());
+    let make_writer = move || -> Box<dyn std::io::Write> {
+        match &writer {
+            Some(sink) => Box::new(sink.writer()),
+            None => Box::new(std::io::stderr()),
+        }
+    };
+    let builder = builder.with_writer(make_writer);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
-    guard
+    sink
 }

@@ -9,12 +9,13 @@ use anyhow::{anyhow, Context};
 use crate::admission::Policy;
 use crate::check::{Engine, EngineSettings};
 use crate::config::{EngineArgs, ServeArgs, TlsSource};
+use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
 use crate::registry::ecr::{EcrApi, EcrSettings};
 use crate::server::{self, WebhookState};
 use crate::tls::{self, CertStore};
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<ExitCode> {
     let tls_source = args.tls_source().map_err(|e| anyhow!(e))?;
     args.engine.validate().map_err(|e| anyhow!(e))?;
     let certified = match &tls_source {
@@ -51,6 +52,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             owned_objects: args.owned_objects,
         },
         timeout: args.engine.timeout,
+        decision_log,
     });
     let webhook = server::bind(args.listen)
         .await

@@ -110,6 +110,7 @@ pub async fn start(options: Options) -> TestServer {
             owned_objects: options.owned_objects,
         },
         timeout: options.timeout,
+        decision_log: ecr_preflight::decision_log::DecisionLog::Tracing,
     });
     let webhook = server::bind("127.0.0.1:0".parse().expect("addr"))
         .await
