@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
             let reviewed = runtime
                 .block_on(admission::review(&engine, policy, black_box(&body), budget))
                 .expect("review");
-            black_box(serde_json::to_vec(&reviewed.review).expect("json"))
+            black_box(reviewed.to_json().expect("json"))
         })
     });
     assert_eq!(reg.calls(), calls, "the warm path made ECR calls");

@@ -16,8 +16,9 @@ use ecr_preflight::registry::{
     BatchGetImageOutput, BlobState, FetchedManifest, LayerAvailabilityOutput, Registry,
     RegistryError,
 };
-use ecr_preflight::server::{self, WebhookState};
+use ecr_preflight::server;
 use ecr_preflight::tls::{self, CertStore};
+use ecr_preflight::webhook::{webhook_service, WebhookState};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::json;
@@ -168,7 +169,7 @@ async fn main() {
     let running = server::start(
         webhook,
         admin,
-        server::webhook_router(state),
+        webhook_service(state),
         tls_config,
         server::Limits::default(),
         metrics,

@@ -5,9 +5,10 @@
 //! answer must never stand for another's. Only positive facts are kept: a missing blob or a
 //! tag not found is asked again next time, so a re-push is seen at once.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -82,7 +83,7 @@ type Repo = Arc<RepositoryKey>;
 /// fact derived from the others, kept no longer than the shortest of their lifetimes, so
 /// the warm path needs one lookup per image.
 pub struct Caches {
-    intact: Cache<Arc<str>, (Finding, bool)>,
+    intact: TtlMap<Arc<str>, (Finding, bool)>,
     tags: Cache<(Repo, Box<str>), Arc<str>>,
     manifests: Cache<(Repo, Arc<str>), Arc<Manifest>>,
     blobs: AvailableBlobs,
@@ -92,15 +93,13 @@ pub struct Caches {
 impl Caches {
     pub fn new(settings: &CacheSettings, metrics: EngineMetrics) -> Self {
         Caches {
-            intact: Cache::builder()
-                .max_capacity(settings.tag_capacity)
-                .time_to_live(
-                    settings
-                        .tag_ttl
-                        .min(settings.blob_ttl)
-                        .min(settings.manifest_ttl),
-                )
-                .build(),
+            intact: TtlMap::new(
+                settings.tag_capacity,
+                settings
+                    .tag_ttl
+                    .min(settings.blob_ttl)
+                    .min(settings.manifest_ttl),
+            ),
             tags: Cache::builder()
                 .max_capacity(settings.tag_capacity)
                 .time_to_live(settings.tag_ttl)
@@ -170,29 +169,52 @@ impl Caches {
 
 /// Blobs seen AVAILABLE, with their expiry: the largest cache by far (every layer of every
 /// image), so kept lean rather than general: about 60 bytes an entry in sharded hash maps
-/// instead of a few hundred in a general-purpose cache. Bounded per shard: when a shard is
-/// full, expired entries go first, then an arbitrary eighth of it (a blob dropped early is
-/// only asked about again).
-struct AvailableBlobs {
-    shards: [Mutex<HashMap<(Repo, BlobKey), u64>>; BLOB_SHARDS],
+/// instead of a few hundred in a general-purpose cache.
+struct AvailableBlobs(TtlMap<(Repo, BlobKey), ()>);
+
+impl AvailableBlobs {
+    fn new(capacity: u64, ttl: Duration) -> Self {
+        AvailableBlobs(TtlMap::new(capacity, ttl))
+    }
+
+    fn contains(&self, repo: &Repo, digest: &str) -> bool {
+        self.0.get(&(repo.clone(), BlobKey::new(digest))).is_some()
+    }
+
+    fn insert(&self, repo: &Repo, digest: &str) {
+        self.0.insert((repo.clone(), BlobKey::new(digest)), ());
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+}
+
+/// A bounded map whose entries expire: sharded hash maps under short locks, with no
+/// bookkeeping per read (a general-purpose cache records every read for its eviction
+/// policy, which the warm path measured at 2 µs a request). Bounded per shard: when a shard
+/// is full, expired entries go first, then an arbitrary eighth of it (an entry dropped
+/// early is only asked about again).
+pub struct TtlMap<K, V> {
+    shards: [Mutex<HashMap<K, (V, u64)>>; SHARDS],
     hasher: RandomState,
     epoch: Instant,
     ttl_ms: u64,
     shard_capacity: usize,
 }
 
-const BLOB_SHARDS: usize = 16;
+const SHARDS: usize = 16;
 
-impl AvailableBlobs {
-    fn new(capacity: u64, ttl: Duration) -> Self {
-        AvailableBlobs {
+impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        TtlMap {
             shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             hasher: RandomState::new(),
             epoch: Instant::now(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             shard_capacity: usize::try_from(capacity)
                 .unwrap_or(usize::MAX)
-                .div_ceil(BLOB_SHARDS)
+                .div_ceil(SHARDS)
                 .max(1),
         }
     }
@@ -201,28 +223,32 @@ impl AvailableBlobs {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn shard(&self, key: &(Repo, BlobKey)) -> MutexGuard<'_, HashMap<(Repo, BlobKey), u64>> {
-        let index = usize::try_from(self.hasher.hash_one(key) % BLOB_SHARDS as u64).unwrap_or(0);
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, HashMap<K, (V, u64)>> {
+        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         let shard = self.shards.get(index).unwrap_or(&self.shards[0]);
         shard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn contains(&self, repo: &Repo, digest: &str) -> bool {
-        let key = (repo.clone(), BlobKey::new(digest));
+    /// The value, unless absent or expired.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let now = self.now_ms();
-        self.shard(&key)
-            .get(&key)
-            .is_some_and(|expiry| *expiry > now)
+        self.shard(key)
+            .get(key)
+            .filter(|(_, expiry)| *expiry > now)
+            .map(|(value, _)| value.clone())
     }
 
-    fn insert(&self, repo: &Repo, digest: &str) {
-        let key = (repo.clone(), BlobKey::new(digest));
+    pub fn insert(&self, key: K, value: V) {
         let now = self.now_ms();
         let mut shard = self.shard(&key);
         if shard.len() >= self.shard_capacity && !shard.contains_key(&key) {
-            shard.retain(|_, expiry| *expiry > now);
+            shard.retain(|_, (_, expiry)| *expiry > now);
             if shard.len() >= self.shard_capacity {
-                let evict: Vec<(Repo, BlobKey)> = shard
+                let evict: Vec<K> = shard
                     .keys()
                     .take(self.shard_capacity / 8 + 1)
                     .cloned()
@@ -232,14 +258,18 @@ impl AvailableBlobs {
                 }
             }
         }
-        shard.insert(key, now.saturating_add(self.ttl_ms));
+        shard.insert(key, (value, now.saturating_add(self.ttl_ms)));
     }
 
     /// Entries held, expired ones not yet dropped included.
-    fn len(&self) -> u64 {
+    pub fn len(&self) -> u64 {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
             .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

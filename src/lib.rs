@@ -28,4 +28,5 @@ pub mod registry;
 pub mod retry;
 pub mod server;
 pub mod tls;
+pub mod webhook;
 pub mod workload;

@@ -85,14 +85,29 @@ pub struct EngineMetrics {
     pub ecr_requests: Family<EcrLabels, Counter>,
     pub ecr_duration: HistogramFamily<OperationLabels>,
     pub cache_requests: Family<CacheLabels, Counter>,
+    /// The series of `cache_requests`, resolved once: a lookup by labels hashes them and
+    /// takes a lock, several times per admission on the warm path.
+    cache_counters: [[Counter; 2]; CACHES.len()],
 }
+
+/// The caches whose lookups are counted, in `cache_counters` order.
+const CACHES: [&str; 4] = ["image", "tag", "manifest", "blob"];
 
 impl Default for EngineMetrics {
     fn default() -> Self {
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        let cache_counters = CACHES.map(|cache| {
+            ["hit", "miss"].map(|result| {
+                cache_requests
+                    .get_or_create(&CacheLabels { cache, result })
+                    .clone()
+            })
+        });
         EngineMetrics {
             ecr_requests: Family::default(),
             ecr_duration: Family::new_with_constructor(ecr_histogram),
-            cache_requests: Family::default(),
+            cache_requests,
+            cache_counters,
         }
     }
 }
@@ -124,10 +139,22 @@ impl EngineMetrics {
     }
 
     pub fn cache(&self, cache: &'static str, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
-        self.cache_requests
-            .get_or_create(&CacheLabels { cache, result })
-            .inc();
+        let counter = CACHES
+            .iter()
+            .position(|c| *c == cache)
+            .and_then(|i| self.cache_counters.get(i))
+            .and_then(|pair| pair.get(usize::from(!hit)));
+        match counter {
+            Some(counter) => {
+                counter.inc();
+            }
+            None => {
+                let result = if hit { "hit" } else { "miss" };
+                self.cache_requests
+                    .get_or_create(&CacheLabels { cache, result })
+                    .inc();
+            }
+        }
     }
 }
 

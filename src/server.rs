@@ -8,39 +8,24 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{self, Policy, Reviewed};
-use crate::check::{Engine, Finding};
 use crate::coarse_timer::CoarseTimer;
-use crate::decision::Mode;
-use crate::decision_log::DecisionLog;
-use crate::metrics::{self, AdmissionLabels, Metrics};
-use crate::workload::WorkloadKind;
+use crate::metrics::{self, Metrics};
+use crate::webhook::WebhookService;
 
-/// An UPDATE carries `object` and `oldObject`, each up to the API server's 3 MiB.
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// Reviews decided at once; more wait for a slot, which bounds the memory of bodies held.
-pub const MAX_IN_FLIGHT: usize = 512;
-/// The API server sends `?timeout=`; answering this much before it leaves time for the reply.
-const TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
-/// The smallest budget a request is given, however short its timeout.
-const MIN_BUDGET: Duration = Duration::from_millis(100);
 /// Time limits of the webhook listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -65,122 +50,6 @@ impl Default for Limits {
             max_connections: 4096,
             max_streams_per_connection: 100,
         }
-    }
-}
-
-/// Shared by every webhook request.
-pub struct WebhookState {
-    pub engine: Arc<Engine>,
-    pub policy: Policy,
-    /// `--timeout`.
-    pub timeout: Duration,
-    pub metrics: Arc<Metrics>,
-    pub decision_log: DecisionLog,
-}
-
-/// The webhook's routes: `/validate` in the configured mode, `/validate/<mode>` in that one.
-pub fn webhook_router(state: Arc<WebhookState>) -> Router {
-    Router::new()
-        .route("/validate", post(validate_default))
-        .route("/validate/{mode}", post(validate_with_mode))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            MAX_IN_FLIGHT,
-        ))
-        .with_state(state)
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct Params {
-    timeout: Option<String>,
-}
-
-async fn validate_default(
-    State(state): State<Arc<WebhookState>>,
-    Query(params): Query<Params>,
-    body: Bytes,
-) -> Response {
-    let mode = state.policy.mode;
-    handle(&state, mode, params.timeout.as_deref(), &body).await
-}
-
-async fn validate_with_mode(
-    State(state): State<Arc<WebhookState>>,
-    Path(mode): Path<String>,
-    Query(params): Query<Params>,
-    body: Bytes,
-) -> Response {
-    match mode.parse::<Mode>() {
-        Ok(mode) => handle(&state, mode, params.timeout.as_deref(), &body).await,
-        Err(e) => (StatusCode::NOT_FOUND, e).into_response(),
-    }
-}
-
-/// The decision budget: `--timeout`, or the API server's timeout less a margin if smaller.
-pub fn budget(flag: Duration, param: Option<&str>) -> Duration {
-    let from_param = param
-        .and_then(|p| humantime::parse_duration(p.trim()).ok())
-        .map(|t| t.saturating_sub(TIMEOUT_MARGIN));
-    from_param.map_or(flag, |p| p.min(flag)).max(MIN_BUDGET)
-}
-
-async fn handle(state: &WebhookState, mode: Mode, timeout: Option<&str>, body: &[u8]) -> Response {
-    let started = Instant::now();
-    let policy = Policy {
-        mode,
-        ..state.policy
-    };
-    match admission::review(&state.engine, policy, body, budget(state.timeout, timeout)).await {
-        Ok(reviewed) => {
-            let elapsed = started.elapsed();
-            record(&state.metrics, &reviewed, elapsed);
-            state.decision_log.record(&reviewed, elapsed);
-            match serde_json::to_vec(&reviewed.review) {
-                Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-                Err(e) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot encode response: {e}"),
-                )
-                    .into_response(),
-            }
-        }
-        Err(e) => {
-            let labels = AdmissionLabels {
-                kind: "other",
-                operation: "other",
-                decision: "error",
-            };
-            state
-                .metrics
-                .admission_requests
-                .get_or_create(&labels)
-                .inc();
-            state
-                .metrics
-                .admission_duration
-                .observe(started.elapsed().as_secs_f64());
-            tracing::info!(error = %e, "rejected malformed review");
-            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
-        }
-    }
-}
-
-fn record(metrics: &Metrics, r: &Reviewed, elapsed: Duration) {
-    let kind =
-        WorkloadKind::from_group_kind(&r.group, &r.kind).map_or("other", WorkloadKind::as_str);
-    let labels = AdmissionLabels {
-        kind,
-        operation: metrics::operation_label(&r.operation),
-        decision: r.disposition().as_str(),
-    };
-    metrics.admission_requests.get_or_create(&labels).inc();
-    metrics.admission_duration.observe(elapsed.as_secs_f64());
-    for report in &r.reports {
-        let missing = match &report.finding {
-            Finding::Checked(platforms) => platforms.iter().map(|p| p.missing.len()).sum(),
-            _ => 0,
-        };
-        metrics.image_checked(report.outcome(), missing);
     }
 }
 
@@ -273,7 +142,7 @@ impl Running {
 pub fn start(
     webhook: TcpListener,
     admin: TcpListener,
-    app: Router,
+    app: WebhookService,
     tls: Arc<rustls::ServerConfig>,
     limits: Limits,
     metrics: Arc<Metrics>,
@@ -316,7 +185,7 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 /// Accepts TLS connections until `shutdown`, then lets open ones finish (bounded).
 async fn serve_tls(
     listener: TcpListener,
-    app: Router,
+    app: WebhookService,
     acceptor: TlsAcceptor,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
@@ -359,7 +228,7 @@ async fn serve_tls(
             tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
         }
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let service = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {

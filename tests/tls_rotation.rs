@@ -12,8 +12,9 @@ use ecr_preflight::admission::{OwnedObjects, Policy};
 use ecr_preflight::check::{Engine, EngineSettings};
 use ecr_preflight::decision::{Mode, OnError};
 use ecr_preflight::metrics::Metrics;
-use ecr_preflight::server::{self, Limits, WebhookState};
+use ecr_preflight::server::{self, Limits};
 use ecr_preflight::tls::{self, CertStore};
+use ecr_preflight::webhook::{webhook_service, WebhookState};
 
 /// Writes a certificate generation the way kubelet lays out a Secret volume.
 fn write_generation(dir: &Path, name: &str, cert: &str, key: &str) {
@@ -71,7 +72,7 @@ async fn a_swapped_secret_is_served_without_restart_and_open_connections_survive
     let running = server::start(
         webhook,
         admin,
-        server::webhook_router(state),
+        webhook_service(state),
         tls::server_config(store).expect("tls"),
         Limits::default(),
         metrics,

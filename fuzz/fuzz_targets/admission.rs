@@ -71,6 +71,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let policy = Policy { mode: Mode::Enforce, on_error: OnError::Allow, owned_objects: OwnedObjects::Audit };
     if let Ok(reviewed) = runtime().block_on(review(engine(), policy, data, Duration::from_secs(1))) {
-        assert!(serde_json::to_vec(&reviewed.review).is_ok());
+        assert!(reviewed.to_json().is_ok());
     }
 });

@@ -63,40 +63,60 @@ struct Scan {
 struct Masks {
     quote: u64,
     backslash: u64,
-    open: u64,
-    close: u64,
+    /// `{`, `[`, `}` and `]`.
+    bracket: u64,
     /// Bytes below 0x20.
     control: u64,
-    /// Tab, line feed, carriage return.
-    space: u64,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn eq(v: m128i, c: u8) -> m128i {
+    cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(c as i8))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn bits(v: m128i) -> u64 {
+    u64::from(move_mask_i8_m128i(v) as u16)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn chunks(block: &[u8; 64]) -> impl Iterator<Item = (u32, m128i)> + '_ {
+    block.chunks_exact(16).enumerate().map(|(i, chunk)| {
+        (
+            16 * i as u32,
+            load_unaligned_m128i(chunk.try_into().unwrap_or(&[0; 16])),
+        )
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
 fn masks(block: &[u8; 64]) -> Masks {
-    let eq = |v: m128i, c: u8| cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(c as i8));
-    let bits = |v: m128i| u64::from(move_mask_i8_m128i(v) as u16);
     let mut m = Masks {
         quote: 0,
         backslash: 0,
-        open: 0,
-        close: 0,
+        bracket: 0,
         control: 0,
-        space: 0,
     };
-    for (i, chunk) in block.chunks_exact(16).enumerate() {
-        let v = load_unaligned_m128i(chunk.try_into().unwrap_or(&[0; 16]));
-        let shift = 16 * i as u32;
+    let low = set_splat_i8_m128i(0x1f);
+    for (shift, v) in chunks(block) {
         m.quote |= bits(eq(v, b'"')) << shift;
         m.backslash |= bits(eq(v, b'\\')) << shift;
-        m.open |= bits(bitor_m128i(eq(v, b'{'), eq(v, b'['))) << shift;
-        m.close |= bits(bitor_m128i(eq(v, b'}'), eq(v, b']'))) << shift;
+        let open = bitor_m128i(eq(v, b'{'), eq(v, b'['));
+        let close = bitor_m128i(eq(v, b'}'), eq(v, b']'));
+        m.bracket |= bits(bitor_m128i(open, close)) << shift;
         // Unsigned v <= 0x1f exactly when max(v, 0x1f) == 0x1f.
-        let low = set_splat_i8_m128i(0x1f);
         m.control |= bits(cmp_eq_mask_i8_m128i(max_u8_m128i(v, low), low)) << shift;
-        let ws = bitor_m128i(bitor_m128i(eq(v, b'\t'), eq(v, b'\n')), eq(v, b'\r'));
-        m.space |= bits(ws) << shift;
     }
     m
+}
+
+/// Tab, line feed and carriage return: only needed when a block has control characters.
+#[cfg(target_arch = "x86_64")]
+fn spaces(block: &[u8; 64]) -> u64 {
+    chunks(block).fold(0, |acc, (shift, v)| {
+        let ws = bitor_m128i(bitor_m128i(eq(v, b'\t'), eq(v, b'\n')), eq(v, b'\r'));
+        acc | bits(ws) << shift
+    })
 }
 
 /// Bit i set to the XOR of bits 0..=i.
@@ -129,12 +149,15 @@ impl Scan {
         self.in_string = inside >> 63 == 1;
         // Control characters are errors inside strings, and outside them but for \t \n \r.
         // Past the value's end they belong to the enclosing document: an error there too.
-        let bad_control = m.control & (inside | !m.space);
+        let bad_control = match m.control {
+            0 => 0,
+            control => control & (inside | !spaces(block)),
+        };
         if bad_control != 0 {
             let i = bad_control.trailing_zeros();
             return Err((at + i as usize, "control character"));
         }
-        let mut brackets = (m.open | m.close) & !inside;
+        let mut brackets = m.bracket & !inside;
         while brackets != 0 {
             let i = brackets.trailing_zeros();
             brackets &= brackets - 1;

@@ -52,7 +52,11 @@ pub enum ReviewError {
 /// The answer to one review, with what the log line and metrics need.
 #[derive(Debug)]
 pub struct Reviewed {
-    pub review: AdmissionReview<DynamicObject>,
+    /// The answer when it says more than "allowed": a denial, warnings or audit
+    /// annotations. `None` for a plain allowed answer, which [`Reviewed::to_json`] writes
+    /// directly (most answers are that one, and building kube's response types for it cost
+    /// more than writing its few bytes).
+    pub review: Option<AdmissionReview<DynamicObject>>,
     pub uid: String,
     /// The request's kind (group and name).
     pub group: String,
@@ -67,6 +71,14 @@ pub struct Reviewed {
 }
 
 impl Reviewed {
+    /// The AdmissionReview to answer with, as JSON.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        match &self.review {
+            Some(review) => serde_json::to_vec(review),
+            None => Ok(allowed_json(&self.uid)),
+        }
+    }
+
     pub fn disposition(&self) -> Disposition {
         self.verdict
             .as_ref()
@@ -86,7 +98,7 @@ pub async fn review(
         ReviewView::parse(body).map_err(|e| ReviewError::Malformed(one_line(&e.to_string())))?;
     let request = view.request.ok_or(ReviewError::NoRequest)?;
     let mut out = Reviewed {
-        review: allowed_response(&request.uid).into_review(),
+        review: None,
         uid: request.uid.to_string(),
         group: request.kind.group.to_string(),
         kind: request.kind.kind.to_string(),
@@ -148,16 +160,21 @@ pub async fn review(
         pull_through: false,
     }));
     let verdict = decide_for(&containers, &reports, out.effective_mode, policy.on_error);
-    let mut response = allowed_response(&request.uid);
-    if let Some(message) = &verdict.message {
-        response.allowed = false;
-        response.result = Status::failure(message, "Forbidden").with_code(403);
+    if verdict.message.is_some()
+        || !verdict.warnings.is_empty()
+        || !verdict.audit_annotations.is_empty()
+    {
+        let mut response = allowed_response(&request.uid);
+        if let Some(message) = &verdict.message {
+            response.allowed = false;
+            response.result = Status::failure(message, "Forbidden").with_code(403);
+        }
+        if !verdict.warnings.is_empty() {
+            response.warnings = Some(verdict.warnings.clone());
+        }
+        response.audit_annotations = verdict.audit_annotations.clone();
+        out.review = Some(response.into_review());
     }
-    if !verdict.warnings.is_empty() {
-        response.warnings = Some(verdict.warnings.clone());
-    }
-    response.audit_annotations = verdict.audit_annotations.clone();
-    out.review = response.into_review();
     out.verdict = Some(verdict);
     out.reports = reports;
     Ok(out)
@@ -182,6 +199,19 @@ fn decide_for(
         })
         .collect();
     decision::decide(mode, on_error, &findings)
+}
+
+/// The plain allowed AdmissionReview for `uid`, byte for byte what serializing
+/// `allowed_response(uid).into_review()` gives (a test holds it to that).
+pub fn allowed_json(uid: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + uid.len());
+    out.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, uid);
+    out.extend_from_slice(br#","allowed":true,"status":{}}}"#);
+    out
 }
 
 /// An allowed response for `uid`. `AdmissionResponse` keeps one field private, so it is

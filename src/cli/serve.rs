@@ -12,8 +12,9 @@ use crate::config::{EngineArgs, ServeArgs, TlsSource};
 use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
 use crate::registry::ecr::{EcrApi, EcrSettings};
-use crate::server::{self, WebhookState};
+use crate::server;
 use crate::tls::{self, CertStore};
+use crate::webhook::{self, WebhookState};
 
 pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<ExitCode> {
     let tls_source = args.tls_source().map_err(|e| anyhow!(e))?;
@@ -63,7 +64,7 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     let running = server::start(
         webhook,
         admin,
-        server::webhook_router(state),
+        webhook::webhook_service(state),
         tls_config,
         server::Limits {
             // No request outlives its budget, so draining needs no longer; idle

@@ -8,8 +8,9 @@ use ecr_preflight::admission::{OwnedObjects, Policy};
 use ecr_preflight::check::{Engine, EngineSettings};
 use ecr_preflight::decision::{Mode, OnError};
 use ecr_preflight::registry::ecr::{EcrApi, EcrSettings};
-use ecr_preflight::server::{self, Running, WebhookState};
+use ecr_preflight::server::{self, Running};
 use ecr_preflight::tls::{self, CertStore};
+use ecr_preflight::webhook::{webhook_service, WebhookState};
 
 pub struct TestServer {
     pub url: String,
@@ -121,7 +122,7 @@ pub async fn start(options: Options) -> TestServer {
     let running = server::start(
         webhook,
         admin,
-        server::webhook_router(state),
+        webhook_service(state),
         tls_config,
         options.limits,
         metrics,
