@@ -115,6 +115,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order (so `ALL[o as usize] == o`).
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::Missing,
+        Outcome::Archived,
+        Outcome::NotFound,
+        Outcome::NoPlatform,
+        Outcome::InvalidReference,
+        Outcome::Skipped,
+        Outcome::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -795,5 +807,17 @@ pub fn human(d: Duration) -> String {
         format!("{:.1}s", d.as_secs_f64())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn every_outcome_sits_at_its_own_index() {
+        for (i, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, i, "{outcome:?}");
+        }
     }
 }

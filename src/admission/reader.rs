@@ -85,6 +85,15 @@ fn stops_string(b: u8) -> bool {
     STRING_STOP.get(usize::from(b)).copied().unwrap_or(true)
 }
 
+/// The length of the leading run of plain string content: up to a quote, a backslash or a
+/// control character.
+pub(super) fn plain_run_bytewise(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| stops_string(b))
+        .unwrap_or(bytes.len())
+}
+
 pub struct Reader<'a> {
     text: &'a str,
     pos: usize,
@@ -263,10 +272,11 @@ impl<'a> Reader<'a> {
     /// Advances over string content up to the next quote, backslash or control character.
     fn plain_run(&mut self) {
         let rest = self.bytes().get(self.pos..).unwrap_or_default();
-        self.pos += rest
-            .iter()
-            .position(|&b| stops_string(b))
-            .unwrap_or(rest.len());
+        #[cfg(target_arch = "x86_64")]
+        let run = super::block_skip::string_run(rest);
+        #[cfg(not(target_arch = "x86_64"))]
+        let run = plain_run_bytewise(rest);
+        self.pos += run;
     }
 
     fn slice(&self, start: usize, end: usize) -> Result<&'a str> {
@@ -588,6 +598,30 @@ mod tests {
                 if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
                     prop_assert_eq!(fast, Ok(text.len()));
                     prop_assert_eq!(slow, Ok(text.len()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn string_runs_end_where_the_bytewise_scan_ends() {
+        for len in 0..80 {
+            for stop in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+                for at in 0..=len {
+                    let mut text = vec![b'a'; len];
+                    if at < len {
+                        text[at] = stop;
+                    }
+                    text.extend_from_slice(&[0xc3, 0xa9, b' ', b'"']);
+                    #[cfg(target_arch = "x86_64")]
+                    assert_eq!(
+                        super::super::block_skip::string_run(&text),
+                        plain_run_bytewise(&text)
+                    );
+                    assert_eq!(
+                        plain_run_bytewise(&text),
+                        if at < len { at } else { len + 3 }
+                    );
                 }
             }
         }
