@@ -23,6 +23,10 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::json;
 
+/// The allocator the product binary uses (src/main.rs), so the numbers are its numbers.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 

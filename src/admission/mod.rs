@@ -56,7 +56,8 @@ pub struct Reviewed {
     /// annotations. `None` for a plain allowed answer, which [`Reviewed::to_json`] writes
     /// directly (most answers are that one, and building kube's response types for it cost
     /// more than writing its few bytes).
-    pub review: Option<AdmissionReview<DynamicObject>>,
+    /// Boxed: kube's review type is kilobytes, and `Reviewed` moves through futures.
+    pub review: Option<Box<AdmissionReview<DynamicObject>>>,
     pub uid: String,
     /// The request's kind (group and name).
     pub group: String,
@@ -173,7 +174,7 @@ pub async fn review(
             response.warnings = Some(verdict.warnings.clone());
         }
         response.audit_annotations = verdict.audit_annotations.clone();
-        out.review = Some(response.into_review());
+        out.review = Some(Box::new(response.into_review()));
     }
     out.verdict = Some(verdict);
     out.reports = reports;
