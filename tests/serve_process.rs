@@ -132,9 +132,9 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The decision log line names the request, never its body or the process's credentials.
-#[tokio::test]
-async fn logs_carry_decisions_but_no_bodies_or_credentials() {
+/// Runs `serve --log-format json` with `env`, posts one Pod review whose body and process
+/// environment hold secrets, stops the server with SIGTERM and returns what it logged.
+async fn logs_of_one_review(env: &[(&str, &str)]) -> String {
     let (port, admin) = (free_port(), free_port());
     let log = tempfile::NamedTempFile::new().expect("log file");
     let mut child = Command::new(BIN)
@@ -155,6 +155,7 @@ async fn logs_carry_decisions_but_no_bodies_or_credentials() {
         .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLELOGCHECK")
         .env("AWS_SECRET_ACCESS_KEY", "very-secret-key-value")
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log.reopen().expect("reopen")))
         .spawn()
@@ -199,7 +200,14 @@ async fn logs_carry_decisions_but_no_bodies_or_credentials() {
         signalled.elapsed()
     );
     drop(client);
-    let logs = std::fs::read_to_string(log.path()).expect("logs");
+    // Exiting flushed the batched log lines.
+    std::fs::read_to_string(log.path()).expect("logs")
+}
+
+/// The decision log line names the request, never its body or the process's credentials.
+#[tokio::test]
+async fn logs_carry_decisions_but_no_bodies_or_credentials() {
+    let logs = logs_of_one_review(&[]).await;
     let decision = logs
         .lines()
         .find(|l| l.contains("admission decision"))
@@ -207,6 +215,7 @@ async fn logs_carry_decisions_but_no_bodies_or_credentials() {
     let line: serde_json::Value = serde_json::from_str(decision).expect("a JSON log line");
     assert_eq!(line["uid"], "log-check-uid");
     assert_eq!(line["decision"], "allowed");
+    assert_eq!(line["target"], "ecr_preflight::decision");
     for secret in [
         "password-in-spec",
         "bearer-token-in-review",
@@ -218,4 +227,17 @@ async fn logs_carry_decisions_but_no_bodies_or_credentials() {
             "{secret} leaked into the logs:\n{logs}"
         );
     }
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+    }
+}
+
+/// `ECR_PREFLIGHT_LOG` filters decision lines by their target, like any other log line.
+#[tokio::test]
+async fn the_log_filter_silences_decision_lines() {
+    let logs =
+        logs_of_one_review(&[("ECR_PREFLIGHT_LOG", "info,ecr_preflight::decision=off")]).await;
+    assert!(logs.contains("\"serving\""), "no startup line in {logs}");
+    assert!(!logs.contains("admission decision"), "{logs}");
 }
