@@ -44,7 +44,7 @@ p99() { sort -n -k3 "$1" | awk '{ a[NR]=$3 } END { i=int(NR*0.99); if (i<1) i=1;
 p50() { sort -n -k3 "$1" | awk '{ a[NR]=$3 } END { i=int(NR*0.50); if (i<1) i=1; printf "%.3f", a[i]/1000 }'; }
 
 ROUNDS="${ROUNDS:-3}"
-declare -A ratios
+declare -A ratios cpu_ours cpu_base
 printf '\n%-34s %14s %14s\n' "run" "ecr-preflight" "baseline"
 for round in $(seq 1 "$ROUNDS"); do
   for proto in h1 h2; do
@@ -57,12 +57,17 @@ for round in $(seq 1 "$ROUNDS"); do
     ratio=$(python3 -c "print(round($a/$b, 3))")
     ratios[$proto]="${ratios[$proto]:-} $ratio"
     printf '%-34s %14s %14s   ratio %s\n' "#$round $proto throughput (req/s)" "$a" "$b" "$ratio"
-    printf '%-34s %14s %14s\n' "#$round $proto server CPU/request (us)" \
-        "$(python3 -c "print(round(($c1-$c0)/$REQUESTS*1e6, 1))")" "$(python3 -c "print(round(($b1-$b0)/$REQUESTS*1e6, 1))")"
+    ours_us=$(python3 -c "print(round(($c1-$c0)/$REQUESTS*1e6, 1))")
+    base_us=$(python3 -c "print(round(($b1-$b0)/$REQUESTS*1e6, 1))")
+    cpu_ours[$proto]="${cpu_ours[$proto]:-} $ours_us"; cpu_base[$proto]="${cpu_base[$proto]:-} $base_us"
+    printf '%-34s %14s %14s\n' "#$round $proto server CPU/request (us)" "$ours_us" "$base_us"
   done
 done
+median() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
 for proto in h1 h2; do
-    echo "median $proto throughput ratio over $ROUNDS rounds: $(python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" ${ratios[$proto]})"
+    echo "median $proto throughput ratio over $ROUNDS rounds: $(median ${ratios[$proto]})"
+    # The steadier measure on a shared machine: CPU the server spent per request.
+    echo "median $proto server CPU/request (us): ecr-preflight $(median ${cpu_ours[$proto]}), baseline $(median ${cpu_base[$proto]})"
 done
 per_client=$(( RATE / 10 )); n=$(( RATE * 20 ))
 h2 --h1 -c 10 --rps "$per_client" -n "$n" --log-file "$work/wh.log" "https://127.0.0.1:$wh/validate" >/dev/null
