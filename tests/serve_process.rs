@@ -80,14 +80,7 @@ fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_listener(admin);
     assert_eq!(http_status(admin, "/readyz"), Some(200));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -118,6 +111,18 @@ fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
 }
 
 /// The status of a plain HTTP GET, with nothing but std.
+/// Waits (20 s at most) until something listens on `port`.
+fn wait_for_listener(port: u16) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn http_status(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -160,14 +165,7 @@ async fn logs_of_one_review(env: &[(&str, &str)]) -> String {
         .stderr(Stdio::from(log.reopen().expect("reopen")))
         .spawn()
         .expect("spawn");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_listener(admin);
     let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "log-check-uid", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
         "namespace": "shop", "name": "p",

@@ -9,11 +9,10 @@
 //! first stage of simdjson (Langdale and Lemire, "Parsing Gigabytes of JSON per Second",
 //! 2019). Checked: brackets pair by type, strings end, no control characters inside them
 //! or stray ones outside, backslashes are followed by a valid escape letter. Other targets
-//! use the byte-at-a-time scan in `reader.rs`.
+//! use the byte-at-a-time scan in `reader.rs` (this module is built for x86-64 only).
 
 /// Where the value starting with the bracket at `start` ends (the index after its closing
 /// bracket), or the offset and reason it is malformed.
-#[cfg(target_arch = "x86_64")]
 pub fn skip_nested(bytes: &[u8], start: usize) -> Result<usize, (usize, &'static str)> {
     let mut scan = Scan::default();
     let mut at = start;
@@ -42,14 +41,12 @@ pub fn skip_nested(bytes: &[u8], start: usize) -> Result<usize, (usize, &'static
     Err((bytes.len(), "unexpected end of input"))
 }
 
-#[cfg(target_arch = "x86_64")]
 use safe_arch::{
     bitor_m128i, cmp_eq_mask_i8_m128i, load_unaligned_m128i, m128i, max_u8_m128i,
     move_mask_i8_m128i, set_splat_i8_m128i,
 };
 
 /// What carries from one block to the next.
-#[cfg(target_arch = "x86_64")]
 #[derive(Default)]
 struct Scan {
     /// The block starts inside a string.
@@ -59,7 +56,6 @@ struct Scan {
     brackets: super::reader::BracketStack,
 }
 
-#[cfg(target_arch = "x86_64")]
 struct Masks {
     quote: u64,
     backslash: u64,
@@ -69,17 +65,14 @@ struct Masks {
     control: u64,
 }
 
-#[cfg(target_arch = "x86_64")]
 fn eq(v: m128i, c: u8) -> m128i {
     cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(c as i8))
 }
 
-#[cfg(target_arch = "x86_64")]
 fn bits(v: m128i) -> u64 {
     u64::from(move_mask_i8_m128i(v) as u16)
 }
 
-#[cfg(target_arch = "x86_64")]
 fn chunks(block: &[u8; 64]) -> impl Iterator<Item = (u32, m128i)> + '_ {
     block.chunks_exact(16).enumerate().map(|(i, chunk)| {
         (
@@ -89,7 +82,6 @@ fn chunks(block: &[u8; 64]) -> impl Iterator<Item = (u32, m128i)> + '_ {
     })
 }
 
-#[cfg(target_arch = "x86_64")]
 fn masks(block: &[u8; 64]) -> Masks {
     let mut m = Masks {
         quote: 0,
@@ -113,7 +105,6 @@ fn masks(block: &[u8; 64]) -> Masks {
 /// The length of the leading run of plain string content (up to a quote, a backslash or a
 /// control character), 16 bytes at a time: the strings read one by one are mostly short
 /// keys, found in one compare instead of a loop per byte.
-#[cfg(target_arch = "x86_64")]
 pub fn string_run(bytes: &[u8]) -> usize {
     let low = set_splat_i8_m128i(0x1f);
     let mut chunks = bytes.chunks_exact(16);
@@ -134,7 +125,6 @@ pub fn string_run(bytes: &[u8]) -> usize {
 }
 
 /// Tab, line feed and carriage return: only needed when a block has control characters.
-#[cfg(target_arch = "x86_64")]
 fn spaces(block: &[u8; 64]) -> u64 {
     chunks(block).fold(0, |acc, (shift, v)| {
         let ws = bitor_m128i(bitor_m128i(eq(v, b'\t'), eq(v, b'\n')), eq(v, b'\r'));
@@ -143,7 +133,6 @@ fn spaces(block: &[u8; 64]) -> u64 {
 }
 
 /// Bit i set to the XOR of bits 0..=i.
-#[cfg(target_arch = "x86_64")]
 fn prefix_xor(mut x: u64) -> u64 {
     for shift in [1, 2, 4, 8, 16, 32] {
         x ^= x << shift;
@@ -151,12 +140,10 @@ fn prefix_xor(mut x: u64) -> u64 {
     x
 }
 
-#[cfg(target_arch = "x86_64")]
 fn byte(block: &[u8; 64], i: u32) -> u8 {
     block.get(i as usize).copied().unwrap_or(b' ')
 }
 
-#[cfg(target_arch = "x86_64")]
 impl Scan {
     /// Scans one block at offset `at`: `Some(end)` when the outermost bracket closes in it.
     fn block(
@@ -232,19 +219,10 @@ impl Scan {
     }
 }
 
-/// The escape letter at `at` (after a backslash), and the four hex digits of a `\u`.
-#[cfg(target_arch = "x86_64")]
+/// The escape at `at` (after a backslash), with the four hex digits of a `\u`.
 fn check_escape(input: &[u8], at: usize) -> Result<(), (usize, &'static str)> {
-    let valid = match input.get(at) {
-        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => true,
-        Some(b'u') => input
-            .get(at + 1..at + 5)
-            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)),
-        _ => false,
-    };
-    if valid {
-        Ok(())
-    } else {
-        Err((at, "invalid escape"))
+    match super::reader::escape_len(input.get(at..).unwrap_or_default()) {
+        Some(_) => Ok(()),
+        None => Err((at, "invalid escape")),
     }
 }

@@ -1,6 +1,7 @@
 //! Review in, response out: the webhook's logic, independent of HTTP so that the server,
 //! tests and fuzzers drive the same code.
 
+#[cfg(target_arch = "x86_64")]
 mod block_skip;
 pub mod reader;
 pub mod review;

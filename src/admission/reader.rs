@@ -94,6 +94,19 @@ pub(super) fn plain_run_bytewise(bytes: &[u8]) -> usize {
         .unwrap_or(bytes.len())
 }
 
+/// The length of a valid escape after its backslash, `bytes` starting at the escape
+/// letter: 1, or 5 for `\uXXXX`. `None` when JSON has no such escape.
+pub(super) fn escape_len(bytes: &[u8]) -> Option<usize> {
+    match bytes.first()? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(1),
+        b'u' => bytes
+            .get(1..5)
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .map(|_| 5),
+        _ => None,
+    }
+}
+
 pub struct Reader<'a> {
     text: &'a str,
     pos: usize,
@@ -410,15 +423,10 @@ impl<'a> Reader<'a> {
                 }
                 Some(b'\\') => {
                     self.pos += 1;
-                    match self.peek() {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                            self.pos += 1
-                        }
-                        Some(b'u') => {
-                            self.pos += 1;
-                            self.hex4()?;
-                        }
-                        _ => return self.error("invalid escape"),
+                    let rest = self.bytes().get(self.pos..).unwrap_or_default();
+                    match escape_len(rest) {
+                        Some(len) => self.pos += len,
+                        None => return self.error("invalid escape"),
                     }
                 }
                 Some(_) => return self.error("control character in string"),
