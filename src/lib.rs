@@ -24,6 +24,7 @@ pub mod image;
 pub mod log_sink;
 pub mod manifest;
 pub mod metrics;
+pub mod read_ahead;
 pub mod registry;
 pub mod retry;
 pub mod server;

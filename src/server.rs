@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::coarse_timer::CoarseTimer;
 use crate::metrics::{self, Metrics};
+use crate::read_ahead::ReadAhead;
 use crate::webhook::WebhookService;
 
 /// Time limits of the webhook listener.
@@ -234,15 +235,19 @@ async fn serve_tls(
         tokio::spawn(async move {
             // Held for the life of the connection.
             let _permit = permit;
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let tls = match tokio::time::timeout(
+                limits.handshake_timeout,
+                acceptor.accept(ReadAhead::new(tcp)),
+            )
+            .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
             let conn = builder
                 .serve_connection(TokioIo::new(tls), service)
                 .into_owned();
