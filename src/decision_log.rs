@@ -7,11 +7,10 @@
 //! `ECR_PREFLIGHT_LOG` filter still decides whether the line is written.
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use crate::admission::Reviewed;
-use crate::log_sink::{LineSink, Rfc3339Micros};
+use crate::log_sink::{push_rfc3339_micros, LineSink};
 
 /// The log target of decision lines, for `ECR_PREFLIGHT_LOG` directives.
 pub const TARGET: &str = "ecr_preflight::decision";
@@ -70,13 +69,13 @@ fn log_with_tracing(r: &Reviewed, elapsed: Duration) {
 }
 
 /// Writes one JSON line (ending in `\n`) for the decision `r`, made at `now`.
+///
+/// Bytes are appended directly rather than through `write!`: the formatting machinery was
+/// most of the line's cost. `duration_ms` has microsecond resolution.
 pub fn json_line(out: &mut Vec<u8>, r: &Reviewed, now: SystemTime, elapsed: Duration) {
-    // Writing to a Vec cannot fail, and every string goes through serde_json's escaping.
-    let _ = write!(
-        out,
-        "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"message\":\"admission decision\"",
-        Rfc3339Micros(now)
-    );
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    push_rfc3339_micros(out, now);
+    out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"admission decision\"");
     for (key, value) in [
         ("uid", r.uid.as_str()),
         ("kind", r.kind.as_str()),
@@ -86,19 +85,44 @@ pub fn json_line(out: &mut Vec<u8>, r: &Reviewed, now: SystemTime, elapsed: Dura
         ("mode", r.effective_mode.as_str()),
         ("decision", r.disposition().as_str()),
     ] {
-        let _ = write!(out, ",\"{key}\":");
-        let _ = serde_json::to_writer(&mut *out, value);
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        push_json_string(out, value);
     }
-    let _ = write!(out, ",\"images\":{},\"problems\":[", r.reports.len());
+    out.extend_from_slice(b",\"images\":");
+    out.extend_from_slice(itoa::Buffer::new().format(r.reports.len()).as_bytes());
+    out.extend_from_slice(b",\"problems\":[");
     for (i, problem) in problems(r).enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let _ = serde_json::to_writer(&mut *out, problem);
+        push_json_string(out, problem);
     }
-    let _ = writeln!(
-        out,
-        "],\"duration_ms\":{},\"target\":\"{TARGET}\"}}",
-        elapsed.as_secs_f64() * 1000.0
-    );
+    let micros = elapsed.as_micros();
+    out.extend_from_slice(b"],\"duration_ms\":");
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let fraction = micros % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (fraction / 100) as u8,
+        b'0' + (fraction / 10 % 10) as u8,
+        b'0' + (fraction % 10) as u8,
+    ]);
+    out.extend_from_slice(b",\"target\":\"");
+    out.extend_from_slice(TARGET.as_bytes());
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// `s` as a JSON string: copied as is when nothing in it needs escaping (the usual case),
+/// else escaped by `serde_json`.
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }

@@ -8,6 +8,7 @@
 //! are waiting; past [`MAX_BUFFERED`] bytes lines are dropped and counted instead of
 //! growing memory, and the count is logged when the writer catches up.
 
+use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -191,6 +192,33 @@ impl std::fmt::Display for Rfc3339Micros {
     }
 }
 
+/// Appends `t` as [`Rfc3339Micros`] does. The text up to the seconds changes once a second,
+/// so each thread keeps the last one it wrote and formats only the microseconds.
+pub fn push_rfc3339_micros(out: &mut Vec<u8>, t: SystemTime) {
+    thread_local! {
+        static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    LAST.with_borrow_mut(|(last, prefix)| {
+        if *last != secs {
+            let whole = Rfc3339Micros(UNIX_EPOCH + Duration::from_secs(secs)).to_string();
+            // Everything before the microseconds: `2026-11-26T03:01:59.`
+            *prefix = whole.get(..whole.len() - 7).unwrap_or_default().to_owned();
+            *last = secs;
+        }
+        out.extend_from_slice(prefix.as_bytes());
+    });
+    let mut micros = since.subsec_micros();
+    let mut digits = [b'0'; 6];
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.extend_from_slice(&digits);
+    out.push(b'Z');
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's `civil_from_days`, for non-negative day counts).
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
@@ -299,6 +327,25 @@ mod tests {
             text.contains("lines dropped"),
             "no report of the dropped lines"
         );
+    }
+
+    #[test]
+    fn the_cached_timestamp_writer_agrees_with_the_formatter() {
+        let start = UNIX_EPOCH + Duration::from_micros(1_795_662_119_684_888);
+        // Within one second, across second and day boundaries, and back in time.
+        let steps = [0, 1, 315_111, 999_999, 1_000_000, 86_400_000_000, 7, 0];
+        for (i, step) in steps.iter().enumerate() {
+            let t = start + Duration::from_micros(*step) + Duration::from_micros(i as u64);
+            let mut out = Vec::new();
+            push_rfc3339_micros(&mut out, t);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                Rfc3339Micros(t).to_string()
+            );
+        }
+        let mut out = Vec::new();
+        push_rfc3339_micros(&mut out, UNIX_EPOCH);
+        assert_eq!(out, b"1970-01-01T00:00:00.000000Z");
     }
 
     #[test]
