@@ -316,20 +316,25 @@ impl Engine {
                 findings.insert(image, (report.finding, pull_through));
             }
         }
-        images
-            .iter()
-            .map(|image| {
-                let (finding, pull_through) = findings
-                    .get(image.as_str())
-                    .cloned()
-                    .unwrap_or((Finding::Skipped, false));
-                ImageReport {
-                    image: image.clone(),
-                    finding,
-                    pull_through,
-                }
-            })
-            .collect()
+        // Each finding moves into its report; only a repeated image's is cloned.
+        let mut reports: Vec<ImageReport> = Vec::with_capacity(images.len());
+        for image in images {
+            let (finding, pull_through) = match findings.remove(image.as_str()) {
+                Some(found) => found,
+                None => reports
+                    .iter()
+                    .find(|r| r.image == *image)
+                    .map_or((Finding::Skipped, false), |r| {
+                        (r.finding.clone(), r.pull_through)
+                    }),
+            };
+            reports.push(ImageReport {
+                image: image.clone(),
+                finding,
+                pull_through,
+            });
+        }
+        reports
     }
 
     fn is_pull_through(&self, repository: &str) -> bool {

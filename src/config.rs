@@ -136,8 +136,23 @@ pub struct ServeArgs {
     /// Objects with a controller owner: audit (record only) or enforce (apply the mode).
     #[arg(long, env = "ECR_PREFLIGHT_OWNED_OBJECTS", default_value = "audit")]
     pub owned_objects: OwnedObjects,
+    /// Threads serving requests [default: the CPUs this process may use, at most 2].
+    #[arg(long, env = "ECR_PREFLIGHT_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: Option<u16>,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// Default worker threads: a cached review costs microseconds, so one thread serves tens of
+/// thousands a second, and past two, more threads mostly add hand-offs between CPUs
+/// (docs/performance.md). The CPUs counted are those the process may use (its cgroup's
+/// CPU limit, when it has one).
+pub const DEFAULT_MAX_WORKER_THREADS: usize = 2;
+
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(DEFAULT_MAX_WORKER_THREADS)
 }
 
 /// Where the webhook's certificate comes from.

@@ -64,6 +64,47 @@ async fn archived_blobs_make_the_image_archived() {
 }
 
 #[tokio::test]
+async fn a_repeated_image_gets_one_check_and_the_same_report_each_time() {
+    let reg = Arc::new(MemoryRegistry::default());
+    let blobs = reg.push_image("team/app", "2", 2, BlobState::Available);
+    reg.blob("team/app", &blobs[0], BlobState::Unavailable);
+    reg.push_image("team/ok", "1", 2, BlobState::Available);
+    let (bad, ok) = (
+        format!("{REGISTRY}/team/app:2"),
+        format!("{REGISTRY}/team/ok:1"),
+    );
+    let images = [
+        bad.clone(),
+        ok.clone(),
+        bad.clone(),
+        ok.clone(),
+        "nginx".into(),
+    ];
+    let engine = engine(reg.clone());
+    // Cold, then with the intact image cached.
+    for round in 0..2 {
+        let reports = engine.check(&images, deadline()).await;
+        let seen: Vec<(&str, Outcome)> = reports
+            .iter()
+            .map(|r| (r.image.as_str(), r.outcome()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (bad.as_str(), Outcome::Missing),
+                (ok.as_str(), Outcome::Ok),
+                (bad.as_str(), Outcome::Missing),
+                (ok.as_str(), Outcome::Ok),
+                ("nginx", Outcome::Skipped),
+            ],
+            "round {round}"
+        );
+        assert_eq!(reports[0].finding, reports[2].finding);
+        assert_eq!(reports[1].finding, reports[3].finding);
+    }
+}
+
+#[tokio::test]
 async fn unavailable_blobs_are_missing() {
     let reg = Arc::new(MemoryRegistry::default());
     let blobs = reg.push_image("team/app", "1", 2, BlobState::Available);

@@ -62,11 +62,11 @@ fn flags_are_read_from_the_environment() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("sometimes"));
 }
 
-#[test]
-fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
-    let (port, admin) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args(["serve", "--insecure-self-signed", "--shutdown-delay", "1s"])
+/// `serve` with a self-signed certificate on the given ports, test credentials, no output.
+fn serve_on(port: u16, admin: u16) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--insecure-self-signed"])
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
@@ -77,7 +77,15 @@ fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+#[test]
+fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
+    let (port, admin) = (free_port(), free_port());
+    let mut child = serve_on(port, admin)
+        .args(["--shutdown-delay", "1s"])
         .spawn()
         .expect("spawn");
     wait_for_listener(admin);
@@ -110,7 +118,37 @@ fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
     );
 }
 
-/// The status of a plain HTTP GET, with nothing but std.
+/// The flag and its variable set how many runtime worker threads serve requests.
+#[cfg(target_os = "linux")]
+#[test]
+fn worker_threads_follow_the_flag_and_the_environment() {
+    for (flag, env, expected) in [
+        (Some("1"), None, 1),
+        (None, Some("3"), 3),
+        (Some("2"), Some("3"), 2),
+    ] {
+        let (port, admin) = (free_port(), free_port());
+        let mut command = serve_on(port, admin);
+        if let Some(n) = flag {
+            command.args(["--worker-threads", n]);
+        }
+        if let Some(n) = env {
+            command.env("ECR_PREFLIGHT_WORKER_THREADS", n);
+        }
+        let mut child = command.spawn().expect("spawn");
+        wait_for_listener(admin);
+        // tokio names its worker threads `tokio-rt-worker` (blocking-pool threads differ).
+        let workers = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+            .expect("tasks")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim() == "tokio-rt-worker")
+            .count();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(workers, expected, "flag {flag:?}, env {env:?}");
+    }
+}
+
 /// Waits (20 s at most) until something listens on `port`.
 fn wait_for_listener(port: u16) {
     let started = Instant::now();
@@ -123,6 +161,7 @@ fn wait_for_listener(port: u16) {
     }
 }
 
+/// The status of a plain HTTP GET, with nothing but std.
 fn http_status(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;

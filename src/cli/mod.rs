@@ -25,7 +25,12 @@ pub fn main() -> ExitCode {
         _ => DecisionLog::Tracing,
     };
     crate::tls::install_crypto_provider();
+    let workers = match &cli.command {
+        Command::Serve(args) => args.worker_threads.map(usize::from),
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.unwrap_or_else(crate::config::default_worker_threads))
         .enable_all()
         .build()
     {
