@@ -5,13 +5,22 @@
 #   bash benches/warm_path.sh            # needs h2load (Debian: nghttp2-client)
 #
 # Env: REQUESTS (default 40000), CLIENTS (16), STREAMS (16, HTTP/2 only), RATE (1000 req/s
-# for the latency run).
+# for the latency run), ROUNDS (3), PIN=1 (each server on CPU 1 and h2load on CPU 0, so
+# the load generator never takes the server's CPU; the same for both servers),
+# WORKER_THREADS (the webhook's --worker-threads; default: its own default).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 cd "$ROOT"
 command -v h2load >/dev/null || { echo "h2load not found: apt-get install nghttp2-client" >&2; exit 2; }
 
 REQUESTS="${REQUESTS:-40000}" CLIENTS="${CLIENTS:-16}" STREAMS="${STREAMS:-16}" RATE="${RATE:-1000}"
+server_cpu=() load_cpu=()
+if [ -n "${PIN:-}" ]; then
+    server_cpu=(taskset -c 1) load_cpu=(taskset -c 0)
+    echo "pinned: servers on CPU 1, h2load on CPU 0"
+fi
+threads=()
+[ -n "${WORKER_THREADS:-}" ] && threads=(--worker-threads "$WORKER_THREADS")
 work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -26,17 +35,17 @@ python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), sepa
     tests/fixtures/deployment-10k-create.json >"$work/review.json"
 
 wh="$(free_port)"; admin="$(free_port)"; base="$(free_port)"
-"$bin/ecr-preflight" serve --insecure-self-signed --listen "127.0.0.1:$wh" \
+"${server_cpu[@]}" "$bin/ecr-preflight" serve "${threads[@]}" --insecure-self-signed --listen "127.0.0.1:$wh" \
     --metrics-listen "127.0.0.1:$admin" --ecr-endpoint-url "$MOTO_ENDPOINT" --mode enforce \
     --log-format json 2>"$work/server.log" &
 wh_pid=$!; pids+=("$wh_pid")
-"$bin/examples/baseline_server" "$base" & base_pid=$!; pids+=("$base_pid")
+"${server_cpu[@]}" "$bin/examples/baseline_server" "$base" & base_pid=$!; pids+=("$base_pid")
 wait_port "$wh"; wait_port "$base"
 # Warm the caches and prove the answer is the real one (allowed, all three images checked).
 curl -fsS -k -H 'content-type: application/json' --data-binary @"$work/review.json" "https://127.0.0.1:$wh/validate" \
     | python3 -c 'import json,sys; r=json.load(sys.stdin)["response"]; assert r["allowed"] is True and not r.get("warnings"), r; print("warm: allowed")'
 
-h2() { h2load "$@" -H 'content-type: application/json' -d "$work/review.json" 2>&1; }
+h2() { "${load_cpu[@]}" h2load "$@" -H 'content-type: application/json' -d "$work/review.json" 2>&1; }
 # CPU seconds (user + system) a process has used so far.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
 rps() { awk '/^finished in/ { for (i=1;i<=NF;i++) if ($i ~ /req\/s/) print $(i-1) }' ; }

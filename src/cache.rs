@@ -273,3 +273,44 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_found_replaced_and_kept_apart() {
+        let map: TtlMap<String, u32> = TtlMap::new(1000, Duration::from_secs(60));
+        assert_eq!(map.get("a"), None);
+        map.insert("a".into(), 1);
+        map.insert("b".into(), 2);
+        map.insert("a".into(), 3);
+        assert_eq!(map.get("a"), Some(3));
+        assert_eq!(map.get("b"), Some(2));
+        assert_eq!(map.len(), 2);
+    }
+
+    #[test]
+    fn expired_entries_are_not_returned() {
+        let map: TtlMap<String, u32> = TtlMap::new(1000, Duration::ZERO);
+        map.insert("a".into(), 1);
+        assert_eq!(map.get("a"), None);
+    }
+
+    #[test]
+    fn the_size_stays_bounded_and_recent_entries_survive() {
+        let capacity = 1600;
+        let map: TtlMap<u64, u64> = TtlMap::new(capacity, Duration::from_secs(60));
+        for i in 0..20 * capacity {
+            map.insert(i, i);
+            assert!(map.len() <= capacity, "{} entries after {i}", map.len());
+        }
+        let last = 20 * capacity - 1;
+        assert_eq!(map.get(&last), Some(last));
+        // Keys spread over every shard, so the bound is the whole capacity, not a shard's.
+        assert!(map.len() > capacity / 2, "{}", map.len());
+        for shard in &map.shards {
+            assert!(!shard.lock().unwrap().is_empty());
+        }
+    }
+}

@@ -136,24 +136,20 @@ pub struct ServeArgs {
     /// Objects with a controller owner: audit (record only) or enforce (apply the mode).
     #[arg(long, env = "ECR_PREFLIGHT_OWNED_OBJECTS", default_value = "audit")]
     pub owned_objects: OwnedObjects,
-    /// Threads serving requests [default: the CPUs this process may use, at most 2].
+    /// Threads serving requests [default: 1].
     #[arg(long, env = "ECR_PREFLIGHT_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub worker_threads: Option<u16>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
 
-/// Default worker threads: a cached review costs microseconds, so one thread serves tens of
-/// thousands a second, and past two, more threads mostly add hand-offs between CPUs
-/// (docs/performance.md). The CPUs counted are those the process may use (its cgroup's
-/// CPU limit, when it has one).
-pub const DEFAULT_MAX_WORKER_THREADS: usize = 2;
-
-pub fn default_worker_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(DEFAULT_MAX_WORKER_THREADS)
-}
+/// Default worker threads. A cached review costs about 15 µs of CPU, so one thread serves
+/// tens of thousands a second, far above any API server's admission rate, and ECR calls
+/// wait on the network, not on a thread. A second thread adds capacity only on an idle node;
+/// on a busy one (or under a CPU limit) the threads share the same CPU time and hand work
+/// between CPUs: measured on 2 CPUs shared with a load generator, 20 µs of CPU a request
+/// with two threads against 16 µs with one (docs/performance.md).
+pub const DEFAULT_WORKER_THREADS: usize = 1;
 
 /// Where the webhook's certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,11 +118,12 @@ fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
     );
 }
 
-/// The flag and its variable set how many runtime worker threads serve requests.
+/// One runtime worker thread by default; the flag or its variable set another count.
 #[cfg(target_os = "linux")]
 #[test]
 fn worker_threads_follow_the_flag_and_the_environment() {
     for (flag, env, expected) in [
+        (None, None, 1),
         (Some("1"), None, 1),
         (None, Some("3"), 3),
         (Some("2"), Some("3"), 2),

@@ -30,7 +30,7 @@ pub fn main() -> ExitCode {
         _ => None,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.unwrap_or_else(crate::config::default_worker_threads))
+        .worker_threads(workers.unwrap_or(crate::config::DEFAULT_WORKER_THREADS))
         .enable_all()
         .build()
     {
