@@ -148,7 +148,7 @@ pub struct ServeArgs {
 /// wait on the network, not on a thread. A second thread adds capacity only on an idle node;
 /// on a busy one (or under a CPU limit) the threads share the same CPU time and hand work
 /// between CPUs: measured on 2 CPUs shared with a load generator, 20 µs of CPU a request
-/// with two threads against 16 µs with one (docs/performance.md).
+/// with two threads against 14–16 µs with one (docs/performance.md).
 pub const DEFAULT_WORKER_THREADS: usize = 1;
 
 /// Where the webhook's certificate comes from.
