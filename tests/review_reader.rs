@@ -13,6 +13,7 @@ const FIXTURES: &[&str] = &[
     include_str!("fixtures/pod-public-images-create.json"),
     include_str!("fixtures/deployment-create.json"),
     include_str!("fixtures/deployment-10k-create.json"),
+    include_str!("fixtures/deployment-applied-create.json"),
     include_str!("fixtures/deployment-update-scale.json"),
     include_str!("fixtures/deployment-update-image.json"),
     include_str!("fixtures/statefulset-create.json"),

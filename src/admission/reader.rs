@@ -412,8 +412,24 @@ impl<'a> Reader<'a> {
             .unwrap_or(rest.len());
     }
 
-    /// Skips string content after its opening quote, through the closing quote.
+    /// Skips string content after its opening quote, through the closing quote. Most
+    /// strings have no escapes and end at the first stop; one with escapes (an annotation
+    /// holding a whole object as JSON has hundreds) is skipped 64 bytes at a time.
     fn skip_string_body(&mut self) -> Result<()> {
+        self.plain_run();
+        if self.peek() == Some(b'"') {
+            self.pos += 1;
+            return Ok(());
+        }
+        #[cfg(target_arch = "x86_64")]
+        return self.jump(super::block_skip::skip_string(self.bytes(), self.pos));
+        #[cfg(not(target_arch = "x86_64"))]
+        self.skip_string_body_bytewise()
+    }
+
+    /// The portable [`Self::skip_string_body`].
+    #[cfg(any(test, not(target_arch = "x86_64")))]
+    fn skip_string_body_bytewise(&mut self) -> Result<()> {
         loop {
             self.plain_run();
             match self.peek() {
@@ -440,7 +456,15 @@ impl<'a> Reader<'a> {
     /// each, so a body of n bytes needs at most n/8 bytes of it.
     fn skip_nested(&mut self) -> Result<()> {
         #[cfg(target_arch = "x86_64")]
-        return match super::block_skip::skip_nested(self.bytes(), self.pos) {
+        return self.jump(super::block_skip::skip_nested(self.bytes(), self.pos));
+        #[cfg(not(target_arch = "x86_64"))]
+        self.skip_nested_bytewise()
+    }
+
+    /// Moves to where a block skipper found the end, or to the error it found.
+    #[cfg(target_arch = "x86_64")]
+    fn jump(&mut self, found: std::result::Result<usize, (usize, &'static str)>) -> Result<()> {
+        match found {
             Ok(end) => {
                 self.pos = end;
                 Ok(())
@@ -449,9 +473,7 @@ impl<'a> Reader<'a> {
                 self.pos = at;
                 self.error(what)
             }
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        self.skip_nested_bytewise()
+        }
     }
 
     /// The portable [`Self::skip_nested`].
@@ -611,6 +633,50 @@ mod tests {
         }
     }
 
+    /// Where each string skipper says the string at the start of `text` ends.
+    fn string_ends(text: &str) -> (Result<usize>, Result<usize>) {
+        let mut fast = Reader::new(text);
+        let fast_end = fast.skip().map(|()| fast.pos);
+        let mut slow = Reader::new(text);
+        slow.pos = 1;
+        let slow_end = slow.skip_string_body_bytewise().map(|()| slow.pos);
+        (fast_end, slow_end)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn both_string_skippers_find_the_same_end(
+            content in "[a-z\\\\\"/\u{e9}\u{1F600}\n\t\u{1}\u{1f}]{0,200}",
+            pad in 0usize..70,
+        ) {
+            let string = serde_json::to_string(&format!("{}{content}", "x".repeat(pad))).unwrap();
+            let text = format!("{string}, \"next\\\"\"]");
+            let (fast, slow) = string_ends(&text);
+            prop_assert_eq!(fast, Ok(string.len()));
+            prop_assert_eq!(slow, Ok(string.len()));
+        }
+
+        #[test]
+        fn string_skippers_agree_on_mutated_strings(
+            content in "[a-z\\\"]{0,150}",
+            at in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"\"\\u0a\x01\t ".to_vec()),
+        ) {
+            let mut bytes = serde_json::to_string(&content).unwrap().into_bytes();
+            let i = 1 + at.index(bytes.len() - 1);
+            bytes[i] = byte;
+            bytes.extend_from_slice(b" ]");
+            let text = String::from_utf8(bytes).unwrap();
+            let (fast, slow) = string_ends(&text);
+            prop_assert_eq!(fast.is_ok(), slow.is_ok(), "{}", text);
+            if let (Ok(f), Ok(s)) = (fast, slow) {
+                prop_assert_eq!(f, s);
+            }
+        }
+    }
+
     #[test]
     fn string_runs_end_where_the_bytewise_scan_ends() {
         for len in 0..80 {
@@ -662,6 +728,19 @@ mod tests {
             let unclosed = format!(r#"[{}"\"]"#, " ".repeat(pad));
             let (fast, slow) = ends(&unclosed);
             assert!(fast.is_err() && slow.is_err(), "{unclosed}");
+            // The same edges for a string skipped on its own.
+            for tail in [r#"\\""#, r#"\"""#, r#"\u0041""#, r#"\\\"""#] {
+                let text = format!(r#""{}{tail}, "x"]"#, "a".repeat(pad));
+                let end = text.find(", ").unwrap();
+                let (fast, slow) = string_ends(&text);
+                assert_eq!(fast, Ok(end), "{text}");
+                assert_eq!(slow, Ok(end), "{text}");
+            }
+            for bad in [r#"\q""#, "\u{1}\"", r#"\u12g4""#, r#"\""#] {
+                let text = format!(r#""{}\"{bad}"#, "a".repeat(pad));
+                let (fast, slow) = string_ends(&text);
+                assert!(fast.is_err() && slow.is_err(), "{text}: {fast:?} {slow:?}");
+            }
         }
     }
 }
