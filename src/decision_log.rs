@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
 
+use crate::admission::reader::plain_run_bytewise;
 use crate::admission::Reviewed;
 use crate::log_sink::{push_rfc3339_micros, LineSink};
 
@@ -29,7 +30,7 @@ impl DecisionLog {
         match self {
             DecisionLog::Tracing => log_with_tracing(r, elapsed),
             DecisionLog::Json(sink) => {
-                if tracing::enabled!(target: "ecr_preflight::decision", tracing::Level::INFO) {
+                if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
                     thread_local! {
                         static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
                     }
@@ -53,7 +54,7 @@ fn problems(r: &Reviewed) -> impl Iterator<Item = &str> {
 fn log_with_tracing(r: &Reviewed, elapsed: Duration) {
     let problems: Vec<&str> = problems(r).collect();
     tracing::info!(
-        target: "ecr_preflight::decision",
+        target: TARGET,
         uid = %r.uid,
         kind = %r.kind,
         operation = %r.operation,
@@ -114,10 +115,10 @@ pub fn json_line(out: &mut Vec<u8>, r: &Reviewed, now: SystemTime, elapsed: Dura
     out.extend_from_slice(b"\"}\n");
 }
 
-/// `s` as a JSON string: copied as is when nothing in it needs escaping (the usual case),
-/// else escaped by `serde_json`.
+/// `s` as a JSON string: copied as is when nothing in it needs escaping (the usual case:
+/// the review reader's test for plain string content), else escaped by `serde_json`.
 fn push_json_string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if plain_run_bytewise(s.as_bytes()) == s.len() {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');

@@ -87,7 +87,7 @@ fn stops_string(b: u8) -> bool {
 
 /// The length of the leading run of plain string content: up to a quote, a backslash or a
 /// control character.
-pub(super) fn plain_run_bytewise(bytes: &[u8]) -> usize {
+pub(crate) fn plain_run_bytewise(bytes: &[u8]) -> usize {
     bytes
         .iter()
         .position(|&b| stops_string(b))
