@@ -5,6 +5,8 @@
 //! blob. Repositories run in parallel, each bounded by the request's deadline.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use foldhash::HashMap as FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,9 +253,10 @@ impl Engine {
     /// Checks every image (duplicates are checked once) and returns one report per input,
     /// in input order. Never takes longer than `deadline` (plus scheduling).
     pub async fn check(&self, images: &[String], deadline: Instant) -> Vec<ImageReport> {
-        let mut findings: HashMap<&str, (Finding, bool)> = HashMap::new();
+        // foldhash: per-request maps of a few entries, where SipHash cost more than the lookups.
+        let mut findings: FastMap<&str, (Finding, bool)> = FastMap::default();
         let mut by_repo: BTreeMap<RepositoryKey, BTreeSet<ImageId>> = BTreeMap::new();
-        let mut targets: HashMap<&str, (RepositoryKey, ImageId)> = HashMap::new();
+        let mut targets: FastMap<&str, (RepositoryKey, ImageId)> = FastMap::default();
         for image in images {
             if findings.contains_key(image.as_str()) || targets.contains_key(image.as_str()) {
                 continue;
@@ -295,7 +298,7 @@ impl Engine {
                 (repo, findings)
             }))
             .await;
-            let per_repo: HashMap<RepositoryKey, HashMap<ImageId, Finding>> =
+            let per_repo: FastMap<RepositoryKey, HashMap<ImageId, Finding>> =
                 per_repo.into_iter().collect();
             for (image, (repo, id)) in &targets {
                 let finding = per_repo

@@ -190,21 +190,23 @@ impl Scan {
             return Err((at + i as usize, "control character"));
         }
         let mut brackets = m.bracket & !inside;
+        let mut top = self.brackets.top;
         while brackets != 0 {
             let i = brackets.trailing_zeros();
             brackets &= brackets - 1;
             match byte(block, i) {
-                b @ (b'{' | b'[') => self.brackets.push(b == b'{'),
+                b @ (b'{' | b'[') => top.push(b == b'{', &mut self.brackets.outer),
                 b => {
-                    if self.brackets.pop() != Some(b == b'}') {
+                    if top.pop(&mut self.brackets.outer) != Some(b == b'}') {
                         return Err((at + i as usize, "mismatched bracket"));
                     }
-                    if self.brackets.is_empty() {
+                    if top.is_empty() {
                         return Ok(Some(at + i as usize + 1));
                     }
                 }
             }
         }
+        self.brackets.top = top;
         Ok(None)
     }
 
