@@ -21,6 +21,7 @@ pub mod config;
 pub mod decision;
 pub mod decision_log;
 pub mod image;
+pub mod inline_streams;
 pub mod log_sink;
 pub mod manifest;
 pub mod metrics;

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::coarse_timer::CoarseTimer;
+use crate::inline_streams::StreamsInline;
 use crate::metrics::{self, Metrics};
 use crate::read_ahead::ReadAhead;
 use crate::webhook::WebhookService;
@@ -192,15 +193,7 @@ async fn serve_tls(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .keep_alive(true)
-        .timer(CoarseTimer::start())
-        .header_read_timeout(limits.header_read_timeout);
-    builder
-        .http2()
-        .max_concurrent_streams(limits.max_streams_per_connection);
+    let timer = CoarseTimer::start();
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -230,7 +223,7 @@ async fn serve_tls(
         }
         let acceptor = acceptor.clone();
         let service = app.clone();
-        let builder = builder.clone();
+        let timer = timer.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             // Held for the life of the connection.
@@ -248,10 +241,20 @@ async fn serve_tls(
                 }
                 Err(_) => return,
             };
+            let streams = StreamsInline::default();
+            let mut builder = auto::Builder::new(streams.clone());
+            builder
+                .http1()
+                .keep_alive(true)
+                .timer(timer)
+                .header_read_timeout(limits.header_read_timeout);
+            builder
+                .http2()
+                .max_concurrent_streams(limits.max_streams_per_connection);
             let conn = builder
                 .serve_connection(TokioIo::new(tls), service)
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+            if let Err(e) = streams.serve(watcher.watch(conn)).await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });

@@ -674,6 +674,20 @@ async fn blackhole() -> (String, tokio::task::JoinHandle<()>) {
     (url, task)
 }
 
+/// A webhook whose ECR endpoint accepts connections and never answers, with `timeout`.
+async fn with_hanging_registry(
+    timeout: Duration,
+) -> (server::TestServer, tokio::task::JoinHandle<()>) {
+    let (hanging, task) = blackhole().await;
+    let srv = server::start(Options {
+        timeout,
+        endpoint: Some(hanging),
+        ..Options::default()
+    })
+    .await;
+    (srv, task)
+}
+
 #[tokio::test]
 async fn unreachable_ecr_yields_the_on_error_decision_inside_the_budget() {
     let (hanging, _task) = blackhole().await;
@@ -714,13 +728,7 @@ async fn unreachable_ecr_yields_the_on_error_decision_inside_the_budget() {
 
 #[tokio::test]
 async fn the_api_server_timeout_parameter_shortens_the_budget() {
-    let (hanging, _task) = blackhole().await;
-    let srv = server::start(Options {
-        timeout: Duration::from_secs(3),
-        endpoint: Some(hanging),
-        ..Options::default()
-    })
-    .await;
+    let (srv, _task) = with_hanging_registry(Duration::from_secs(3)).await;
     let started = Instant::now();
     let response = srv
         .review(
@@ -805,15 +813,44 @@ async fn http1_keep_alive_and_http2_both_work() {
     }
 }
 
+/// The HTTP/2 streams of one connection are run by that connection's task
+/// (`src/inline_streams.rs`): one still waiting on ECR must not hold up the others.
+#[tokio::test]
+async fn a_waiting_http2_stream_does_not_hold_up_the_others_on_its_connection() {
+    let (srv, _task) = with_hanging_registry(Duration::from_secs(3)).await;
+    let client = server::client(&srv.cert_pem, false);
+    let url = format!("{}/validate", srv.url);
+    let send = |body: String| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let response = client.post(url).body(body).send().await.expect("send");
+            assert_eq!(response.version(), reqwest::Version::HTTP_2);
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.expect("json")
+        }
+    };
+    // The connection first, then a stream that waits on the unanswering registry.
+    send(fixture("configmap-create.json", "first")).await;
+    let slow = tokio::spawn(send(pod_review(&[(
+        "app",
+        &format!("{REGISTRY}/team/app:1"),
+    )])));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let quick: Vec<_> = (0..20)
+        .map(|i| send(fixture("configmap-create.json", &format!("q{i}"))))
+        .collect();
+    for review in futures::future::join_all(quick).await {
+        assert_eq!(review["response"]["allowed"], true);
+    }
+    assert!(!slow.is_finished(), "the waiting stream was answered early");
+    let slow = slow.await.expect("join");
+    assert_eq!(slow["response"]["allowed"], true, "{slow}");
+    assert!(!warnings(&slow["response"]).is_empty(), "{slow}");
+}
+
 #[tokio::test]
 async fn health_and_readiness_and_draining() {
-    let (hanging, _task) = blackhole().await;
-    let srv = server::start(Options {
-        timeout: Duration::from_millis(1500),
-        endpoint: Some(hanging),
-        ..Options::default()
-    })
-    .await;
+    let (srv, _task) = with_hanging_registry(Duration::from_millis(1500)).await;
     let admin = reqwest::Client::new();
     let get = |path: &'static str| {
         let admin = admin.clone();
@@ -823,21 +860,39 @@ async fn health_and_readiness_and_draining() {
     assert_eq!(get("/healthz").await.ok(), Some(200));
     assert_eq!(get("/readyz").await.ok(), Some(200));
     assert_eq!(get("/metrics").await.ok(), Some(200));
-    // A request in flight when shutdown starts still gets its answer.
-    let client = srv.client.clone();
-    let url = format!("{}/validate", srv.url);
-    let in_flight = tokio::spawn(async move {
-        client
-            .post(url)
-            .body(pod_review(&[("app", &format!("{REGISTRY}/team/app:1"))]))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
+    // Requests in flight when shutdown starts still get their answers, over HTTP/1.1 and
+    // over HTTP/2 (whose streams run inside their connection's task).
+    let in_flight: Vec<_> = [true, false]
+        .into_iter()
+        .map(|http1_only| {
+            let client = server::client(&srv.cert_pem, http1_only);
+            let url = format!("{}/validate", srv.url);
+            tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .body(pod_review(&[("app", &format!("{REGISTRY}/team/app:1"))]))
+                    .send()
+                    .await
+                    .expect("send");
+                (response.version(), response.status().as_u16())
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     srv.running.shutdown();
     assert!(!srv.running.health.is_ready());
-    assert_eq!(in_flight.await.expect("join").ok(), Some(200));
+    let answers: Vec<_> = futures::future::join_all(in_flight)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("join"))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (reqwest::Version::HTTP_11, 200),
+            (reqwest::Version::HTTP_2, 200)
+        ]
+    );
     srv.running.wait().await;
 }
 
