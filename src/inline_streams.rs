@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -30,6 +30,9 @@ pub struct StreamsInline {
 #[derive(Default)]
 struct Inbox {
     queued: Mutex<Vec<BoxFuture<'static, ()>>>,
+    /// Whether `queued` may hold streams: most polls (all of an HTTP/1.1 connection's)
+    /// queue none, and then cost no lock.
+    any_queued: AtomicBool,
     /// The connection's task, for a stream queued from outside its poll.
     waker: AtomicWaker,
     /// Set while the connection's task polls: streams queued then are run in that poll.
@@ -46,6 +49,7 @@ where
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Box::pin(stream));
+        self.inbox.any_queued.store(true, Ordering::Release);
         if !self.inbox.polling.load(Ordering::Acquire) {
             self.inbox.waker.wake();
         }
@@ -62,8 +66,13 @@ impl StreamsInline {
         let mut connection = std::pin::pin!(connection);
         let mut outcome = None;
         let mut streams = FuturesUnordered::new();
+        let mut registered: Option<Waker> = None;
         std::future::poll_fn(|cx| {
-            self.inbox.waker.register(cx.waker());
+            // A task's waker stays the same from poll to poll: registered once.
+            if !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                self.inbox.waker.register(cx.waker());
+                registered = Some(cx.waker().clone());
+            }
             self.inbox.polling.store(true, Ordering::Release);
             if outcome.is_none() {
                 if let Poll::Ready(done) = connection.as_mut().poll(cx) {
@@ -86,6 +95,9 @@ impl StreamsInline {
     }
 
     fn take_queued(&self, streams: &mut FuturesUnordered<BoxFuture<'static, ()>>) {
+        if !self.inbox.any_queued.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let mut queued = self.inbox.queued.lock().unwrap_or_else(|p| p.into_inner());
         streams.extend(queued.drain(..));
     }
