@@ -5,7 +5,7 @@
 #   bash benches/warm_path.sh            # needs h2load (Debian: nghttp2-client)
 #
 # Env: REQUESTS (default 40000), CLIENTS (16), STREAMS (16, HTTP/2 only), RATE (1000 req/s
-# for the latency run), ROUNDS (3), PIN=1 (each server on CPU 1 and h2load on CPU 0, so
+# for the latency run), ROUNDS (5), PIN=1 (each server on CPU 1 and h2load on CPU 0, so
 # the load generator never takes the server's CPU; the same for both servers),
 # WORKER_THREADS (the webhook's --worker-threads; default: its own default).
 set -euo pipefail
@@ -52,7 +52,7 @@ rps() { awk '/^finished in/ { for (i=1;i<=NF;i++) if ($i ~ /req\/s/) print $(i-1
 p99() { sort -n -k3 "$1" | awk '{ a[NR]=$3 } END { i=int(NR*0.99); if (i<1) i=1; printf "%.3f", a[i]/1000 }'; }
 p50() { sort -n -k3 "$1" | awk '{ a[NR]=$3 } END { i=int(NR*0.50); if (i<1) i=1; printf "%.3f", a[i]/1000 }'; }
 
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 declare -A ratios cpu_ours cpu_base
 printf '\n%-34s %14s %14s\n' "run" "ecr-preflight" "baseline"
 for round in $(seq 1 "$ROUNDS"); do

@@ -9,7 +9,12 @@
 //!
 //! Bounds stay as they were: a connection has at most its `max_concurrent_streams` streams
 //! open, and each stream's review its deadline. A stream still waiting (on ECR) is polled
-//! again only when its own waker fires.
+//! again only when its own waker fires, and does not hold up the others.
+//!
+//! The price: one connection's streams share its thread, so with `--worker-threads` above
+//! one, a single HTTP/2 connection no longer spreads over threads (clients with several
+//! connections still do). A cached review takes microseconds and an uncached one waits
+//! without holding the thread, so a thread serves far more than an API server sends.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,7 +68,7 @@ impl StreamsInline {
     where
         C: Future<Output = T>,
     {
-        let mut connection = std::pin::pin!(connection);
+        let mut connection = std::pin::pin!(Some(connection));
         let mut outcome = None;
         let mut streams = FuturesUnordered::new();
         let mut registered: Option<Waker> = None;
@@ -74,9 +79,12 @@ impl StreamsInline {
                 registered = Some(cx.waker().clone());
             }
             self.inbox.polling.store(true, Ordering::Release);
-            if outcome.is_none() {
-                if let Poll::Ready(done) = connection.as_mut().poll(cx) {
+            if let Some(open) = connection.as_mut().as_pin_mut() {
+                if let Poll::Ready(done) = open.poll(cx) {
                     outcome = Some(done);
+                    // Dropped at once: an HTTP/2 connection going away fails its streams'
+                    // pending reads, so none of them waits on a peer that is gone.
+                    connection.set(None);
                 }
             }
             self.inbox.polling.store(false, Ordering::Release);
@@ -127,6 +135,31 @@ mod tests {
         };
         assert_eq!(exec.serve(connection).await, "closed");
         assert_eq!(done.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn the_connection_is_dropped_when_it_ends_so_streams_waiting_on_it_end_too() {
+        let exec = StreamsInline::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let spawner = exec.clone();
+        // The stream waits on something the connection owns, as an HTTP/2 stream waits
+        // for body data from its connection.
+        spawner.execute(async move {
+            let _ = rx.await;
+        });
+        // Holds the sender until it is dropped, not merely until it has finished.
+        let mut first = true;
+        let connection = std::future::poll_fn(move |cx| {
+            let _peer = &tx;
+            if std::mem::take(&mut first) {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready("closed")
+            }
+        });
+        let served = tokio::time::timeout(Duration::from_secs(5), exec.serve(connection)).await;
+        assert_eq!(served, Ok("closed"), "a stream outlived its connection");
     }
 
     #[tokio::test]
