@@ -5,12 +5,11 @@
 //! blob. Repositories run in parallel, each bounded by the request's deadline.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-use foldhash::HashMap as FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use foldhash::HashMap as FastMap;
 use futures::future::{join_all, FutureExt};
 use tokio::time::Instant;
 
