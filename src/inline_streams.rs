@@ -16,7 +16,7 @@
 //! connections still do). A cached review takes microseconds and an uncached one waits
 //! without holding the thread, so a thread serves far more than an API server sends. And a
 //! panic in one stream would end its whole connection, not that stream alone; the review
-//! path does not panic on any input (no `unwrap` on input, fuzzed: `scripts/fuzz.sh`).
+//! path is written not to panic (no `unwrap` on input) and fuzzed (`scripts/fuzz.sh`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
