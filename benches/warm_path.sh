@@ -7,7 +7,9 @@
 # Env: REQUESTS (default 40000), CLIENTS (16), STREAMS (16, HTTP/2 only), RATE (1000 req/s
 # for the latency run), ROUNDS (5), PIN=1 (each server on CPU 1 and h2load on CPU 0, so
 # the load generator never takes the server's CPU; the same for both servers),
-# WORKER_THREADS (the webhook's --worker-threads; default: its own default).
+# WORKER_THREADS (the webhook's --worker-threads; default: its own default), REVIEW (the
+# AdmissionReview posted; default tests/fixtures/deployment-10k-create.json; its images
+# must be among those benches/bench_seed.rs pushes).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 cd "$ROOT"
@@ -32,7 +34,7 @@ start_moto; pids+=("$MOTO_PID")
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
 "$bin/examples/bench_seed" "$MOTO_ENDPOINT"
 python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":")))' \
-    tests/fixtures/deployment-10k-create.json >"$work/review.json"
+    "${REVIEW:-tests/fixtures/deployment-10k-create.json}" >"$work/review.json"
 
 wh="$(free_port)"; admin="$(free_port)"; base="$(free_port)"
 "${server_cpu[@]}" "$bin/ecr-preflight" serve "${threads[@]}" --insecure-self-signed --listen "127.0.0.1:$wh" \
