@@ -64,9 +64,15 @@ fn log_with_tracing(r: &Reviewed, elapsed: Duration) {
         decision = %r.disposition().as_str(),
         images = r.reports.len(),
         problems = ?problems,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        duration_ms = millis(elapsed),
         "admission decision"
     );
+}
+
+/// `elapsed` in milliseconds at microsecond resolution, as the JSON line has it: 240,689 ns
+/// print as `0.24`, where seconds times 1000 printed `0.24068900000000001`.
+fn millis(elapsed: Duration) -> f64 {
+    f64::from(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX)) / 1000.0
 }
 
 /// Writes one JSON line (ending in `\n`) for the decision `r`, made at `now`.
@@ -125,5 +131,26 @@ fn push_json_string(out: &mut Vec<u8>, s: &str) {
     } else {
         // Writing to a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_lines_print_milliseconds_without_float_noise() {
+        assert_eq!(
+            millis(Duration::from_nanos(240_689_999)).to_string(),
+            "240.689"
+        );
+        assert_eq!(
+            millis(Duration::from_micros(240_689)).to_string(),
+            "240.689"
+        );
+        assert_eq!(millis(Duration::from_nanos(240_689)).to_string(), "0.24");
+        assert_eq!(millis(Duration::from_micros(241)).to_string(), "0.241");
+        assert_eq!(millis(Duration::from_micros(1_500)).to_string(), "1.5");
+        assert_eq!(millis(Duration::ZERO).to_string(), "0");
     }
 }
