@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::admission::reader::plain_run_bytewise;
 use crate::admission::Reviewed;
-use crate::log_sink::{push_rfc3339_micros, LineSink};
+use crate::log_sink::{push_rfc3339_micros, push_zero_padded, LineSink};
 
 /// The log target of decision lines, for `ECR_PREFLIGHT_LOG` directives.
 pub const TARGET: &str = "ecr_preflight::decision";
@@ -109,13 +109,9 @@ pub fn json_line(out: &mut Vec<u8>, r: &Reviewed, now: SystemTime, elapsed: Dura
     let micros = elapsed.as_micros();
     out.extend_from_slice(b"],\"duration_ms\":");
     out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
-    let fraction = micros % 1000;
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (fraction / 100) as u8,
-        b'0' + (fraction / 10 % 10) as u8,
-        b'0' + (fraction % 10) as u8,
-    ]);
+    out.push(b'.');
+    // Below 1000, so it fits.
+    push_zero_padded::<3>(out, (micros % 1000) as u32);
     out.extend_from_slice(b",\"target\":\"");
     out.extend_from_slice(TARGET.as_bytes());
     out.extend_from_slice(b"\"}\n");

@@ -209,14 +209,18 @@ pub fn push_rfc3339_micros(out: &mut Vec<u8>, t: SystemTime) {
         }
         out.extend_from_slice(prefix.as_bytes());
     });
-    let mut micros = since.subsec_micros();
-    let mut digits = [b'0'; 6];
+    push_zero_padded::<6>(out, since.subsec_micros());
+    out.push(b'Z');
+}
+
+/// Appends the last `WIDTH` decimal digits of `value`, zero-padded: `7` as `000007`.
+pub fn push_zero_padded<const WIDTH: usize>(out: &mut Vec<u8>, mut value: u32) {
+    let mut digits = [b'0'; WIDTH];
     for d in digits.iter_mut().rev() {
-        *d = b'0' + (micros % 10) as u8;
-        micros /= 10;
+        *d = b'0' + (value % 10) as u8;
+        value /= 10;
     }
     out.extend_from_slice(&digits);
-    out.push(b'Z');
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
@@ -346,6 +350,23 @@ mod tests {
         let mut out = Vec::new();
         push_rfc3339_micros(&mut out, UNIX_EPOCH);
         assert_eq!(out, b"1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn zero_padded_digits_keep_their_width() {
+        for (value, three, six) in [
+            (0, "000", "000000"),
+            (7, "007", "000007"),
+            (999, "999", "000999"),
+        ] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            push_zero_padded::<3>(&mut a, value);
+            push_zero_padded::<6>(&mut b, value);
+            assert_eq!(
+                (a.as_slice(), b.as_slice()),
+                (three.as_bytes(), six.as_bytes())
+            );
+        }
     }
 
     #[test]
