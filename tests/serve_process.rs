@@ -1,17 +1,14 @@
 //! The `serve` binary as a process: flag checks before binding, and SIGTERM drains and
 //! exits 0.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ecr-preflight");
+use common::free_port;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
+const BIN: &str = env!("CARGO_BIN_EXE_ecr-preflight");
 
 #[test]
 fn missing_or_half_tls_configuration_is_a_usage_error() {
@@ -152,14 +149,7 @@ fn worker_threads_follow_the_flag_and_the_environment() {
 
 /// Waits (20 s at most) until something listens on `port`.
 fn wait_for_listener(port: u16) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_for_listener(port, Duration::from_secs(20), "the server");
 }
 
 /// The status of a plain HTTP GET, with nothing but std.

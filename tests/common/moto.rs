@@ -5,11 +5,10 @@
 //! through `MOTO_SERVER`, `.venv-test/bin/moto_server` or `PATH`, and a watchdog shell ends it
 //! when the test process exits.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn endpoint() -> String {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
@@ -33,10 +32,7 @@ fn moto_binary() -> PathBuf {
 }
 
 fn spawn() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = super::free_port();
     let script = format!(
         "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
         pid = std::process::id()
@@ -50,14 +46,6 @@ fn spawn() -> String {
         .expect("start moto_server (install it: python3 -m venv .venv-test && .venv-test/bin/pip install 'moto[server]')");
     // Reap the watchdog when it exits with the test process.
     std::thread::spawn(move || child.wait());
-    let url = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "moto_server did not start on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    url
+    super::wait_for_listener(port, Duration::from_secs(30), "moto_server");
+    format!("http://127.0.0.1:{port}")
 }
