@@ -26,19 +26,21 @@ async fn validate(body: Bytes) -> impl IntoResponse {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ecr_preflight::tls::install_crypto_provider();
+    ecr_preflight::server::tls::install_crypto_provider();
     let port: u16 = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "9443".into())
         .parse()?;
-    let (cert, key) = ecr_preflight::tls::self_signed_pem()?;
-    let certified = ecr_preflight::tls::certified_key(
+    let (cert, key) = ecr_preflight::server::tls::self_signed_pem()?;
+    let certified = ecr_preflight::server::tls::certified_key(
         cert.as_bytes(),
         key.as_bytes(),
         "cert".as_ref(),
         "key".as_ref(),
     )?;
-    let tls = ecr_preflight::tls::server_config(ecr_preflight::tls::CertStore::new(certified))?;
+    let tls = ecr_preflight::server::tls::server_config(
+        ecr_preflight::server::tls::CertStore::new(certified),
+    )?;
     let acceptor = TlsAcceptor::from(tls);
     let app = Router::new().route("/validate", post(validate));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;

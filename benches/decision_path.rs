@@ -15,8 +15,8 @@ use std::time::Duration;
 use common::memory_registry::MemoryRegistry;
 use criterion::{criterion_group, criterion_main, Criterion};
 use ecr_preflight::admission::{self, review::ReviewView, OwnedObjects, Policy};
-use ecr_preflight::check::{Engine, EngineSettings};
 use ecr_preflight::decision::{Mode, OnError};
+use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::registry::BlobState;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::admission::AdmissionReview;
@@ -66,7 +66,7 @@ fn bench(c: &mut Criterion) {
     };
     let budget = Duration::from_secs(3);
     let warm = runtime
-        .block_on(admission::review(&engine, policy, &body, budget))
+        .block_on(admission::evaluate(&engine, policy, &body, budget))
         .expect("review");
     assert!(warm
         .verdict
@@ -77,7 +77,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("review_warm_10k_deployment", |b| {
         b.iter(|| {
             let reviewed = runtime
-                .block_on(admission::review(&engine, policy, black_box(&body), budget))
+                .block_on(admission::evaluate(
+                    &engine,
+                    policy,
+                    black_box(&body),
+                    budget,
+                ))
                 .expect("review");
             black_box(reviewed.to_json().expect("json"))
         })

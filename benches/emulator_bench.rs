@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::seed::{Breakage, Seeder, OCI_MANIFEST};
 use common::server::{self, Options, TestServer};
-use ecr_preflight::check::CallStats;
+use ecr_preflight::engine::CallStats;
 
 fn calls(stats: &CallStats) -> (u64, u64) {
     (
@@ -23,7 +23,7 @@ fn calls(stats: &CallStats) -> (u64, u64) {
 }
 
 async fn fresh_server() -> TestServer {
-    fresh_server_with(ecr_preflight::check::DEFAULT_BATCH_WINDOW).await
+    fresh_server_with(ecr_preflight::engine::DEFAULT_BATCH_WINDOW).await
 }
 
 async fn fresh_server_with(batch_window: Duration) -> TestServer {

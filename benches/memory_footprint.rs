@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ecr_preflight::admission::{OwnedObjects, Policy};
-use ecr_preflight::check::{Engine, EngineSettings, Outcome};
 use ecr_preflight::decision::{Mode, OnError};
+use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::image::{ImageId, RepositoryKey};
+use ecr_preflight::logging::DecisionLog;
 use ecr_preflight::registry::{
     BatchGetImageOutput, BlobState, FetchedManifest, LayerAvailabilityOutput, Registry,
     RegistryError,
 };
-use ecr_preflight::server;
-use ecr_preflight::tls::{self, CertStore};
-use ecr_preflight::webhook::{webhook_service, WebhookState};
+use ecr_preflight::report::Outcome;
+use ecr_preflight::server::tls::{self, CertStore};
+use ecr_preflight::server::{self, WebhookConfig};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::json;
@@ -151,34 +152,22 @@ async fn main() {
         "key".as_ref(),
     )
     .expect("key");
-    let metrics = ecr_preflight::metrics::Metrics::new(engine.metrics());
-    let state = Arc::new(WebhookState {
-        engine: engine.clone(),
-        metrics: metrics.clone(),
+    let config = WebhookConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
         policy: Policy {
             mode: Mode::Enforce,
             on_error: OnError::Allow,
             owned_objects: OwnedObjects::Audit,
         },
         timeout: Duration::from_secs(30),
-        decision_log: ecr_preflight::decision_log::DecisionLog::Tracing,
-    });
-    let webhook = server::bind("127.0.0.1:0".parse().expect("addr"))
+        certificates: CertStore::new(certified),
+        limits: server::Limits::default(),
+        decision_log: DecisionLog::Tracing,
+    };
+    let running = server::start_webhook(engine.clone(), config)
         .await
-        .expect("bind");
-    let admin = server::bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let tls_config = tls::server_config(CertStore::new(certified)).expect("tls");
-    let running = server::start(
-        webhook,
-        admin,
-        webhook_service(state),
-        tls_config,
-        server::Limits::default(),
-        metrics,
-    )
-    .expect("start");
+        .expect("start");
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(cert.as_bytes()).expect("pem")])
         .build()
@@ -207,7 +196,7 @@ async fn main() {
         .check(&refs, tokio::time::Instant::now() + Duration::from_secs(30))
         .await;
     assert!(reports.iter().all(|r| r.outcome() == Outcome::Ok));
-    let (tags, manifests, blobs) = engine.caches().sizes();
+    let (tags, manifests, blobs) = engine.cache_sizes();
     let (now, peak) = rss();
     println!("cached: {blobs} blob entries, {manifests} manifests, {tags} tags");
     println!(

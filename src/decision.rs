@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use crate::check::{Finding, ImageReport, NotFound, Outcome};
+use crate::report::{Finding, ImageReport, NotFound, Outcome};
+use crate::workload::ContainerKind;
 
 /// What the webhook does with problems.
 #[derive(
@@ -47,14 +48,6 @@ impl std::str::FromStr for Mode {
 pub enum OnError {
     Allow,
     Deny,
-}
-
-/// Where in the pod spec a container sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerKind {
-    Container,
-    Init,
-    Ephemeral,
 }
 
 /// One container's image and what was found about it.

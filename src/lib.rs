@@ -1,5 +1,11 @@
 //! ecr-preflight: a validating admission webhook (and CLI) that refuses images whose
 //! layers or config blob are missing in Amazon ECR.
+//!
+//! The layout follows the path of a review: `server` (HTTP, TLS, the webhook service) hands
+//! the body to `admission` (the review in, the response out), which finds the images with
+//! `workload`, checks them with the `engine` against a `registry`, and decides with
+//! `decision`; `report` holds what the engine found. `cli` is the command line, `logging`
+//! and `metrics` what the process tells.
 #![forbid(unsafe_code)]
 // Input never panics the server: no unwrap, expect, panic or unchecked indexing outside tests.
 #![deny(
@@ -10,25 +16,16 @@
 )]
 
 pub mod admission;
-pub mod batcher;
-pub mod cache;
-pub mod check;
 #[cfg(feature = "aws")]
 pub mod cli;
-pub mod coarse_timer;
-#[cfg(feature = "aws")]
-pub mod config;
 pub mod decision;
-pub mod decision_log;
+pub mod engine;
 pub mod image;
-pub mod inline_streams;
-pub mod log_sink;
+mod json;
+pub mod logging;
 pub mod manifest;
 pub mod metrics;
-pub mod read_ahead;
 pub mod registry;
-pub mod retry;
+pub mod report;
 pub mod server;
-pub mod tls;
-pub mod webhook;
 pub mod workload;

@@ -10,9 +10,9 @@ use common::memory_registry::MemoryRegistry;
 use common::pod_review;
 use common::seed::REGISTRY;
 use ecr_preflight::admission::{self, OwnedObjects, Policy};
-use ecr_preflight::check::{Engine, EngineSettings};
 use ecr_preflight::decision::{Mode, OnError};
-use ecr_preflight::decision_log::json_line;
+use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::logging::json_line;
 use ecr_preflight::registry::BlobState;
 use serde_json::Value;
 
@@ -36,7 +36,7 @@ async fn hostile_strings_stay_inside_one_valid_json_line() {
         owned_objects: OwnedObjects::Audit,
     };
     let body = review.to_string();
-    let reviewed = admission::review(&engine, policy, body.as_bytes(), Duration::from_secs(3))
+    let reviewed = admission::evaluate(&engine, policy, body.as_bytes(), Duration::from_secs(3))
         .await
         .expect("reviewed");
 

@@ -1,11 +1,12 @@
 //! The decision table, cell by cell, and the wording and limits of messages.
 
-use ecr_preflight::check::{Finding, ImageReport, NotFound, PlatformCheck};
 use ecr_preflight::decision::{
-    decide, ContainerFinding, ContainerKind, Disposition, Mode, OnError, MAX_WARNINGS,
-    MAX_WARNINGS_BYTES, MAX_WARNING_CHARS,
+    decide, ContainerFinding, Disposition, Mode, OnError, MAX_WARNINGS, MAX_WARNINGS_BYTES,
+    MAX_WARNING_CHARS,
 };
 use ecr_preflight::manifest::Platform;
+use ecr_preflight::report::{Finding, ImageReport, NotFound, PlatformCheck};
+use ecr_preflight::workload::ContainerKind;
 
 const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1.4";
 

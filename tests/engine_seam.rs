@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use common::memory_registry::{oci_manifest, MemoryRegistry};
 use common::seed::{sha256, OCI_INDEX, OCI_MANIFEST, REGISTRY};
-use ecr_preflight::check::{Engine, EngineSettings, Finding, Outcome};
-use ecr_preflight::decision::{decide, ContainerFinding, ContainerKind, Mode, OnError};
+use ecr_preflight::decision::{decide, ContainerFinding, Mode, OnError};
+use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::registry::{BlobState, RegistryError};
+use ecr_preflight::report::{Finding, Outcome};
+use ecr_preflight::workload::ContainerKind;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -358,7 +360,7 @@ async fn a_slow_registry_answers_unknown_at_the_deadline() {
 
 #[tokio::test]
 async fn an_object_with_too_many_images_checks_the_first_256_and_says_so() {
-    use ecr_preflight::admission::{review, OwnedObjects, Policy, MAX_IMAGES_PER_OBJECT};
+    use ecr_preflight::admission::{evaluate, OwnedObjects, Policy, MAX_IMAGES_PER_OBJECT};
     let reg = Arc::new(MemoryRegistry::default());
     let engine = engine(reg.clone());
     let containers: Vec<serde_json::Value> = (0..300)
@@ -373,7 +375,7 @@ async fn an_object_with_too_many_images_checks_the_first_256_and_says_so() {
         on_error: OnError::Allow,
         owned_objects: OwnedObjects::Audit,
     };
-    let reviewed = review(&engine, policy, body.as_bytes(), Duration::from_secs(3))
+    let reviewed = evaluate(&engine, policy, body.as_bytes(), Duration::from_secs(3))
         .await
         .expect("review");
     assert_eq!(reviewed.reports.len(), 300);

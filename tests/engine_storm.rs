@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use common::memory_registry::{oci_manifest, MemoryRegistry};
 use common::seed::{sha256, OCI_INDEX, OCI_MANIFEST, REGISTRY};
-use ecr_preflight::check::{Engine, EngineSettings, Outcome};
+use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::registry::BlobState;
+use ecr_preflight::report::Outcome;
 use serde_json::json;
 use tokio::sync::Barrier;
 use tokio::time::Instant;

@@ -8,13 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::memory_registry::MemoryRegistry;
-use ecr_preflight::admission::{OwnedObjects, Policy};
-use ecr_preflight::check::{Engine, EngineSettings};
-use ecr_preflight::decision::{Mode, OnError};
-use ecr_preflight::metrics::Metrics;
-use ecr_preflight::server::{self, Limits};
-use ecr_preflight::tls::{self, CertStore};
-use ecr_preflight::webhook::{webhook_service, WebhookState};
+use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::server;
+use ecr_preflight::server::tls::{self, CertStore};
 
 /// Writes a certificate generation the way kubelet lays out a Secret volume.
 fn write_generation(dir: &Path, name: &str, cert: &str, key: &str) {
@@ -51,33 +47,9 @@ async fn a_swapped_secret_is_served_without_restart_and_open_connections_survive
         Arc::new(MemoryRegistry::default()),
         EngineSettings::new(vec!["linux/amd64".parse().expect("p")]),
     ));
-    let metrics = Metrics::new(engine.metrics());
-    let state = Arc::new(WebhookState {
-        engine,
-        policy: Policy {
-            mode: Mode::Enforce,
-            on_error: OnError::Allow,
-            owned_objects: OwnedObjects::Audit,
-        },
-        timeout: Duration::from_secs(3),
-        decision_log: ecr_preflight::decision_log::DecisionLog::Tracing,
-        metrics: metrics.clone(),
-    });
-    let webhook = server::bind("127.0.0.1:0".parse().expect("addr"))
+    let running = server::start_webhook(engine, common::server::loopback_config(store))
         .await
-        .expect("bind");
-    let admin = server::bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let running = server::start(
-        webhook,
-        admin,
-        webhook_service(state),
-        tls::server_config(store).expect("tls"),
-        Limits::default(),
-        metrics,
-    )
-    .expect("start");
+        .expect("start");
     let url = format!("https://localhost:{}/validate", running.webhook_addr.port());
     let body = common::fixture("configmap-create.json", "x");
     let old_client = common::server::client(&cert1, true);

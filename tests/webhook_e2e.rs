@@ -1074,6 +1074,41 @@ async fn metrics_count_real_admissions() {
 }
 
 #[tokio::test]
+async fn each_cache_lookup_counts_once() {
+    let s = seeder();
+    let repo = unique("cachecount");
+    // A config blob and two layers: three blobs.
+    let image = s
+        .image(&format!("{repo}/app"), "1", "cc", 2, OCI_MANIFEST, INTACT)
+        .await;
+    let srv = server::start(Options::default()).await;
+    for reference in [image.reference(), image.reference(), image.by_digest()] {
+        let response = srv
+            .review("/validate", pod_review(&[("app", &reference)]))
+            .await;
+        assert_eq!(response["allowed"], true, "{response}");
+    }
+    let text = reqwest::get(format!("{}/metrics", srv.admin_url))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let count = |cache: &str, result: &str| {
+        let series =
+            format!(r#"ecr_preflight_cache_requests_total{{cache="{cache}",result="{result}"}}"#);
+        sample(&text, &series).unwrap_or_else(|| panic!("{series} in\n{text}"))
+    };
+    // By tag, cold: the image, its tag and its three blobs each missed once (the manifest is
+    // not looked up: its digest is not known yet). By tag again: the image is known intact.
+    // By digest: a new reference, whose manifest and blobs are cached.
+    assert_eq!((count("image", "hit"), count("image", "miss")), (1.0, 2.0));
+    assert_eq!((count("tag", "hit"), count("tag", "miss")), (0.0, 1.0));
+    assert_eq!((count("manifest", "hit"), count("manifest", "miss")), (1.0, 0.0));
+    assert_eq!((count("blob", "hit"), count("blob", "miss")), (3.0, 3.0));
+}
+
+#[tokio::test]
 async fn connections_past_the_limit_wait_until_one_closes() {
     let limits = ecr_preflight::server::Limits {
         max_connections: 2,

@@ -2,7 +2,7 @@
 //! view, cross-checked against a full `k8s-openapi` decode.
 
 use ecr_preflight::admission::review::{ObjectField, ReviewView};
-use ecr_preflight::decision::ContainerKind;
+use ecr_preflight::workload::ContainerKind;
 use ecr_preflight::workload::{self, WorkloadKind};
 use k8s_openapi::api::{apps, batch, core};
 use kube::core::admission::AdmissionReview;
@@ -81,7 +81,7 @@ fn fixture(name: &str) -> &'static str {
 fn view_images(body: &str) -> (WorkloadKind, Vec<(ContainerKind, String, String)>) {
     let view = ReviewView::parse(body.as_bytes()).expect("view");
     let request = view.request.expect("request");
-    let kind = WorkloadKind::from_gvk(&request.kind).expect("workload kind");
+    let kind = request.kind.workload_kind().expect("workload kind");
     let object = request
         .object
         .resolve()
@@ -254,7 +254,7 @@ fn update_checks_only_images_new_to_the_object() {
     let new_on_update = |name: &str| {
         let view = ReviewView::parse(fixture(name).as_bytes()).expect("view");
         let request = view.request.expect("request");
-        let kind = WorkloadKind::from_gvk(&request.kind).expect("kind");
+        let kind = request.kind.workload_kind().expect("kind");
         let new = request.object.resolve().expect("new").expect("new");
         let old = request.old_object.resolve().expect("old").expect("old");
         let fresh = workload::new_images(
@@ -281,10 +281,7 @@ fn update_checks_only_images_new_to_the_object() {
 #[test]
 fn other_kinds_are_not_workloads() {
     let view = ReviewView::parse(include_bytes!("fixtures/configmap-create.json")).expect("view");
-    assert_eq!(
-        WorkloadKind::from_gvk(&view.request.expect("request").kind),
-        None
-    );
+    assert_eq!(view.request.expect("request").kind.workload_kind(), None);
     assert_eq!(WorkloadKind::from_group_kind("apps", "Pod"), None);
     assert_eq!(
         WorkloadKind::from_group_kind("example.com", "Deployment"),

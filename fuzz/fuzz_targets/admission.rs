@@ -6,8 +6,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ecr_preflight::admission::review::ReviewView;
-use ecr_preflight::admission::{review, OwnedObjects, Policy};
-use ecr_preflight::check::{Engine, EngineSettings};
+use ecr_preflight::admission::{evaluate, OwnedObjects, Policy};
+use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::decision::{Mode, OnError};
 use ecr_preflight::image::{ImageId, RepositoryKey};
 use ecr_preflight::registry::{BatchGetImageOutput, BlobState, FetchedManifest, LayerAvailabilityOutput, Registry, RegistryError};
@@ -70,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(fast.as_ref().ok(), Some(&reference), "{fast:?}");
     }
     let policy = Policy { mode: Mode::Enforce, on_error: OnError::Allow, owned_objects: OwnedObjects::Audit };
-    if let Ok(reviewed) = runtime().block_on(review(engine(), policy, data, Duration::from_secs(1))) {
+    if let Ok(reviewed) = runtime().block_on(evaluate(engine(), policy, data, Duration::from_secs(1))) {
         assert!(reviewed.to_json().is_ok());
     }
 });

@@ -1,9 +1,6 @@
 //! Review in, response out: the webhook's logic, independent of HTTP so that the server,
 //! tests and fuzzers drive the same code.
 
-#[cfg(target_arch = "x86_64")]
-mod block_skip;
-pub mod reader;
 pub mod review;
 mod review_reader;
 
@@ -13,10 +10,12 @@ use kube::core::admission::{AdmissionResponse, AdmissionReview};
 use kube::core::{DynamicObject, Status};
 use tokio::time::Instant;
 
-use crate::check::{Engine, ImageReport};
 use crate::decision::{self, ContainerFinding, Disposition, Mode, OnError, Verdict};
+use crate::engine::Engine;
+use crate::json::JsonError;
+use crate::report::{Finding, ImageReport};
 use crate::workload::{self, ContainerImage, WorkloadKind};
-use review::ReviewView;
+use review::{RequestView, ReviewView};
 
 /// Distinct images checked per object; beyond it an image is `unknown` (a pod has a few
 /// dozen containers at the very most).
@@ -58,11 +57,12 @@ pub struct Reviewed {
     /// directly (most answers are that one, and building kube's response types for it cost
     /// more than writing its few bytes).
     /// Boxed: kube's review type is kilobytes, and `Reviewed` moves through futures.
-    pub review: Option<Box<AdmissionReview<DynamicObject>>>,
+    pub response: Option<Box<AdmissionReview<DynamicObject>>>,
     pub uid: String,
-    /// The request's kind (group and name).
-    pub group: String,
+    /// The request's kind name, as sent.
     pub kind: String,
+    /// The kind, when it carries a pod template.
+    pub workload: Option<WorkloadKind>,
     pub operation: String,
     pub namespace: String,
     pub name: String,
@@ -75,7 +75,7 @@ pub struct Reviewed {
 impl Reviewed {
     /// The AdmissionReview to answer with, as JSON.
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        match &self.review {
+        match &self.response {
             Some(review) => serde_json::to_vec(review),
             None => Ok(allowed_json(&self.uid)),
         }
@@ -89,7 +89,7 @@ impl Reviewed {
 }
 
 /// Decides on one AdmissionReview body within `budget`.
-pub async fn review(
+pub async fn evaluate(
     engine: &Engine,
     policy: Policy,
     body: &[u8],
@@ -100,10 +100,10 @@ pub async fn review(
         ReviewView::parse(body).map_err(|e| ReviewError::Malformed(one_line(&e.to_string())))?;
     let request = view.request.ok_or(ReviewError::NoRequest)?;
     let mut out = Reviewed {
-        review: None,
+        response: None,
         uid: request.uid.to_string(),
-        group: request.kind.group.to_string(),
         kind: request.kind.kind.to_string(),
+        workload: request.kind.workload_kind(),
         operation: request.operation.to_string(),
         namespace: request.namespace.as_deref().unwrap_or_default().to_owned(),
         name: request.name.as_deref().unwrap_or_default().to_owned(),
@@ -111,28 +111,46 @@ pub async fn review(
         effective_mode: policy.mode,
         reports: Vec::new(),
     };
-    let Some(kind) = WorkloadKind::from_gvk(&request.kind) else {
+    let Some(containers) = containers_to_check(request, policy.owned_objects, &mut out)? else {
         return Ok(out);
+    };
+    let images: Vec<String> = containers.iter().map(|c| c.image.to_string()).collect();
+    out.reports = check_bounded(engine, images, deadline).await;
+    let verdict = decide_for(
+        &containers,
+        &out.reports,
+        out.effective_mode,
+        policy.on_error,
+    );
+    out.response = response_for(&out.uid, &verdict);
+    out.verdict = Some(verdict);
+    Ok(out)
+}
+
+/// The containers whose images this request asks to check: none for kinds without a pod
+/// template, operations other than CREATE and UPDATE, mirror pods, and images an UPDATE
+/// keeps. Fills in the name from the object, and audits owned objects when so configured.
+fn containers_to_check<'a>(
+    request: RequestView<'a>,
+    owned_objects: OwnedObjects,
+    out: &mut Reviewed,
+) -> Result<Option<Vec<ContainerImage<'a>>>, ReviewError> {
+    let Some(kind) = out.workload else {
+        return Ok(None);
     };
     let operation = request.operation.as_ref();
     if operation != "CREATE" && operation != "UPDATE" {
-        return Ok(out);
+        return Ok(None);
     }
-    let malformed = |e: reader::JsonError| ReviewError::MalformedObject(one_line(&e.to_string()));
+    let malformed = |e: JsonError| ReviewError::MalformedObject(one_line(&e.to_string()));
     let Some(object) = request.object.resolve().map_err(malformed)? else {
-        return Ok(out);
+        return Ok(None);
     };
     if out.name.is_empty() {
-        out.name = object
-            .metadata
-            .name
-            .as_deref()
-            .or(object.metadata.generate_name.as_deref())
-            .unwrap_or_default()
-            .to_owned();
+        out.name = object.metadata.name_or_generate_name().to_owned();
     }
     if kind == WorkloadKind::Pod && workload::is_mirror_pod(&object) {
-        return Ok(out);
+        return Ok(None);
     }
     let mut containers = workload::images_of(kind, &object);
     if operation == "UPDATE" {
@@ -144,42 +162,53 @@ pub async fn review(
         containers = workload::new_images(containers, &workload::images_of(kind, &old));
     }
     if containers.is_empty() {
-        return Ok(out);
+        return Ok(None);
     }
-    if workload::has_controller_owner(&object) && policy.owned_objects == OwnedObjects::Audit {
+    if workload::has_controller_owner(&object) && owned_objects == OwnedObjects::Audit {
         out.effective_mode = Mode::Audit;
     }
-    let mut images: Vec<String> = containers.iter().map(|c| c.image.to_string()).collect();
+    Ok(Some(containers))
+}
+
+/// Reports for `images` (the engine checks each distinct one once), the first
+/// [`MAX_IMAGES_PER_OBJECT`] distinct ones checked and the rest `unknown`.
+async fn check_bounded(
+    engine: &Engine,
+    mut images: Vec<String>,
+    deadline: Instant,
+) -> Vec<ImageReport> {
     images.sort();
     images.dedup();
     let unchecked = images.split_off(images.len().min(MAX_IMAGES_PER_OBJECT));
     let mut reports = engine.check(&images, deadline).await;
     reports.extend(unchecked.into_iter().map(|image| ImageReport {
         image,
-        finding: crate::check::Finding::Unknown(format!(
+        finding: Finding::Unknown(format!(
             "not checked: the object names more than {MAX_IMAGES_PER_OBJECT} images"
         )),
         pull_through: false,
     }));
-    let verdict = decide_for(&containers, &reports, out.effective_mode, policy.on_error);
-    if verdict.message.is_some()
-        || !verdict.warnings.is_empty()
-        || !verdict.audit_annotations.is_empty()
+    reports
+}
+
+/// The AdmissionReview answering `verdict`, when it says more than a plain "allowed".
+fn response_for(uid: &str, verdict: &Verdict) -> Option<Box<AdmissionReview<DynamicObject>>> {
+    if verdict.message.is_none()
+        && verdict.warnings.is_empty()
+        && verdict.audit_annotations.is_empty()
     {
-        let mut response = allowed_response(&request.uid);
-        if let Some(message) = &verdict.message {
-            response.allowed = false;
-            response.result = Status::failure(message, "Forbidden").with_code(403);
-        }
-        if !verdict.warnings.is_empty() {
-            response.warnings = Some(verdict.warnings.clone());
-        }
-        response.audit_annotations = verdict.audit_annotations.clone();
-        out.review = Some(Box::new(response.into_review()));
+        return None;
     }
-    out.verdict = Some(verdict);
-    out.reports = reports;
-    Ok(out)
+    let mut response = allowed_response(uid);
+    if let Some(message) = &verdict.message {
+        response.allowed = false;
+        response.result = Status::failure(message, "Forbidden").with_code(403);
+    }
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(verdict.warnings.clone());
+    }
+    response.audit_annotations = verdict.audit_annotations.clone();
+    Some(Box::new(response.into_review()))
 }
 
 /// Pairs each container with its image's report and decides.

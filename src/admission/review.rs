@@ -11,13 +11,11 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::reader::JsonError;
-use crate::workload::WorkloadKind;
+use crate::json::JsonError;
+use crate::workload::kind::WorkloadKind;
 
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct ReviewView<'a> {
-    #[serde(borrow, rename = "apiVersion")]
-    pub api_version: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub request: Option<RequestView<'a>>,
 }
@@ -29,11 +27,9 @@ pub struct ReviewView<'a> {
 pub struct RequestView<'a> {
     pub uid: Cow<'a, str>,
     pub kind: GroupVersionKind<'a>,
-    pub sub_resource: Option<Cow<'a, str>>,
     pub operation: Cow<'a, str>,
     pub namespace: Option<Cow<'a, str>>,
     pub name: Option<Cow<'a, str>>,
-    pub dry_run: Option<bool>,
     pub object: ObjectField<'a>,
     pub old_object: ObjectField<'a>,
 }
@@ -82,17 +78,15 @@ impl<'de> serde::de::Visitor<'de> for RequestVisitor {
         let mut uid = None;
         let mut kind: Option<GroupVersionKind<'de>> = None;
         let mut operation = None;
-        let (mut sub_resource, mut namespace, mut name, mut dry_run) = (None, None, None, None);
+        let (mut namespace, mut name) = (None, None);
         let (mut object, mut old_object) = (ObjectField::Absent, ObjectField::Absent);
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
                 "uid" => uid = Some(map.next_value()?),
                 "kind" => kind = Some(map.next_value()?),
                 "operation" => operation = Some(map.next_value()?),
-                "subResource" => sub_resource = map.next_value()?,
                 "namespace" => namespace = map.next_value()?,
                 "name" => name = map.next_value()?,
-                "dryRun" => dry_run = map.next_value()?,
                 "object" => object = next_object(&mut map, kind.as_ref())?,
                 "oldObject" => old_object = next_object(&mut map, kind.as_ref())?,
                 _ => {
@@ -104,10 +98,8 @@ impl<'de> serde::de::Visitor<'de> for RequestVisitor {
             uid: uid.ok_or_else(|| A::Error::missing_field("uid"))?,
             kind: kind.ok_or_else(|| A::Error::missing_field("kind"))?,
             operation: operation.ok_or_else(|| A::Error::missing_field("operation"))?,
-            sub_resource,
             namespace,
             name,
-            dry_run,
             object,
             old_object,
         })
@@ -119,7 +111,7 @@ fn next_object<'de, A: serde::de::MapAccess<'de>>(
     kind: Option<&GroupVersionKind<'de>>,
 ) -> Result<ObjectField<'de>, A::Error> {
     Ok(match kind {
-        Some(k) if WorkloadKind::from_gvk(k).is_some() => {
+        Some(k) if k.workload_kind().is_some() => {
             match map.next_value::<Option<ObjectView<'de>>>()? {
                 Some(view) => ObjectField::Parsed(Box::new(view)),
                 None => ObjectField::Absent,
@@ -140,10 +132,15 @@ fn next_object<'de, A: serde::de::MapAccess<'de>>(
 pub struct GroupVersionKind<'a> {
     #[serde(borrow, default)]
     pub group: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub version: Cow<'a, str>,
     #[serde(borrow)]
     pub kind: Cow<'a, str>,
+}
+
+impl GroupVersionKind<'_> {
+    /// The workload kind, when group and kind name one that carries a pod template.
+    pub fn workload_kind(&self) -> Option<WorkloadKind> {
+        WorkloadKind::from_group_kind(&self.group, &self.kind)
+    }
 }
 
 /// Any object with metadata and a spec that may hold a pod spec somewhere.
@@ -169,6 +166,16 @@ pub struct MetadataView<'a> {
     /// Only the keys matter (mirror pods); values are skipped unread.
     #[serde(borrow, default)]
     pub annotations: Option<BTreeMap<Cow<'a, str>, IgnoredAny>>,
+}
+
+impl MetadataView<'_> {
+    /// The name, or the prefix the API server will complete it from (`generateName`).
+    pub fn name_or_generate_name(&self) -> &str {
+        self.name
+            .as_deref()
+            .or(self.generate_name.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, PartialEq, Deserialize)]

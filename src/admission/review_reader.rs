@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 
 use serde::de::IgnoredAny;
 
-use super::reader::{JsonError, Reader, Result};
 use super::review::{
     ContainerView, GroupVersionKind, MetadataView, ObjectField, ObjectView, OwnerReferenceView,
     RequestView, ReviewView, SpecView,
 };
-use crate::workload::WorkloadKind;
+use crate::json::{JsonError, Reader, Result};
 
 impl<'a> ReviewView<'a> {
     /// Decodes an AdmissionReview body.
@@ -22,13 +21,9 @@ impl<'a> ReviewView<'a> {
             at: Some(e.valid_up_to()),
         })?;
         let mut r = Reader::new(text);
-        let mut view = ReviewView {
-            api_version: None,
-            request: None,
-        };
+        let mut view = ReviewView { request: None };
         r.object(|r, key| {
             match key.as_ref() {
-                "apiVersion" => view.api_version = r.opt_string()?,
                 "request" => {
                     view.request = if r.null() {
                         None
@@ -68,17 +63,15 @@ fn missing(field: &'static str) -> JsonError {
 
 fn read_request<'a>(r: &mut Reader<'a>) -> Result<RequestView<'a>> {
     let (mut uid, mut kind, mut operation) = (None, None::<GroupVersionKind<'a>>, None);
-    let (mut sub_resource, mut namespace, mut name, mut dry_run) = (None, None, None, None);
+    let (mut namespace, mut name) = (None, None);
     let (mut object, mut old_object) = (ObjectField::Absent, ObjectField::Absent);
     r.object(|r, key| {
         match key.as_ref() {
             "uid" => uid = Some(r.string()?),
             "kind" => kind = Some(read_gvk(r)?),
             "operation" => operation = Some(r.string()?),
-            "subResource" => sub_resource = r.opt_string()?,
             "namespace" => namespace = r.opt_string()?,
             "name" => name = r.opt_string()?,
-            "dryRun" => dry_run = if r.null() { None } else { Some(r.bool()?) },
             "object" => object = read_object_field(r, kind.as_ref())?,
             "oldObject" => old_object = read_object_field(r, kind.as_ref())?,
             _ => r.skip()?,
@@ -89,10 +82,8 @@ fn read_request<'a>(r: &mut Reader<'a>) -> Result<RequestView<'a>> {
         uid: uid.ok_or_else(|| missing("missing field `uid` in request"))?,
         kind: kind.ok_or_else(|| missing("missing field `kind` in request"))?,
         operation: operation.ok_or_else(|| missing("missing field `operation` in request"))?,
-        sub_resource,
         namespace,
         name,
-        dry_run,
         object,
         old_object,
     })
@@ -106,7 +97,7 @@ fn read_object_field<'a>(
     kind: Option<&GroupVersionKind<'a>>,
 ) -> Result<ObjectField<'a>> {
     Ok(match kind {
-        Some(k) if WorkloadKind::from_gvk(k).is_some() => match r.null() {
+        Some(k) if k.workload_kind().is_some() => match r.null() {
             true => ObjectField::Absent,
             false => ObjectField::Parsed(Box::new(read_object(r)?)),
         },
@@ -120,11 +111,10 @@ fn read_object_field<'a>(
 }
 
 fn read_gvk<'a>(r: &mut Reader<'a>) -> Result<GroupVersionKind<'a>> {
-    let (mut group, mut version, mut kind) = (Cow::Borrowed(""), Cow::Borrowed(""), None);
+    let (mut group, mut kind) = (Cow::Borrowed(""), None);
     r.object(|r, key| {
         match key.as_ref() {
             "group" => group = r.string()?,
-            "version" => version = r.string()?,
             "kind" => kind = Some(r.string()?),
             _ => r.skip()?,
         }
@@ -132,7 +122,6 @@ fn read_gvk<'a>(r: &mut Reader<'a>) -> Result<GroupVersionKind<'a>> {
     })?;
     Ok(GroupVersionKind {
         group,
-        version,
         kind: kind.ok_or_else(|| missing("missing field `kind` in kind"))?,
     })
 }

@@ -53,7 +53,7 @@ pub struct LayersArgs {
     #[arg(long)]
     pub query: Option<String>,
     /// Budget of the whole command.
-    #[arg(long, default_value = "30s", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = super::engine_args::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -199,23 +199,17 @@ fn request(args: &LayersArgs) -> Result<(Option<String>, String, Vec<String>), F
     Ok((registry, repository, digests))
 }
 
+/// The client for one command: unlike the engine, it has no retries of its own, so the
+/// SDK's standard ones (3 attempts) apply.
 async fn api(args: &LayersArgs, region: Option<String>) -> EcrApi {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(profile) = &args.profile {
-        loader = loader.profile_name(profile);
-    }
-    if let Some(region) = region.or(args.region.clone()) {
-        loader = loader.region(aws_config::Region::new(region));
-    }
-    EcrApi::new(
-        loader.load().await,
-        EcrSettings {
-            endpoint_url: args.endpoint_url.clone(),
-            operation_timeout: args.timeout,
-            connect_timeout: Duration::from_secs(3),
-            max_attempts: 3,
-        },
-    )
+    let settings = EcrSettings {
+        endpoint_url: args.endpoint_url.clone(),
+        operation_timeout: args.timeout,
+        connect_timeout: Duration::from_secs(3),
+        max_attempts: 3,
+    };
+    let region = region.or(args.region.clone());
+    EcrApi::from_default_chain(settings, args.profile.as_deref(), region).await
 }
 
 /// Checks `digests` in calls of at most 100, concurrently; malformed ones are answered

@@ -35,6 +35,19 @@ pub struct EcrSettings {
     pub max_attempts: u32,
 }
 
+impl EcrSettings {
+    /// For the engine, which retries by itself within each request's budget: calls bounded
+    /// by the budget, connections by a third of it, no retries inside the SDK.
+    pub fn for_budget(endpoint_url: Option<String>, budget: Duration) -> Self {
+        EcrSettings {
+            endpoint_url,
+            operation_timeout: budget,
+            connect_timeout: (budget / 3).max(Duration::from_millis(100)),
+            max_attempts: 1,
+        }
+    }
+}
+
 /// The AWS SDK implementation of the registry seam.
 pub struct EcrApi {
     base: aws_config::SdkConfig,
@@ -44,12 +57,21 @@ pub struct EcrApi {
 
 impl EcrApi {
     /// Loads the default AWS configuration chain (env, profile, web identity, Pod Identity,
-    /// IMDS). Nothing is fetched until the first call.
-    pub async fn from_default_chain(settings: EcrSettings) -> Self {
-        let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
-        EcrApi::new(base, settings)
+    /// IMDS), with the named profile and region when given. Nothing is fetched until the
+    /// first call.
+    pub async fn from_default_chain(
+        settings: EcrSettings,
+        profile: Option<&str>,
+        region: Option<String>,
+    ) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(profile) = profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(region) = region {
+            loader = loader.region(aws_config::Region::new(region));
+        }
+        EcrApi::new(loader.load().await, settings)
     }
 
     pub fn new(base: aws_config::SdkConfig, settings: EcrSettings) -> Self {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ecr_preflight::admission::{OwnedObjects, Policy};
-use ecr_preflight::check::{Engine, EngineSettings};
 use ecr_preflight::decision::{Mode, OnError};
+use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::logging::DecisionLog;
 use ecr_preflight::registry::ecr::{EcrApi, EcrSettings};
-use ecr_preflight::server::{self, Running};
-use ecr_preflight::tls::{self, CertStore};
-use ecr_preflight::webhook::{webhook_service, WebhookState};
+use ecr_preflight::server::tls::{self, CertStore};
+use ecr_preflight::server::{self, Running, WebhookConfig};
 
 pub struct TestServer {
     pub url: String,
@@ -48,7 +48,7 @@ impl Default for Options {
             pull_through_prefixes: Vec::new(),
             endpoint: None,
             limits: server::Limits::default(),
-            batch_window: ecr_preflight::check::DEFAULT_BATCH_WINDOW,
+            batch_window: ecr_preflight::engine::DEFAULT_BATCH_WINDOW,
         }
     }
 }
@@ -67,12 +67,7 @@ pub async fn engine(options: &Options) -> Engine {
         .await;
     let registry = EcrApi::new(
         base,
-        EcrSettings {
-            endpoint_url: Some(endpoint),
-            operation_timeout: options.timeout,
-            connect_timeout: Duration::from_millis(500),
-            max_attempts: 1,
-        },
+        EcrSettings::for_budget(Some(endpoint), options.timeout),
     );
     Engine::new(
         Arc::new(registry),
@@ -99,35 +94,20 @@ pub async fn start(options: Options) -> TestServer {
         "key".as_ref(),
     )
     .expect("key");
-    let tls_config = tls::server_config(CertStore::new(key)).expect("tls config");
     let engine = Arc::new(engine(&options).await);
-    let metrics = ecr_preflight::metrics::Metrics::new(engine.metrics());
-    let state = Arc::new(WebhookState {
-        engine: engine.clone(),
-        metrics: metrics.clone(),
+    let config = WebhookConfig {
         policy: Policy {
             mode: options.mode,
             on_error: options.on_error,
             owned_objects: options.owned_objects,
         },
         timeout: options.timeout,
-        decision_log: ecr_preflight::decision_log::DecisionLog::Tracing,
-    });
-    let webhook = server::bind("127.0.0.1:0".parse().expect("addr"))
+        limits: options.limits,
+        ..loopback_config(CertStore::new(key))
+    };
+    let running = server::start_webhook(engine.clone(), config)
         .await
-        .expect("bind webhook");
-    let admin = server::bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind admin");
-    let running = server::start(
-        webhook,
-        admin,
-        webhook_service(state),
-        tls_config,
-        options.limits,
-        metrics,
-    )
-    .expect("start");
+        .expect("start");
     let client = client(&cert_pem, false);
     TestServer {
         url: format!("https://localhost:{}", running.webhook_addr.port()),
@@ -136,6 +116,23 @@ pub async fn start(options: Options) -> TestServer {
         cert_pem,
         engine,
         running,
+    }
+}
+
+/// The webhook on loopback ports chosen by the system, in enforce mode, serving `certificates`.
+pub fn loopback_config(certificates: Arc<CertStore>) -> WebhookConfig {
+    WebhookConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+        policy: Policy {
+            mode: Mode::Enforce,
+            on_error: OnError::Allow,
+            owned_objects: OwnedObjects::Audit,
+        },
+        timeout: Duration::from_secs(3),
+        certificates,
+        limits: server::Limits::default(),
+        decision_log: DecisionLog::Tracing,
     }
 }
 

@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{InputError, Subject, EXIT_BROKEN, EXIT_INPUT, EXIT_UNKNOWN};
-use crate::check::{Finding, ImageReport, Outcome};
+use super::input::InputError;
+use super::subject::Subject;
 use crate::decision::{problems_of, ContainerFinding};
+use crate::report::{Finding, ImageReport, Outcome};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -90,6 +91,11 @@ impl Summary {
         line
     }
 }
+
+/// Exit codes, the first that applies.
+pub const EXIT_INPUT: u8 = 2;
+pub const EXIT_BROKEN: u8 = 1;
+pub const EXIT_UNKNOWN: u8 = 3;
 
 /// One row per container, or per checked platform for a multi-arch image.
 pub fn rows(subjects: &[Subject], reports: &[ImageReport]) -> Vec<Row> {

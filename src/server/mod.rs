@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -22,11 +22,21 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::coarse_timer::CoarseTimer;
-use crate::inline_streams::StreamsInline;
+mod coarse_timer;
+mod read_ahead;
+pub mod tls;
+pub mod webhook;
+
+use anyhow::Context;
+
+use crate::admission::Policy;
+use crate::engine::Engine;
+use crate::logging::DecisionLog;
 use crate::metrics::{self, Metrics};
-use crate::read_ahead::ReadAhead;
-use crate::webhook::WebhookService;
+use coarse_timer::CoarseTimer;
+use read_ahead::ReadAhead;
+use tls::CertStore;
+use webhook::{WebhookService, WebhookState};
 
 /// Time limits of the webhook listener.
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +81,7 @@ impl Health {
 }
 
 /// `/healthz`, `/readyz` (ready only while the webhook listener serves) and `/metrics`.
-pub fn admin_router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
+fn admin_router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -100,7 +110,7 @@ pub fn admin_router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
 }
 
 /// Binds `addr`; an IPv6 wildcard falls back to IPv4 on hosts without IPv6.
-pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     match TcpListener::bind(addr).await {
         Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
             let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
@@ -140,8 +150,51 @@ impl Running {
     }
 }
 
+/// What the webhook serves with, besides its engine.
+pub struct WebhookConfig {
+    /// The TLS webhook listener's address.
+    pub listen: SocketAddr,
+    /// The admin listener's address (`/healthz`, `/readyz`, `/metrics`).
+    pub metrics_listen: SocketAddr,
+    pub policy: Policy,
+    /// `--timeout`: the whole-decision budget.
+    pub timeout: Duration,
+    pub certificates: Arc<CertStore>,
+    pub limits: Limits,
+    pub decision_log: DecisionLog,
+}
+
+/// Binds both listeners and serves the webhook on `engine` until [`Running::shutdown`]:
+/// the one way the webhook is put together, for `serve`, the tests and the benchmarks.
+pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow::Result<Running> {
+    let tls = tls::server_config(config.certificates)?;
+    let metrics = Metrics::new(engine.metrics());
+    let state = Arc::new(WebhookState {
+        engine,
+        metrics: metrics.clone(),
+        policy: config.policy,
+        timeout: config.timeout,
+        decision_log: config.decision_log,
+    });
+    let webhook = bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let admin = bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.metrics_listen))?;
+    let running = start(
+        webhook,
+        admin,
+        WebhookService::new(state),
+        tls,
+        config.limits,
+        metrics,
+    )?;
+    Ok(running)
+}
+
 /// Serves the webhook over TLS on `webhook` and the admin routes on `admin`.
-pub fn start(
+fn start(
     webhook: TcpListener,
     admin: TcpListener,
     app: WebhookService,
@@ -241,8 +294,7 @@ async fn serve_tls(
                 }
                 Err(_) => return,
             };
-            let streams = StreamsInline::default();
-            let mut builder = auto::Builder::new(streams.clone());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .keep_alive(true)
@@ -254,7 +306,7 @@ async fn serve_tls(
             let conn = builder
                 .serve_connection(TokioIo::new(tls), service)
                 .into_owned();
-            if let Err(e) = streams.serve(watcher.watch(conn)).await {
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });

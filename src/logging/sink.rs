@@ -96,6 +96,7 @@ impl LineSink {
     }
 
     /// Lines dropped so far because the buffer was full.
+    #[cfg(test)]
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
@@ -142,7 +143,7 @@ fn write_loop<W: Write>(shared: &Shared, mut out: W) {
         if dropped > reported {
             let note = format!(
                 "{{\"timestamp\":\"{}\",\"level\":\"WARN\",\"message\":\"log buffer full: lines dropped\",\"dropped\":{},\"target\":\"ecr_preflight::log_sink\"}}\n",
-                Rfc3339Micros(SystemTime::now()),
+                humantime::format_rfc3339_micros(SystemTime::now()),
                 dropped - reported
             );
             spare.extend_from_slice(note.as_bytes());
@@ -172,27 +173,8 @@ impl Drop for SinkGuard {
     }
 }
 
-/// A UTC time as RFC 3339 with microseconds, as `2026-11-26T03:01:59.684888Z`.
-pub struct Rfc3339Micros(pub SystemTime);
-
-impl std::fmt::Display for Rfc3339Micros {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since.as_secs();
-        let (days, rem) = (secs / 86_400, secs % 86_400);
-        let (year, month, day) = civil_from_days(days);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
-            since.subsec_micros()
-        )
-    }
-}
-
-/// Appends `t` as [`Rfc3339Micros`] does. The text up to the seconds changes once a second,
+/// Appends `t` as RFC 3339 in UTC with microseconds, as `humantime` formats it
+/// (`2026-11-26T03:01:59.684888Z`). The text up to the seconds changes once a second,
 /// so each thread keeps the last one it wrote and formats only the microseconds.
 pub fn push_rfc3339_micros(out: &mut Vec<u8>, t: SystemTime) {
     thread_local! {
@@ -202,7 +184,8 @@ pub fn push_rfc3339_micros(out: &mut Vec<u8>, t: SystemTime) {
     let secs = since.as_secs();
     LAST.with_borrow_mut(|(last, prefix)| {
         if *last != secs {
-            let whole = Rfc3339Micros(UNIX_EPOCH + Duration::from_secs(secs)).to_string();
+            let whole = humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_secs(secs))
+                .to_string();
             // Everything before the microseconds: `2026-11-26T03:01:59.`
             *prefix = whole.get(..whole.len() - 7).unwrap_or_default().to_owned();
             *last = secs;
@@ -221,21 +204,6 @@ pub fn push_zero_padded<const WIDTH: usize>(out: &mut Vec<u8>, mut value: u32) {
         value /= 10;
     }
     out.extend_from_slice(&digits);
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`, for non-negative day counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -344,7 +312,7 @@ mod tests {
             push_rfc3339_micros(&mut out, t);
             assert_eq!(
                 String::from_utf8(out).unwrap(),
-                Rfc3339Micros(t).to_string()
+                humantime::format_rfc3339_micros(t).to_string()
             );
         }
         let mut out = Vec::new();
@@ -371,17 +339,15 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
+        let text = |t: SystemTime| {
+            let mut out = Vec::new();
+            push_rfc3339_micros(&mut out, t);
+            String::from_utf8(out).unwrap()
+        };
         let t = UNIX_EPOCH + Duration::from_micros(1_795_662_119_684_888);
-        assert_eq!(Rfc3339Micros(t).to_string(), "2026-11-26T03:01:59.684888Z");
-        assert_eq!(
-            Rfc3339Micros(UNIX_EPOCH).to_string(),
-            "1970-01-01T00:00:00.000000Z"
-        );
+        assert_eq!(text(t), "2026-11-26T03:01:59.684888Z");
         // A leap day.
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(
-            Rfc3339Micros(leap).to_string(),
-            "2000-02-29T00:00:00.000000Z"
-        );
+        assert_eq!(text(leap), "2000-02-29T00:00:00.000000Z");
     }
 }

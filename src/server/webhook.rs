@@ -20,10 +20,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use crate::admission::{self, Policy, Reviewed};
-use crate::check::{Engine, Finding};
 use crate::decision::Mode;
-use crate::decision_log::DecisionLog;
+use crate::engine::Engine;
+use crate::logging::DecisionLog;
 use crate::metrics::{self, AdmissionLabels, Metrics};
+use crate::report::Finding;
 use crate::workload::WorkloadKind;
 
 /// An UPDATE carries `object` and `oldObject`, each up to the API server's 3 MiB.
@@ -52,10 +53,12 @@ pub struct WebhookService {
     in_flight: Arc<Semaphore>,
 }
 
-pub fn webhook_service(state: Arc<WebhookState>) -> WebhookService {
-    WebhookService {
-        state,
-        in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+impl WebhookService {
+    pub fn new(state: Arc<WebhookState>) -> Self {
+        WebhookService {
+            state,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
     }
 }
 
@@ -166,7 +169,7 @@ async fn handle(state: &WebhookState, mode: Mode, timeout: Option<&str>, body: &
         mode,
         ..state.policy
     };
-    match admission::review(&state.engine, policy, body, budget(state.timeout, timeout)).await {
+    match admission::evaluate(&state.engine, policy, body, budget(state.timeout, timeout)).await {
         Ok(reviewed) => {
             let elapsed = started.elapsed();
             record(&state.metrics, &reviewed, elapsed);
@@ -201,8 +204,7 @@ async fn handle(state: &WebhookState, mode: Mode, timeout: Option<&str>, body: &
 }
 
 fn record(metrics: &Metrics, r: &Reviewed, elapsed: Duration) {
-    let kind =
-        WorkloadKind::from_group_kind(&r.group, &r.kind).map_or("other", WorkloadKind::as_str);
+    let kind = r.workload.map_or("other", WorkloadKind::as_str);
     let labels = AdmissionLabels {
         kind,
         operation: metrics::operation_label(&r.operation),

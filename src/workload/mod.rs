@@ -3,55 +3,10 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use crate::admission::review::{ContainerView, GroupVersionKind, ObjectView, SpecView};
-use crate::decision::ContainerKind;
+pub(crate) mod kind;
 
-/// Kinds whose objects carry a pod spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WorkloadKind {
-    Pod,
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-    ReplicaSet,
-    Job,
-    CronJob,
-    ReplicationController,
-}
-
-impl WorkloadKind {
-    /// The kind, when group and kind name one we check.
-    pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
-        Some(match (group, kind) {
-            ("", "Pod") => WorkloadKind::Pod,
-            ("", "ReplicationController") => WorkloadKind::ReplicationController,
-            ("apps", "Deployment") => WorkloadKind::Deployment,
-            ("apps", "StatefulSet") => WorkloadKind::StatefulSet,
-            ("apps", "DaemonSet") => WorkloadKind::DaemonSet,
-            ("apps", "ReplicaSet") => WorkloadKind::ReplicaSet,
-            ("batch", "Job") => WorkloadKind::Job,
-            ("batch", "CronJob") => WorkloadKind::CronJob,
-            _ => return None,
-        })
-    }
-
-    pub fn from_gvk(gvk: &GroupVersionKind<'_>) -> Option<Self> {
-        Self::from_group_kind(&gvk.group, &gvk.kind)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkloadKind::Pod => "Pod",
-            WorkloadKind::Deployment => "Deployment",
-            WorkloadKind::StatefulSet => "StatefulSet",
-            WorkloadKind::DaemonSet => "DaemonSet",
-            WorkloadKind::ReplicaSet => "ReplicaSet",
-            WorkloadKind::Job => "Job",
-            WorkloadKind::CronJob => "CronJob",
-            WorkloadKind::ReplicationController => "ReplicationController",
-        }
-    }
-}
+use crate::admission::review::{ContainerView, ObjectView, SpecView};
+pub use kind::{ContainerKind, WorkloadKind};
 
 /// One container and the image it names.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -207,15 +207,6 @@ where
             let _ = sender.send(result);
         });
     }
-
-    /// Keys waiting or in flight: zero when idle.
-    pub fn in_flight(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .in_flight
-            .len()
-    }
 }
 
 fn push_wait<K, V>(

@@ -13,6 +13,15 @@
 
 use std::borrow::Cow;
 
+#[cfg(target_arch = "x86_64")]
+mod block_skip;
+mod syntax;
+
+pub(crate) use syntax::plain_run_bytewise;
+use syntax::{class, stops_string, OPEN, PASS, QUOTE};
+#[cfg(any(test, not(target_arch = "x86_64")))]
+use syntax::{escape_len, BracketStack, CLOSE};
+
 /// Nesting depth at most, as `serde_json`'s default recursion limit.
 pub const MAX_DEPTH: usize = 128;
 
@@ -34,78 +43,6 @@ impl std::fmt::Display for JsonError {
 }
 
 impl std::error::Error for JsonError {}
-
-/// Byte classes for skipping.
-const OTHER: u8 = 0;
-/// Whitespace, separators, and the alphabet of numbers and literals.
-const PASS: u8 = 1;
-const QUOTE: u8 = 2;
-const OPEN: u8 = 3;
-const CLOSE: u8 = 4;
-
-// Evaluated at compile time: an out-of-bounds index would fail the build, not panic.
-#[allow(clippy::indexing_slicing)]
-const fn classes() -> [u8; 256] {
-    let mut t = [OTHER; 256];
-    let pass = b" \t\r\n,:0123456789+-.eEtruefalsn";
-    let mut i = 0;
-    while i < pass.len() {
-        t[pass[i] as usize] = PASS;
-        i += 1;
-    }
-    t[b'"' as usize] = QUOTE;
-    t[b'{' as usize] = OPEN;
-    t[b'[' as usize] = OPEN;
-    t[b'}' as usize] = CLOSE;
-    t[b']' as usize] = CLOSE;
-    t
-}
-static CLASS: [u8; 256] = classes();
-
-/// Bytes that end a run of plain string content: the quote, a backslash, control characters.
-#[allow(clippy::indexing_slicing)]
-const fn string_stops() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-}
-static STRING_STOP: [bool; 256] = string_stops();
-
-fn class(b: u8) -> u8 {
-    CLASS.get(usize::from(b)).copied().unwrap_or(OTHER)
-}
-
-fn stops_string(b: u8) -> bool {
-    STRING_STOP.get(usize::from(b)).copied().unwrap_or(true)
-}
-
-/// The length of the leading run of plain string content: up to a quote, a backslash or a
-/// control character.
-pub(crate) fn plain_run_bytewise(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .position(|&b| stops_string(b))
-        .unwrap_or(bytes.len())
-}
-
-/// The length of a valid escape after its backslash, `bytes` starting at the escape
-/// letter: 1, or 5 for `\uXXXX`. `None` when JSON has no such escape.
-pub(super) fn escape_len(bytes: &[u8]) -> Option<usize> {
-    match bytes.first()? {
-        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(1),
-        b'u' => bytes
-            .get(1..5)
-            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-            .map(|_| 5),
-        _ => None,
-    }
-}
 
 pub struct Reader<'a> {
     text: &'a str,
@@ -286,7 +223,7 @@ impl<'a> Reader<'a> {
     fn plain_run(&mut self) {
         let rest = self.bytes().get(self.pos..).unwrap_or_default();
         #[cfg(target_arch = "x86_64")]
-        let run = super::block_skip::string_run(rest);
+        let run = block_skip::string_run(rest);
         #[cfg(not(target_arch = "x86_64"))]
         let run = plain_run_bytewise(rest);
         self.pos += run;
@@ -422,7 +359,7 @@ impl<'a> Reader<'a> {
             return Ok(());
         }
         #[cfg(target_arch = "x86_64")]
-        return self.jump(super::block_skip::skip_string(self.bytes(), self.pos));
+        return self.jump(block_skip::skip_string(self.bytes(), self.pos));
         #[cfg(not(target_arch = "x86_64"))]
         self.skip_string_body_bytewise()
     }
@@ -456,7 +393,7 @@ impl<'a> Reader<'a> {
     /// each, so a body of n bytes needs at most n/8 bytes of it.
     fn skip_nested(&mut self) -> Result<()> {
         #[cfg(target_arch = "x86_64")]
-        return self.jump(super::block_skip::skip_nested(self.bytes(), self.pos));
+        return self.jump(block_skip::skip_nested(self.bytes(), self.pos));
         #[cfg(not(target_arch = "x86_64"))]
         self.skip_nested_bytewise()
     }
@@ -528,69 +465,6 @@ impl<'a> Reader<'a> {
         } else {
             self.error("trailing characters")
         }
-    }
-}
-
-/// Open brackets, one bit each (set for an object): the innermost 128 in a register.
-#[derive(Default)]
-pub(super) struct BracketStack {
-    pub(super) top: Innermost,
-    pub(super) outer: Vec<u128>,
-}
-
-/// The innermost 128 open brackets and the depth. `Copy`, so that the block scanner keeps
-/// it in a local while walking a block: through a reference every bracket was a load and a
-/// store, and the scan 20% slower.
-#[derive(Default, Clone, Copy)]
-pub(super) struct Innermost {
-    bits: u128,
-    len: usize,
-}
-
-impl Innermost {
-    /// Pushes a bracket; the bits spill to `outer` every 128 levels.
-    #[inline]
-    pub(super) fn push(&mut self, object: bool, outer: &mut Vec<u128>) {
-        if self.len > 0 && self.len.is_multiple_of(128) {
-            outer.push(self.bits);
-            self.bits = 0;
-        }
-        self.bits = (self.bits << 1) | u128::from(object);
-        self.len += 1;
-    }
-
-    /// The innermost bracket, removed: `Some(true)` for an object.
-    #[inline]
-    pub(super) fn pop(&mut self, outer: &mut Vec<u128>) -> Option<bool> {
-        if self.len == 0 {
-            return None;
-        }
-        let object = self.bits & 1 == 1;
-        self.bits >>= 1;
-        self.len -= 1;
-        if self.len > 0 && self.len.is_multiple_of(128) {
-            self.bits = outer.pop().unwrap_or_default();
-        }
-        Some(object)
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-#[cfg(any(test, not(target_arch = "x86_64")))]
-impl BracketStack {
-    fn push(&mut self, object: bool) {
-        self.top.push(object, &mut self.outer);
-    }
-
-    fn pop(&mut self) -> Option<bool> {
-        self.top.pop(&mut self.outer)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.top.is_empty()
     }
 }
 
@@ -715,7 +589,7 @@ mod tests {
                     text.extend_from_slice(&[0xc3, 0xa9, b' ', b'"']);
                     #[cfg(target_arch = "x86_64")]
                     assert_eq!(
-                        super::super::block_skip::string_run(&text),
+                        super::block_skip::string_run(&text),
                         plain_run_bytewise(&text)
                     );
                     assert_eq!(

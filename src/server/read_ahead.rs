@@ -35,6 +35,7 @@ impl<S> ReadAhead<S> {
     }
 
     /// Bytes read from the socket and not yet handed on.
+    #[cfg(test)]
     pub fn buffered(&self) -> usize {
         self.ahead.len()
     }

@@ -75,7 +75,7 @@ struct Scan {
     in_string: bool,
     /// The block's first byte is escaped by a backslash that ended the previous block.
     escaped_first: bool,
-    brackets: super::reader::BracketStack,
+    brackets: super::syntax::BracketStack,
 }
 
 struct Masks {
@@ -143,7 +143,7 @@ pub fn string_run(bytes: &[u8]) -> usize {
         }
         run += 16;
     }
-    run + super::reader::plain_run_bytewise(chunks.remainder())
+    run + super::syntax::plain_run_bytewise(chunks.remainder())
 }
 
 /// Tab, line feed and carriage return: only needed when a block has control characters.
@@ -273,7 +273,7 @@ impl Scan {
 
 /// The escape at `at` (after a backslash), with the four hex digits of a `\u`.
 fn check_escape(input: &[u8], at: usize) -> Result<(), (usize, &'static str)> {
-    match super::reader::escape_len(input.get(at..).unwrap_or_default()) {
+    match super::syntax::escape_len(input.get(at..).unwrap_or_default()) {
         Some(_) => Ok(()),
         None => Err((at, "invalid escape")),
     }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use foldhash::fast::RandomState;
 use moka::sync::Cache;
 
-use crate::check::Finding;
 use crate::image::RepositoryKey;
 use crate::manifest::Manifest;
 use crate::metrics::EngineMetrics;
+use crate::report::Finding;
 
 /// Sizes and lifetimes, from flags.
 #[derive(Debug, Clone)]
@@ -271,10 +271,6 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
             .iter()
             .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
             .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -1,0 +1,111 @@
+//! The arguments every subcommand that checks images shares, and the engine they build.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::engine::{CacheSettings, Engine, EngineSettings};
+use crate::manifest::Platform;
+use crate::registry::ecr::{EcrApi, EcrSettings};
+
+/// What the engine needs; shared by every subcommand that checks images.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Whole-decision budget (e.g. 3s, 1500ms).
+    #[arg(long, env = "ECR_PREFLIGHT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Index children to check, as os/architecture[/variant], comma-separated.
+    #[arg(
+        long,
+        env = "ECR_PREFLIGHT_PLATFORMS",
+        value_delimiter = ',',
+        default_value = "linux/amd64,linux/arm64,windows/amd64"
+    )]
+    pub platforms: Vec<Platform>,
+    /// Repository prefixes served by ECR pull-through cache rules (e.g. docker-hub/,ecr-public/).
+    #[arg(
+        long,
+        env = "ECR_PREFLIGHT_PULL_THROUGH_PREFIXES",
+        value_delimiter = ','
+    )]
+    pub pull_through_prefixes: Vec<String>,
+    /// ECR API endpoint override (tests, VPC endpoints). AWS_ENDPOINT_URL_ECR works too.
+    #[arg(long, env = "ECR_PREFLIGHT_ECR_ENDPOINT_URL")]
+    pub ecr_endpoint_url: Option<String>,
+    /// How long tag → digest answers are cached.
+    #[arg(long, env = "ECR_PREFLIGHT_TAG_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub tag_cache_ttl: Duration,
+    /// Most tag → digest entries kept.
+    #[arg(long, env = "ECR_PREFLIGHT_TAG_CACHE_SIZE", default_value_t = 10_000)]
+    pub tag_cache_size: u64,
+    /// How long manifests (immutable, by digest) are cached.
+    #[arg(long, env = "ECR_PREFLIGHT_MANIFEST_CACHE_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub manifest_cache_ttl: Duration,
+    /// Most manifests kept.
+    #[arg(
+        long,
+        env = "ECR_PREFLIGHT_MANIFEST_CACHE_SIZE",
+        default_value_t = 10_000
+    )]
+    pub manifest_cache_size: u64,
+    /// How long a blob found AVAILABLE is trusted.
+    #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub blob_cache_ttl: Duration,
+    /// Most AVAILABLE blob entries kept (about 100 bytes each).
+    #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_SIZE", default_value_t = 200_000)]
+    pub blob_cache_size: u64,
+    /// How long a batch of ECR lookups waits for concurrent requests to join it.
+    #[arg(long, env = "ECR_PREFLIGHT_BATCH_WINDOW", default_value = "2ms", value_parser = parse_duration)]
+    pub batch_window: Duration,
+}
+
+impl EngineArgs {
+    fn cache_settings(&self) -> CacheSettings {
+        CacheSettings {
+            manifest_capacity: self.manifest_cache_size,
+            manifest_ttl: self.manifest_cache_ttl,
+            tag_capacity: self.tag_cache_size,
+            tag_ttl: self.tag_cache_ttl,
+            blob_capacity: self.blob_cache_size,
+            blob_ttl: self.blob_cache_ttl,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.timeout < Duration::from_millis(100) {
+            return Err("--timeout must be at least 100ms".into());
+        }
+        if self.batch_window > Duration::from_millis(100) {
+            return Err(
+                "--batch-window must be at most 100ms: it adds to every cold lookup".into(),
+            );
+        }
+        if self.platforms.is_empty() {
+            return Err("--platforms must name at least one platform".into());
+        }
+        Ok(())
+    }
+
+    /// The engine over the AWS SDK (credentials from the default chain), with SDK timeouts
+    /// derived from the decision budget.
+    pub async fn build_engine(&self) -> Engine {
+        let settings = EcrSettings::for_budget(self.ecr_endpoint_url.clone(), self.timeout);
+        let registry = EcrApi::from_default_chain(settings, None, None).await;
+        Engine::new(Arc::new(registry), self.engine_settings())
+    }
+
+    fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            platforms: self.platforms.clone(),
+            pull_through_prefixes: self.pull_through_prefixes.clone(),
+            cache: self.cache_settings(),
+            batch_window: self.batch_window,
+        }
+    }
+}
+
+/// Accepts `3s`, `1500ms`, `1m30s` and Go's `1m0s`, as the API server writes durations.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}

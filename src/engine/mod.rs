@@ -1,0 +1,253 @@
+//! The engine: from image references to findings, through the registry seam.
+//!
+//! Per repository, at most three sequential round trips: `BatchGetImage` for the references,
+//! `BatchGetImage` for the wanted children of indexes, `BatchCheckLayerAvailability` for every
+//! blob. Repositories run in parallel, each bounded by the request's deadline.
+
+mod batcher;
+mod cache;
+mod calls;
+mod repository;
+mod retry;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use foldhash::HashMap as FastMap;
+use futures::future::join_all;
+use tokio::time::Instant;
+
+use crate::image::{ImageId, ImageTarget, RepositoryKey};
+use crate::manifest::Platform;
+use crate::metrics::EngineMetrics;
+use crate::registry::Registry;
+use crate::report::{Finding, ImageReport, Outcome};
+pub use cache::CacheSettings;
+use cache::Caches;
+pub use calls::CallStats;
+use calls::{EcrCaller, RepoState};
+
+/// What the engine needs to know beyond the registry.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Index children to check.
+    pub platforms: Vec<Platform>,
+    /// Repository prefixes served by pull-through cache rules.
+    pub pull_through_prefixes: Vec<String>,
+    pub cache: CacheSettings,
+    /// How long a batch waits for more keys before it is sent.
+    pub batch_window: Duration,
+}
+
+impl EngineSettings {
+    /// Default caches and batching for `platforms`.
+    pub fn new(platforms: Vec<Platform>) -> Self {
+        EngineSettings {
+            platforms,
+            pull_through_prefixes: Vec::new(),
+            cache: CacheSettings::default(),
+            batch_window: DEFAULT_BATCH_WINDOW,
+        }
+    }
+}
+
+/// Long enough for concurrent admissions to share a call, short against an ECR round trip.
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(2);
+
+/// Checks images against ECR. Shared by the webhook and the CLI.
+pub struct Engine {
+    settings: EngineSettings,
+    caches: Arc<Caches>,
+    /// What every repository's batchers share: the registry, the caches, counters.
+    caller: EcrCaller,
+    /// Per-repository batchers, bounded and dropped when idle.
+    repos: moka::sync::Cache<RepositoryKey, Arc<RepoState>>,
+    stats: Arc<CallStats>,
+    metrics: EngineMetrics,
+}
+
+/// How long a repository's batchers are kept without use.
+const REPO_IDLE: Duration = Duration::from_secs(600);
+const MAX_REPOS: u64 = 10_000;
+
+/// The images of one request: what is already known of each, and what is left to ask ECR,
+/// by repository.
+#[derive(Default)]
+struct Plan<'a> {
+    // foldhash: per-request maps of a few entries, where SipHash cost more than the lookups.
+    known: FastMap<&'a str, (Finding, bool)>,
+    targets: FastMap<&'a str, (RepositoryKey, ImageId)>,
+    by_repo: BTreeMap<RepositoryKey, BTreeSet<ImageId>>,
+}
+
+impl Engine {
+    pub fn new(registry: Arc<dyn Registry>, settings: EngineSettings) -> Self {
+        let metrics = EngineMetrics::default();
+        let caches = Arc::new(Caches::new(&settings.cache, metrics.clone()));
+        let stats = Arc::new(CallStats::default());
+        Engine {
+            caller: EcrCaller {
+                registry,
+                stats: stats.clone(),
+                metrics: metrics.clone(),
+                caches: caches.clone(),
+                window: settings.batch_window,
+            },
+            caches,
+            metrics,
+            repos: moka::sync::Cache::builder()
+                .max_capacity(MAX_REPOS)
+                .time_to_idle(REPO_IDLE)
+                .build(),
+            settings,
+            stats,
+        }
+    }
+
+    /// Entries held now per cache: (tags, manifests, blobs).
+    pub fn cache_sizes(&self) -> (u64, u64, u64) {
+        self.caches.sizes()
+    }
+
+    pub fn stats(&self) -> &CallStats {
+        &self.stats
+    }
+
+    /// ECR call and cache metrics, for registration with the webhook's.
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.metrics
+    }
+
+    /// Checks every image (duplicates are checked once) and returns one report per input,
+    /// in input order. Never takes longer than `deadline` (plus scheduling).
+    pub async fn check(&self, images: &[String], deadline: Instant) -> Vec<ImageReport> {
+        let mut plan = self.plan(images);
+        // A warm admission (every image known intact) needs no ECR work at all.
+        if !plan.by_repo.is_empty() {
+            let by_repo = std::mem::take(&mut plan.by_repo);
+            let per_repo = self.check_repositories(by_repo, deadline).await;
+            for (image, (repo, id)) in &plan.targets {
+                let finding = per_repo
+                    .get(repo)
+                    .and_then(|m| m.get(id))
+                    .cloned()
+                    .unwrap_or_else(|| Finding::Unknown("not checked".to_owned()));
+                let pull_through = self.is_pull_through(&repo.repository);
+                if finding.outcome() == Outcome::Ok {
+                    self.caches.put_intact(image, finding.clone(), pull_through);
+                }
+                plan.known.insert(image, (finding, pull_through));
+            }
+        }
+        in_input_order(images, plan.known)
+    }
+
+    /// What is known of each distinct image (cached intact, not ECR, malformed), and the
+    /// rest grouped by repository.
+    fn plan<'a>(&self, images: &'a [String]) -> Plan<'a> {
+        let mut plan = Plan::default();
+        for image in images {
+            if plan.known.contains_key(image.as_str()) || plan.targets.contains_key(image.as_str())
+            {
+                continue;
+            }
+            if let Some(known) = self.caches.intact(image) {
+                plan.known.insert(image, known);
+                continue;
+            }
+            match ImageTarget::classify(image) {
+                Err(e) => {
+                    let finding = Finding::InvalidReference(e.to_string());
+                    plan.known.insert(image, (finding, false));
+                }
+                Ok(ImageTarget::Other(_)) => {
+                    plan.known.insert(image, (Finding::Skipped, false));
+                }
+                Ok(ImageTarget::Ecr { repo, id }) => {
+                    plan.by_repo
+                        .entry(repo.clone())
+                        .or_default()
+                        .insert(id.clone());
+                    plan.targets.insert(image, (repo, id));
+                }
+            }
+        }
+        plan
+    }
+
+    /// The findings of each repository's images, repositories in parallel, each within
+    /// the deadline (one that cannot answer in time is `unknown` for its own images only).
+    async fn check_repositories(
+        &self,
+        by_repo: BTreeMap<RepositoryKey, BTreeSet<ImageId>>,
+        deadline: Instant,
+    ) -> FastMap<RepositoryKey, HashMap<ImageId, Finding>> {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let per_repo = join_all(by_repo.into_iter().map(|(repo, ids)| async move {
+            let ids: Vec<ImageId> = ids.into_iter().collect();
+            let state = self.repo_state(&repo);
+            let check =
+                repository::check_repository(&state, &ids, &self.settings.platforms, deadline);
+            let findings = tokio::time::timeout_at(deadline, check)
+                .await
+                .unwrap_or_else(|_| {
+                    let reason = format!("no answer from ECR within {}", human(budget));
+                    ids.iter()
+                        .map(|id| (id.clone(), Finding::Unknown(reason.clone())))
+                        .collect()
+                });
+            (repo, findings)
+        }))
+        .await;
+        per_repo.into_iter().collect()
+    }
+
+    fn is_pull_through(&self, repository: &str) -> bool {
+        self.settings
+            .pull_through_prefixes
+            .iter()
+            .any(|p| !p.is_empty() && repository.starts_with(p.as_str()))
+    }
+
+    /// The batchers of `repo`, made on first use.
+    fn repo_state(&self, repo: &RepositoryKey) -> Arc<RepoState> {
+        self.repos
+            .get_with_by_ref(repo, || Arc::new(self.caller.repository(repo)))
+    }
+}
+
+/// One report per image, in input order. Each finding moves into its report; only a
+/// repeated image's is cloned.
+fn in_input_order(
+    images: &[String],
+    mut known: FastMap<&str, (Finding, bool)>,
+) -> Vec<ImageReport> {
+    let mut reports: Vec<ImageReport> = Vec::with_capacity(images.len());
+    for image in images {
+        let (finding, pull_through) = match known.remove(image.as_str()) {
+            Some(found) => found,
+            None => reports
+                .iter()
+                .find(|r| r.image == *image)
+                .map_or((Finding::Skipped, false), |r| {
+                    (r.finding.clone(), r.pull_through)
+                }),
+        };
+        reports.push(ImageReport {
+            image: image.clone(),
+            finding,
+            pull_through,
+        });
+    }
+    reports
+}
+
+/// `2.5s`, `300ms`.
+pub fn human(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
