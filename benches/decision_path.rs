@@ -28,7 +28,11 @@ const APPLIED: &str = include_str!("../tests/fixtures/deployment-applied-create.
 
 /// Decodes the view and extracts the images, as the webhook does.
 fn decode_images(body: &[u8]) -> usize {
-    let view = ReviewView::parse(body).expect("view");
+    images_of_view(ReviewView::parse(body).expect("view"))
+}
+
+/// The images of a decoded view, as the webhook extracts them.
+fn images_of_view(view: ReviewView<'_>) -> usize {
     let object = view
         .request
         .expect("request")
@@ -38,6 +42,34 @@ fn decode_images(body: &[u8]) -> usize {
         .expect("object");
     ecr_preflight::workload::images_of(ecr_preflight::workload::WorkloadKind::Deployment, &object)
         .len()
+}
+
+/// The same borrowed view through `sonic-rs` (SIMD, serde) and `simd-json` (SIMD, serde;
+/// it decodes in place, so each run copies the body first, as the webhook would have to).
+fn other_decoders(c: &mut Criterion, name: &str, body: &[u8]) {
+    let expected = decode_images(body);
+    assert_eq!(
+        images_of_view(sonic_rs::from_slice(body).expect("sonic-rs")),
+        expected
+    );
+    let mut copy = body.to_vec();
+    assert_eq!(
+        images_of_view(simd_json::serde::from_slice(&mut copy).expect("simd-json")),
+        expected
+    );
+    c.bench_function(&format!("{name}_sonic_rs"), |b| {
+        b.iter(|| {
+            let view: ReviewView<'_> = sonic_rs::from_slice(black_box(body)).expect("view");
+            black_box(images_of_view(view))
+        })
+    });
+    c.bench_function(&format!("{name}_simd_json"), |b| {
+        b.iter(|| {
+            let mut copy = black_box(body).to_vec();
+            let view: ReviewView<'_> = simd_json::serde::from_slice(&mut copy).expect("view");
+            black_box(images_of_view(view))
+        })
+    });
 }
 
 fn compact(json: &str) -> Vec<u8> {
@@ -96,6 +128,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decode_borrowed_view_applied_19k", |b| {
         b.iter(|| black_box(decode_images(black_box(&applied))))
     });
+    other_decoders(c, "decode_borrowed_view", &body);
+    other_decoders(c, "decode_borrowed_view_applied_19k", &applied);
     c.bench_function("decode_borrowed_view_applied_19k_serde_json", |b| {
         b.iter(|| {
             let view = ReviewView::parse_with_serde(black_box(&applied)).expect("view");

@@ -4,14 +4,11 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use crate::report::{Finding, ImageReport, NotFound, Outcome};
+use crate::report::{Finding, ImageReport, NotFound, Outcome, PlatformCheck};
 use crate::workload::ContainerKind;
 
 /// What the webhook does with problems.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Deny objects with broken images.
     Enforce,
@@ -22,6 +19,10 @@ pub enum Mode {
 }
 
 impl Mode {
+    const ALL: [Mode; 3] = [Mode::Enforce, Mode::Warn, Mode::Audit];
+
+    /// The mode's name: the one mapping to text, used by `--mode`, `/validate/<mode>`, logs
+    /// and audit annotations alike.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
@@ -34,12 +35,25 @@ impl Mode {
 impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "enforce" => Ok(Mode::Enforce),
-            "warn" => Ok(Mode::Warn),
-            "audit" => Ok(Mode::Audit),
-            other => Err(format!("unknown mode {other:?} (enforce, warn or audit)")),
-        }
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown mode {s:?} (enforce, warn or audit)"))
+    }
+}
+
+impl clap::ValueEnum for Mode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Mode::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            Mode::Enforce => "Deny objects with broken images",
+            Mode::Warn => "Allow them, with warnings for the client",
+            Mode::Audit => "Allow them silently; problems reach logs and audit annotations only",
+        };
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
     }
 }
 
@@ -254,39 +268,27 @@ pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
     }
     let who = container_label(f);
     let image = &f.report.image;
-    let one = |severity, line: String, short: String| {
-        vec![Problem {
-            severity,
-            outcome,
-            line,
-            short,
-        }]
+    let problem = |(severity, line, short): (Severity, String, String)| Problem {
+        severity,
+        outcome,
+        line,
+        short,
     };
-    match &f.report.finding {
+    let same = |severity, line: String| (severity, line.clone(), line);
+    let worded = match &f.report.finding {
         Finding::Skipped => Vec::new(),
-        Finding::InvalidReference(e) => {
-            let l = format!("{who}: invalid image reference {image:?}: {e}");
-            one(Severity::Broken, l.clone(), l)
-        }
+        Finding::InvalidReference(e) => vec![same(
+            Severity::Broken,
+            format!("{who}: invalid image reference {image:?}: {e}"),
+        )],
         Finding::NotFound(what) => {
-            let text = match what {
-                NotFound::Tag(_) => format!("{who}: {image}: tag not found in ECR"),
-                NotFound::Digest(_) => format!("{who}: {image}: digest not found in ECR"),
-                NotFound::Repository {
-                    repository,
-                    registry,
-                } => {
-                    format!(
-                        "{who}: {image}: repository {repository} not found in registry {registry}"
-                    )
-                }
-            };
-            if f.report.pull_through {
+            let text = not_found_line(&who, image, what);
+            vec![if f.report.pull_through {
                 let l = format!("{text} (pull-through cache repository: filled on first pull)");
-                one(Severity::Advisory, l.clone(), l)
+                same(Severity::Advisory, l)
             } else {
-                one(Severity::Broken, text.clone(), text)
-            }
+                same(Severity::Broken, text)
+            }]
         }
         Finding::NoPlatform { wanted } => {
             let list = wanted
@@ -294,73 +296,80 @@ pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", ");
-            let l = format!("{who}: {image}: no manifest for {list}");
-            one(Severity::Broken, l.clone(), l)
+            vec![same(
+                Severity::Broken,
+                format!("{who}: {image}: no manifest for {list}"),
+            )]
         }
-        Finding::Unknown(reason) => {
-            let l = format!("{who}: ECR could not be asked about {image}: {reason}");
-            one(Severity::Unknown, l.clone(), l)
-        }
-        Finding::Checked(platforms) => {
-            let mut out = Vec::new();
-            for p in platforms {
-                let at = match &p.platform {
-                    Some(pl) => format!("{who}: {image} ({pl})"),
-                    None => format!("{who}: {image}"),
-                };
-                let mut push = |severity: Severity, line: String, short: String| {
-                    out.push(Problem {
-                        severity,
-                        outcome,
-                        line,
-                        short,
-                    })
-                };
-                if let Some(d) = &p.manifest_missing {
-                    push(
-                        Severity::Broken,
-                        format!("{at}: manifest {d} not found in ECR"),
-                        format!("{at}: manifest {} not found in ECR", short_digest(d)),
-                    );
-                }
-                if !p.missing.is_empty() {
-                    let head = format!(
-                        "{at}: {} of {} blobs missing in ECR: ",
-                        p.missing.len(),
-                        p.total
-                    );
-                    push(
-                        Severity::Broken,
-                        format!("{head}{}", digest_list(&p.missing, false)),
-                        format!("{head}{}", digest_list(&p.missing, true)),
-                    );
-                }
-                if !p.archived.is_empty() {
-                    let l = format!("{at}: image archived; restore it before pulling");
-                    push(
-                        Severity::Broken,
-                        format!(
-                            "{l} ({} of {} blobs archived: {})",
-                            p.archived.len(),
-                            p.total,
-                            digest_list(&p.archived, false)
-                        ),
-                        l,
-                    );
-                }
-                if p.unanswered > 0 {
-                    let l = format!(
-                        "{at}: ECR did not answer for {} of {} blobs",
-                        p.unanswered, p.total
-                    );
-                    push(Severity::Unknown, l.clone(), l);
-                }
-                if let Some(reason) = &p.unreadable {
-                    let l = format!("{who}: ECR could not be asked about {image}: {reason}");
-                    push(Severity::Unknown, l.clone(), l);
-                }
-            }
-            out
-        }
+        Finding::Unknown(reason) => vec![same(
+            Severity::Unknown,
+            format!("{who}: ECR could not be asked about {image}: {reason}"),
+        )],
+        Finding::Checked(platforms) => platforms
+            .iter()
+            .flat_map(|p| platform_problems(&who, image, p))
+            .collect(),
+    };
+    worded.into_iter().map(problem).collect()
+}
+
+fn not_found_line(who: &str, image: &str, what: &NotFound) -> String {
+    match what {
+        NotFound::Tag(_) => format!("{who}: {image}: tag not found in ECR"),
+        NotFound::Digest(_) => format!("{who}: {image}: digest not found in ECR"),
+        NotFound::Repository {
+            repository,
+            registry,
+        } => format!("{who}: {image}: repository {repository} not found in registry {registry}"),
     }
+}
+
+/// The problems of one checked manifest, each as (severity, line, short line).
+fn platform_problems(who: &str, image: &str, p: &PlatformCheck) -> Vec<(Severity, String, String)> {
+    let at = match &p.platform {
+        Some(platform) => format!("{who}: {image} ({platform})"),
+        None => format!("{who}: {image}"),
+    };
+    let mut out = Vec::new();
+    if let Some(d) = &p.manifest_missing {
+        out.push((
+            Severity::Broken,
+            format!("{at}: manifest {d} not found in ECR"),
+            format!("{at}: manifest {} not found in ECR", short_digest(d)),
+        ));
+    }
+    if !p.missing.is_empty() {
+        let head = format!(
+            "{at}: {} of {} blobs missing in ECR: ",
+            p.missing.len(),
+            p.total
+        );
+        out.push((
+            Severity::Broken,
+            format!("{head}{}", digest_list(&p.missing, false)),
+            format!("{head}{}", digest_list(&p.missing, true)),
+        ));
+    }
+    if !p.archived.is_empty() {
+        let l = format!("{at}: image archived; restore it before pulling");
+        let detail = format!(
+            "{l} ({} of {} blobs archived: {})",
+            p.archived.len(),
+            p.total,
+            digest_list(&p.archived, false)
+        );
+        out.push((Severity::Broken, detail, l));
+    }
+    if p.unanswered > 0 {
+        let l = format!(
+            "{at}: ECR did not answer for {} of {} blobs",
+            p.unanswered, p.total
+        );
+        out.push((Severity::Unknown, l.clone(), l));
+    }
+    if let Some(reason) = &p.unreadable {
+        let l = format!("{who}: ECR could not be asked about {image}: {reason}");
+        out.push((Severity::Unknown, l.clone(), l));
+    }
+    out
 }

@@ -124,11 +124,7 @@ struct Probe {
 
 /// Parses a manifest; `media_type` is ECR's `imageManifestMediaType` when it gave one.
 pub fn parse(bytes: &str, media_type: Option<&str>) -> Result<Manifest, ManifestError> {
-    if bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(ManifestError::TooLarge);
-    }
-    let probe: Probe =
-        serde_json::from_str(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let probe: Probe = decode(bytes)?;
     let kind = media_type
         .filter(|m| !m.is_empty())
         .map(str::to_owned)
@@ -147,12 +143,25 @@ pub fn parse(bytes: &str, media_type: Option<&str>) -> Result<Manifest, Manifest
     }
 }
 
-fn parse_image(bytes: &str) -> Result<Manifest, ManifestError> {
-    let manifest: ImageManifest =
-        serde_json::from_str(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+/// Decodes `bytes` as `T`, within the size limit.
+fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a str) -> Result<T, ManifestError> {
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::TooLarge);
+    }
+    serde_json::from_str(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))
+}
+
+/// An image manifest within the size and layer limits.
+fn image_manifest(bytes: &str) -> Result<ImageManifest, ManifestError> {
+    let manifest: ImageManifest = decode(bytes)?;
     if manifest.layers().len() > MAX_LAYERS {
         return Err(ManifestError::TooManyEntries(MAX_LAYERS));
     }
+    Ok(manifest)
+}
+
+fn parse_image(bytes: &str) -> Result<Manifest, ManifestError> {
+    let manifest = image_manifest(bytes)?;
     let mut blobs = Vec::with_capacity(manifest.layers().len() + 1);
     blobs.push(manifest.config().digest().to_string());
     for layer in manifest.layers() {
@@ -164,8 +173,7 @@ fn parse_image(bytes: &str) -> Result<Manifest, ManifestError> {
 }
 
 fn parse_index(bytes: &str) -> Result<Manifest, ManifestError> {
-    let index: ImageIndex =
-        serde_json::from_str(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let index: ImageIndex = decode(bytes)?;
     if index.manifests().len() > MAX_INDEX_CHILDREN {
         return Err(ManifestError::TooManyEntries(MAX_INDEX_CHILDREN));
     }
@@ -214,14 +222,7 @@ pub struct RoledBlob {
 
 /// Every blob of an image manifest, foreign ones included, in manifest order.
 pub fn roled_blobs(bytes: &str) -> Result<Vec<RoledBlob>, ManifestError> {
-    if bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(ManifestError::TooLarge);
-    }
-    let manifest: ImageManifest =
-        serde_json::from_str(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-    if manifest.layers().len() > MAX_LAYERS {
-        return Err(ManifestError::TooManyEntries(MAX_LAYERS));
-    }
+    let manifest = image_manifest(bytes)?;
     let config = manifest.config();
     let mut out = vec![RoledBlob {
         role: "config".into(),

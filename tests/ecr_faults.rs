@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fault_proxy::{Fault, FaultProxy};
 use common::seed::{Breakage, Seeder, OCI_MANIFEST};
@@ -72,15 +72,11 @@ async fn fault_gives_on_error_decision(fault: Fault, expect_in_message: &str) {
         })
         .await;
         setup.proxy.set(fault);
-        let started = Instant::now();
+        // The answer at the deadline is shown under the paused clock (engine_seam.rs); here,
+        // the decision and its reason.
         let response = srv
             .review("/validate", pod_review(&[("app", &setup.good)]))
             .await;
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed < TIMEOUT + Duration::from_millis(700),
-            "{fault:?}: answered after {elapsed:?}"
-        );
         assert_eq!(response["allowed"], allowed, "{fault:?}: {response}");
         let text = if allowed {
             warnings(&response).join("\n")
@@ -148,7 +144,7 @@ async fn malformed_json_from_ecr() {
 
 #[tokio::test]
 async fn connection_reset_mid_response() {
-    fault_gives_on_error_decision(Fault::ResetMidResponse, "").await;
+    fault_gives_on_error_decision(Fault::ResetMidResponse, "cannot reach ECR").await;
 }
 
 #[tokio::test]
@@ -200,7 +196,6 @@ async fn connection_refused() {
         ..Options::default()
     })
     .await;
-    let started = Instant::now();
     let response = srv
         .review(
             "/validate",
@@ -210,7 +205,6 @@ async fn connection_refused() {
             )]),
         )
         .await;
-    assert!(started.elapsed() < TIMEOUT + Duration::from_millis(700));
     assert_eq!(response["allowed"], true);
     assert!(
         warnings(&response)[0].contains("cannot reach ECR"),

@@ -147,14 +147,14 @@ async fn more_than_a_hundred_blobs_per_repository_split_into_full_batches() {
     );
 }
 
-/// moka keeps its own clock, so TTLs are shown with short real ones instead of paused time.
-#[tokio::test]
+/// The caches run on tokio's clock: lifetimes are crossed by advancing the paused clock.
+#[tokio::test(start_paused = true)]
 async fn warm_caches_need_no_call_and_a_cached_manifest_needs_only_the_blob_check() {
     let reg = Arc::new(MemoryRegistry::default());
     reg.push_image("team/app", "1", 5, BlobState::Available);
     let mut settings = EngineSettings::new(vec!["linux/amd64".parse().expect("p")]);
-    settings.cache.tag_ttl = Duration::from_millis(200);
-    settings.cache.blob_ttl = Duration::from_millis(600);
+    settings.cache.tag_ttl = Duration::from_secs(60);
+    settings.cache.blob_ttl = Duration::from_secs(600);
     let engine = Engine::new(reg.clone(), settings);
     let image = format!("{REGISTRY}/team/app:1");
     let deadline = || Instant::now() + Duration::from_secs(3);
@@ -164,13 +164,17 @@ async fn warm_caches_need_no_call_and_a_cached_manifest_needs_only_the_blob_chec
     assert_eq!(again[0].outcome(), Outcome::Ok);
     assert_eq!(reg.calls(), (1, 1), "fully cached: 0 round trips");
 
-    // The tag expires; the manifest (by digest) and the blobs do not yet.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Just before the tag's lifetime ends, still no call; just after, the tag is asked
+    // again, and the manifest (by digest) and the blobs are still cached.
+    tokio::time::advance(Duration::from_secs(59)).await;
+    engine.check(std::slice::from_ref(&image), deadline()).await;
+    assert_eq!(reg.calls(), (1, 1), "within the tag's lifetime");
+    tokio::time::advance(Duration::from_secs(2)).await;
     engine.check(std::slice::from_ref(&image), deadline()).await;
     assert_eq!(reg.calls(), (2, 1), "only the tag is resolved again");
 
     // By digest, with the manifest cached and the blobs expired: one blob check.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::advance(Duration::from_secs(600)).await;
     let digest = reg
         .manifests
         .lock()

@@ -82,7 +82,7 @@ fn serve_on(port: u16, admin: u16) -> Command {
 fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
     let (port, admin) = (free_port(), free_port());
     let mut child = serve_on(port, admin)
-        .args(["--shutdown-delay", "1s"])
+        .args(["--shutdown-delay", "5s"])
         .spawn()
         .expect("spawn");
     wait_for_listener(admin);
@@ -92,27 +92,23 @@ fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
         .status()
         .expect("kill");
     assert!(status.success());
-    let signalled = Instant::now();
-    // Unready at once, but still listening during the delay.
+    // In order: readiness off while the webhook still listens (the delay), then exit 0.
+    // A delay far longer than a loaded machine needs to see the first two.
     let mut unready = false;
-    while !unready && signalled.elapsed() < Duration::from_millis(800) {
+    while !unready && child.try_wait().expect("try_wait").is_none() {
         unready = http_status(admin, "/readyz") == Some(503);
     }
-    assert!(
-        unready,
-        "readiness did not turn off during the shutdown delay"
-    );
+    assert!(unready, "exited before readiness was seen off");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
         "the webhook stopped listening before the delay ended"
     );
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "exited before the delay ended"
+    );
     let exit = child.wait().expect("wait");
     assert_eq!(exit.code(), Some(0));
-    assert!(
-        signalled.elapsed() >= Duration::from_millis(900),
-        "exited before the delay: {:?}",
-        signalled.elapsed()
-    );
 }
 
 /// One runtime worker thread by default; the flag or its variable set another count.

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::seed::{Breakage, Seeder, DOCKER_MANIFEST, OCI_MANIFEST, REGISTRY};
@@ -659,41 +661,67 @@ async fn invalid_reference_is_a_problem_of_its_own() {
     );
 }
 
-/// A TCP listener that accepts and never answers: ECR hanging.
-async fn blackhole() -> (String, tokio::task::JoinHandle<()>) {
+/// A TCP listener that accepts and never answers: ECR hanging. It counts the connections
+/// it accepted, so a test can wait until a request is stuck on ECR instead of sleeping.
+struct Blackhole {
+    url: String,
+    accepted: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn blackhole() -> Blackhole {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     let task = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((conn, _)) = listener.accept().await {
             held.push(conn);
+            counter.fetch_add(1, Ordering::SeqCst);
         }
     });
-    (url, task)
+    Blackhole {
+        url,
+        accepted,
+        _task: task,
+    }
+}
+
+impl Blackhole {
+    /// Returns once `n` connections (ECR calls) have arrived; a hang guard, not a timing.
+    async fn wait_for_calls(&self, n: usize) {
+        let arrived = async {
+            while self.accepted.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), arrived)
+            .await
+            .expect("the ECR calls never arrived");
+    }
 }
 
 /// A webhook whose ECR endpoint accepts connections and never answers, with `timeout`.
-async fn with_hanging_registry(
-    timeout: Duration,
-) -> (server::TestServer, tokio::task::JoinHandle<()>) {
-    let (hanging, task) = blackhole().await;
+async fn with_hanging_registry(timeout: Duration) -> (server::TestServer, Blackhole) {
+    let hanging = blackhole().await;
     let srv = server::start(Options {
         timeout,
-        endpoint: Some(hanging),
+        endpoint: Some(hanging.url.clone()),
         ..Options::default()
     })
     .await;
-    (srv, task)
+    (srv, hanging)
 }
 
 #[tokio::test]
 async fn unreachable_ecr_yields_the_on_error_decision_inside_the_budget() {
-    let (hanging, _task) = blackhole().await;
+    let hanging = blackhole().await;
     let image = format!("{REGISTRY}/team/app:1.4");
     let body = pod_review(&[("app", &image)]);
-    for endpoint in [hanging, common::refused_endpoint()] {
+    for endpoint in [hanging.url.clone(), common::refused_endpoint()] {
         for (on_error, allowed) in [(OnError::Allow, true), (OnError::Deny, false)] {
             let timeout = Duration::from_millis(1500);
             let srv = server::start(Options {
@@ -703,13 +731,9 @@ async fn unreachable_ecr_yields_the_on_error_decision_inside_the_budget() {
                 ..Options::default()
             })
             .await;
-            let started = Instant::now();
+            // That the answer comes at the deadline is shown under the paused clock
+            // (engine_seam.rs); here, that it is the on-error decision with its reason.
             let response = srv.review("/validate", body.clone()).await;
-            let elapsed = started.elapsed();
-            assert!(
-                elapsed < timeout + Duration::from_millis(700),
-                "{endpoint}: answered after {elapsed:?}"
-            );
             assert_eq!(response["allowed"], allowed, "{endpoint}: {response}");
             let text = if allowed {
                 warnings(&response).join("\n")
@@ -728,24 +752,23 @@ async fn unreachable_ecr_yields_the_on_error_decision_inside_the_budget() {
 
 #[tokio::test]
 async fn the_api_server_timeout_parameter_shortens_the_budget() {
-    let (srv, _task) = with_hanging_registry(Duration::from_secs(3)).await;
-    let started = Instant::now();
+    let (srv, _hanging) = with_hanging_registry(Duration::from_secs(3)).await;
     let response = srv
         .review(
             "/validate?timeout=1s",
             pod_review(&[("app", &format!("{REGISTRY}/team/app:1"))]),
         )
         .await;
-    let elapsed = started.elapsed();
     assert_eq!(response["allowed"], true);
-    assert!(
-        warnings(&response)[0].contains("no answer from ECR within"),
-        "{response}"
-    );
-    assert!(
-        elapsed < Duration::from_millis(1000),
-        "timeout=1s leaves 0.5s, answered after {elapsed:?}"
-    );
+    // The budget the engine had is in the reason: timeout=1s leaves 0.5s, not --timeout's 3s.
+    let warning = &warnings(&response)[0];
+    let budget_ms: u64 = warning
+        .split("no answer from ECR within ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("ms"))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no budget in milliseconds in {warning:?}"));
+    assert!(budget_ms <= 500, "{warning}");
 }
 
 #[tokio::test]
@@ -813,11 +836,11 @@ async fn http1_keep_alive_and_http2_both_work() {
     }
 }
 
-/// The HTTP/2 streams of one connection are run by that connection's task
-/// (`src/inline_streams.rs`): one still waiting on ECR must not hold up the others.
+/// One HTTP/2 stream still waiting on ECR must not hold up the others on its connection.
 #[tokio::test]
 async fn a_waiting_http2_stream_does_not_hold_up_the_others_on_its_connection() {
-    let (srv, _task) = with_hanging_registry(Duration::from_secs(3)).await;
+    // A budget far longer than the quick streams can take, however loaded the machine.
+    let (srv, hanging) = with_hanging_registry(Duration::from_secs(25)).await;
     let client = server::client(&srv.cert_pem, false);
     let url = format!("{}/validate", srv.url);
     let send = |body: String| {
@@ -835,7 +858,7 @@ async fn a_waiting_http2_stream_does_not_hold_up_the_others_on_its_connection() 
         "app",
         &format!("{REGISTRY}/team/app:1"),
     )])));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    hanging.wait_for_calls(1).await;
     let quick: Vec<_> = (0..20)
         .map(|i| send(fixture("configmap-create.json", &format!("q{i}"))))
         .collect();
@@ -843,14 +866,12 @@ async fn a_waiting_http2_stream_does_not_hold_up_the_others_on_its_connection() 
         assert_eq!(review["response"]["allowed"], true);
     }
     assert!(!slow.is_finished(), "the waiting stream was answered early");
-    let slow = slow.await.expect("join");
-    assert_eq!(slow["response"]["allowed"], true, "{slow}");
-    assert!(!warnings(&slow["response"]).is_empty(), "{slow}");
+    slow.abort();
 }
 
 #[tokio::test]
 async fn health_and_readiness_and_draining() {
-    let (srv, _task) = with_hanging_registry(Duration::from_millis(1500)).await;
+    let (srv, hanging) = with_hanging_registry(Duration::from_millis(1500)).await;
     let admin = reqwest::Client::new();
     let get = |path: &'static str| {
         let admin = admin.clone();
@@ -867,10 +888,12 @@ async fn health_and_readiness_and_draining() {
         .map(|http1_only| {
             let client = server::client(&srv.cert_pem, http1_only);
             let url = format!("{}/validate", srv.url);
+            // Two repositories: two ECR calls, one per request, to wait for.
+            let image = format!("{REGISTRY}/team/h{}:1", u8::from(http1_only));
             tokio::spawn(async move {
                 let response = client
                     .post(url)
-                    .body(pod_review(&[("app", &format!("{REGISTRY}/team/app:1"))]))
+                    .body(pod_review(&[("app", &image)]))
                     .send()
                     .await
                     .expect("send");
@@ -878,7 +901,7 @@ async fn health_and_readiness_and_draining() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    hanging.wait_for_calls(2).await;
     srv.running.shutdown();
     assert!(!srv.running.health.is_ready());
     let answers: Vec<_> = futures::future::join_all(in_flight)
@@ -1104,7 +1127,10 @@ async fn each_cache_lookup_counts_once() {
     // By digest: a new reference, whose manifest and blobs are cached.
     assert_eq!((count("image", "hit"), count("image", "miss")), (1.0, 2.0));
     assert_eq!((count("tag", "hit"), count("tag", "miss")), (0.0, 1.0));
-    assert_eq!((count("manifest", "hit"), count("manifest", "miss")), (1.0, 0.0));
+    assert_eq!(
+        (count("manifest", "hit"), count("manifest", "miss")),
+        (1.0, 0.0)
+    );
     assert_eq!((count("blob", "hit"), count("blob", "miss")), (3.0, 3.0));
 }
 

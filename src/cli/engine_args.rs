@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::engine::{CacheSettings, Engine, EngineSettings};
+use crate::engine::{CacheSettings, Engine, EngineSettings, DEFAULT_BATCH_WINDOW};
 use crate::manifest::Platform;
 use crate::registry::ecr::{EcrApi, EcrSettings};
 
-/// What the engine needs; shared by every subcommand that checks images.
+/// What the engine needs; shared by every subcommand that checks images. The defaults of the
+/// cache and batching flags are the engine's own ([`CacheSettings::default`],
+/// [`DEFAULT_BATCH_WINDOW`]), written there only.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
     /// Whole-decision budget (e.g. 3s, 1500ms).
@@ -34,41 +36,44 @@ pub struct EngineArgs {
     #[arg(long, env = "ECR_PREFLIGHT_ECR_ENDPOINT_URL")]
     pub ecr_endpoint_url: Option<String>,
     /// How long tag → digest answers are cached.
-    #[arg(long, env = "ECR_PREFLIGHT_TAG_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
-    pub tag_cache_ttl: Duration,
+    #[arg(long, env = "ECR_PREFLIGHT_TAG_CACHE_TTL", value_parser = parse_flag_duration,
+        default_value_t = CacheSettings::default().tag_ttl.into())]
+    pub tag_cache_ttl: humantime::Duration,
     /// Most tag → digest entries kept.
-    #[arg(long, env = "ECR_PREFLIGHT_TAG_CACHE_SIZE", default_value_t = 10_000)]
+    #[arg(long, env = "ECR_PREFLIGHT_TAG_CACHE_SIZE",
+        default_value_t = CacheSettings::default().tag_capacity)]
     pub tag_cache_size: u64,
     /// How long manifests (immutable, by digest) are cached.
-    #[arg(long, env = "ECR_PREFLIGHT_MANIFEST_CACHE_TTL", default_value = "24h", value_parser = parse_duration)]
-    pub manifest_cache_ttl: Duration,
+    #[arg(long, env = "ECR_PREFLIGHT_MANIFEST_CACHE_TTL", value_parser = parse_flag_duration,
+        default_value_t = CacheSettings::default().manifest_ttl.into())]
+    pub manifest_cache_ttl: humantime::Duration,
     /// Most manifests kept.
-    #[arg(
-        long,
-        env = "ECR_PREFLIGHT_MANIFEST_CACHE_SIZE",
-        default_value_t = 10_000
-    )]
+    #[arg(long, env = "ECR_PREFLIGHT_MANIFEST_CACHE_SIZE",
+        default_value_t = CacheSettings::default().manifest_capacity)]
     pub manifest_cache_size: u64,
     /// How long a blob found AVAILABLE is trusted.
-    #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_TTL", default_value = "10m", value_parser = parse_duration)]
-    pub blob_cache_ttl: Duration,
-    /// Most AVAILABLE blob entries kept (about 100 bytes each).
-    #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_SIZE", default_value_t = 200_000)]
+    #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_TTL", value_parser = parse_flag_duration,
+        default_value_t = CacheSettings::default().blob_ttl.into())]
+    pub blob_cache_ttl: humantime::Duration,
+    /// Most AVAILABLE blob entries kept (about 65 bytes each).
+    #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_SIZE",
+        default_value_t = CacheSettings::default().blob_capacity)]
     pub blob_cache_size: u64,
     /// How long a batch of ECR lookups waits for concurrent requests to join it.
-    #[arg(long, env = "ECR_PREFLIGHT_BATCH_WINDOW", default_value = "2ms", value_parser = parse_duration)]
-    pub batch_window: Duration,
+    #[arg(long, env = "ECR_PREFLIGHT_BATCH_WINDOW", value_parser = parse_flag_duration,
+        default_value_t = DEFAULT_BATCH_WINDOW.into())]
+    pub batch_window: humantime::Duration,
 }
 
 impl EngineArgs {
     fn cache_settings(&self) -> CacheSettings {
         CacheSettings {
             manifest_capacity: self.manifest_cache_size,
-            manifest_ttl: self.manifest_cache_ttl,
+            manifest_ttl: *self.manifest_cache_ttl,
             tag_capacity: self.tag_cache_size,
-            tag_ttl: self.tag_cache_ttl,
+            tag_ttl: *self.tag_cache_ttl,
             blob_capacity: self.blob_cache_size,
-            blob_ttl: self.blob_cache_ttl,
+            blob_ttl: *self.blob_cache_ttl,
         }
     }
 
@@ -76,7 +81,7 @@ impl EngineArgs {
         if self.timeout < Duration::from_millis(100) {
             return Err("--timeout must be at least 100ms".into());
         }
-        if self.batch_window > Duration::from_millis(100) {
+        if *self.batch_window > Duration::from_millis(100) {
             return Err(
                 "--batch-window must be at most 100ms: it adds to every cold lookup".into(),
             );
@@ -100,7 +105,7 @@ impl EngineArgs {
             platforms: self.platforms.clone(),
             pull_through_prefixes: self.pull_through_prefixes.clone(),
             cache: self.cache_settings(),
-            batch_window: self.batch_window,
+            batch_window: *self.batch_window,
         }
     }
 }
@@ -108,4 +113,10 @@ impl EngineArgs {
 /// Accepts `3s`, `1500ms`, `1m30s` and Go's `1m0s`, as the API server writes durations.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// [`parse_duration`] for flags whose default is a `Duration` of the engine's: `humantime`'s
+/// type, so that clap can show the default (`1m` for 60 s, `1day` for 24 h).
+fn parse_flag_duration(s: &str) -> Result<humantime::Duration, String> {
+    parse_duration(s).map(Into::into)
 }

@@ -214,7 +214,7 @@ async fn api(args: &LayersArgs, region: Option<String>) -> EcrApi {
 
 /// Checks `digests` in calls of at most 100, concurrently; malformed ones are answered
 /// `InvalidLayerDigest` without asking, as ECR would.
-async fn check(
+async fn check_in_calls(
     api: &EcrApi,
     repo: &RepositoryKey,
     digests: &[String],
@@ -261,9 +261,10 @@ async fn check_digests(args: &LayersArgs) -> Result<(Value, bool), Failure> {
         },
         repository,
     };
-    let (layers, failures) = tokio::time::timeout(args.timeout, check(&api, &repo, &digests))
-        .await
-        .map_err(|_| RegistryError::Timeout)??;
+    let (layers, failures) =
+        tokio::time::timeout(args.timeout, check_in_calls(&api, &repo, &digests))
+            .await
+            .map_err(|_| RegistryError::Timeout)??;
     let all_available =
         failures.is_empty() && layers.iter().all(|l| l.layer_availability == "AVAILABLE");
     Ok((
@@ -306,87 +307,109 @@ async fn image_blobs(args: &LayersArgs, image: &str) -> Result<(Value, bool), Fa
     };
     let api = api(args, Some(repo.registry.region.clone())).await;
     let work = async {
-        let top = fetch(&api, &repo, &id).await?;
-        // (platform, manifest digest, attestation, manifest text)
-        let mut manifests: Vec<(Option<String>, String, bool, String)> = Vec::new();
-        match manifest::parse(&top.1, top.2.as_deref()) {
-            Ok(Manifest::Image { .. }) => {
-                manifests.push((None, top.0.clone(), false, top.1.clone()))
-            }
-            Ok(Manifest::Index { children }) => {
-                for child in children {
-                    let (digest, text, _) =
-                        fetch(&api, &repo, &ImageId::Digest(child.digest.clone())).await?;
-                    manifests.push((
-                        child.platform.as_ref().map(ToString::to_string),
-                        digest,
-                        child.attestation,
-                        text,
-                    ));
-                }
-            }
-            Err(e) => return Err(Failure::Usage(format!("{image}: {e}"))),
-        }
+        let (digest, manifests) = image_manifests(&api, &repo, &id, image).await?;
         let mut blobs = Vec::new();
-        for (platform, digest, attestation, text) in &manifests {
-            let roled = manifest::roled_blobs(text)
-                .map_err(|e| Failure::Usage(format!("{image}: manifest {digest}: {e}")))?;
-            for b in roled {
-                blobs.push((platform.clone(), digest.clone(), *attestation, b));
-            }
+        for m in &manifests {
+            let roled = manifest::roled_blobs(&m.text)
+                .map_err(|e| Failure::Usage(format!("{image}: manifest {}: {e}", m.digest)))?;
+            blobs.extend(roled.into_iter().map(|b| (m, b)));
         }
         let wanted: BTreeSet<String> = blobs
             .iter()
-            .filter(|(_, _, _, b)| !b.foreign)
-            .map(|(_, _, _, b)| b.digest.clone())
+            .filter(|(_, b)| !b.foreign)
+            .map(|(_, b)| b.digest.clone())
             .collect();
         let wanted: Vec<String> = wanted.into_iter().collect();
-        let (layers, failures) = check(&api, &repo, &wanted).await?;
-        let mut all_available = true;
+        let (layers, failures) = check_in_calls(&api, &repo, &wanted).await?;
         let rows: Vec<ImageBlob> = blobs
             .into_iter()
-            .map(|(platform, manifest, attestation, b)| {
-                let layer = layers.iter().find(|l| l.layer_digest == b.digest);
-                let failure = failures.iter().find(|f| f.layer_digest == b.digest);
-                let availability = if b.foreign {
-                    "FOREIGN".to_owned()
-                } else {
-                    layer.map_or_else(
-                        || {
-                            if failure.is_some() {
-                                "MISSING".to_owned()
-                            } else {
-                                "UNKNOWN".to_owned()
-                            }
-                        },
-                        |l| l.layer_availability.clone(),
-                    )
-                };
-                if !attestation && !b.foreign && availability != "AVAILABLE" {
-                    all_available = false;
-                }
-                ImageBlob {
-                    platform,
-                    manifest,
-                    role: b.role,
-                    attestation,
-                    foreign: b.foreign,
-                    layer_digest: b.digest,
-                    layer_availability: availability,
-                    layer_size: layer.and_then(|l| l.layer_size),
-                    media_type: b.media_type,
-                    failure_code: failure.map(|f| f.failure_code.clone()),
-                }
-            })
+            .map(|(m, b)| image_blob(m, b, &layers, &failures))
             .collect();
+        let all_available = rows
+            .iter()
+            .all(|r| r.attestation || r.foreign || r.layer_availability == "AVAILABLE");
         Ok((
-            json!({"image": image, "digest": top.0, "blobs": rows}),
+            json!({"image": image, "digest": digest, "blobs": rows}),
             all_available,
         ))
     };
     tokio::time::timeout(args.timeout, work)
         .await
         .map_err(|_| Failure::Ecr(RegistryError::Timeout))?
+}
+
+/// One image manifest of the image: the image itself, or a child of its index.
+struct FetchedImage {
+    platform: Option<String>,
+    digest: String,
+    attestation: bool,
+    text: String,
+}
+
+/// The digest `id` resolves to, and its image manifests: itself, or every child of its index.
+async fn image_manifests(
+    api: &EcrApi,
+    repo: &RepositoryKey,
+    id: &ImageId,
+    image: &str,
+) -> Result<(String, Vec<FetchedImage>), Failure> {
+    let (digest, text, media_type) = fetch(api, repo, id).await?;
+    match manifest::parse(&text, media_type.as_deref()) {
+        Ok(Manifest::Image { .. }) => {
+            let only = FetchedImage {
+                platform: None,
+                digest: digest.clone(),
+                attestation: false,
+                text,
+            };
+            Ok((digest, vec![only]))
+        }
+        Ok(Manifest::Index { children }) => {
+            let mut manifests = Vec::with_capacity(children.len());
+            for child in children {
+                let (child_digest, text, _) =
+                    fetch(api, repo, &ImageId::Digest(child.digest.clone())).await?;
+                manifests.push(FetchedImage {
+                    platform: child.platform.as_ref().map(ToString::to_string),
+                    digest: child_digest,
+                    attestation: child.attestation,
+                    text,
+                });
+            }
+            Ok((digest, manifests))
+        }
+        Err(e) => Err(Failure::Usage(format!("{image}: {e}"))),
+    }
+}
+
+/// One output row: a blob of manifest `m`, with what ECR said of it (`FOREIGN` for a
+/// non-distributable blob, never asked about).
+fn image_blob(
+    m: &FetchedImage,
+    b: manifest::RoledBlob,
+    layers: &[LayerDetail],
+    failures: &[LayerFailure],
+) -> ImageBlob {
+    let layer = layers.iter().find(|l| l.layer_digest == b.digest);
+    let failure = failures.iter().find(|f| f.layer_digest == b.digest);
+    let availability = match (b.foreign, layer, failure) {
+        (true, _, _) => "FOREIGN".to_owned(),
+        (false, Some(l), _) => l.layer_availability.clone(),
+        (false, None, Some(_)) => "MISSING".to_owned(),
+        (false, None, None) => "UNKNOWN".to_owned(),
+    };
+    ImageBlob {
+        platform: m.platform.clone(),
+        manifest: m.digest.clone(),
+        role: b.role,
+        attestation: m.attestation,
+        foreign: b.foreign,
+        layer_digest: b.digest,
+        layer_availability: availability,
+        layer_size: layer.and_then(|l| l.layer_size),
+        media_type: b.media_type,
+        failure_code: failure.map(|f| f.failure_code.clone()),
+    }
 }
 
 /// (digest, manifest, media type) of one image id.

@@ -9,10 +9,12 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use foldhash::fast::RandomState;
-use moka::sync::Cache;
+// tokio's clock: the real one in production, the paused one in tests, so lifetimes are
+// tested by advancing time instead of sleeping.
+use tokio::time::Instant;
 
 use crate::image::RepositoryKey;
 use crate::manifest::Manifest;
@@ -34,6 +36,7 @@ pub struct CacheSettings {
 }
 
 impl Default for CacheSettings {
+    /// The defaults of the `--*-cache-*` flags, which take them from here.
     fn default() -> Self {
         CacheSettings {
             manifest_capacity: 10_000,
@@ -78,14 +81,14 @@ fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
 
 type Repo = Arc<RepositoryKey>;
 
-/// The caches. Besides the three of raw facts, `intact` remembers, per image reference as
+/// The caches, all [`TtlMap`]s. Besides the three of raw facts, `intact` remembers, per image reference as
 /// written (its host names account and region), that every blob of it was AVAILABLE: a
 /// fact derived from the others, kept no longer than the shortest of their lifetimes, so
 /// the warm path needs one lookup per image.
 pub struct Caches {
     intact: TtlMap<Arc<str>, (Finding, bool)>,
-    tags: Cache<(Repo, Box<str>), Arc<str>>,
-    manifests: Cache<(Repo, Arc<str>), Arc<Manifest>>,
+    tags: TtlMap<(Repo, Box<str>), Arc<str>>,
+    manifests: TtlMap<(Repo, Arc<str>), Arc<Manifest>>,
     blobs: AvailableBlobs,
     metrics: EngineMetrics,
 }
@@ -100,14 +103,8 @@ impl Caches {
                     .min(settings.blob_ttl)
                     .min(settings.manifest_ttl),
             ),
-            tags: Cache::builder()
-                .max_capacity(settings.tag_capacity)
-                .time_to_live(settings.tag_ttl)
-                .build(),
-            manifests: Cache::builder()
-                .max_capacity(settings.manifest_capacity)
-                .time_to_live(settings.manifest_ttl)
-                .build(),
+            tags: TtlMap::new(settings.tag_capacity, settings.tag_ttl),
+            manifests: TtlMap::new(settings.manifest_capacity, settings.manifest_ttl),
             blobs: AvailableBlobs::new(settings.blob_capacity, settings.blob_ttl),
             metrics,
         }
@@ -125,7 +122,7 @@ impl Caches {
     }
 
     pub fn tag(&self, repo: &Repo, tag: &str) -> Option<Arc<str>> {
-        let found = self.tags.get(&(repo.clone(), tag.into()));
+        let found = self.tags.get(&(repo.clone(), Box::<str>::from(tag)));
         self.metrics.cache("tag", found.is_some());
         found
     }
@@ -135,7 +132,9 @@ impl Caches {
     }
 
     pub fn manifest(&self, repo: &Repo, digest: &str) -> Option<Arc<Manifest>> {
-        let found = self.manifests.get(&(repo.clone(), digest.into()));
+        let found = self
+            .manifests
+            .get(&(repo.clone(), Arc::<str>::from(digest)));
         self.metrics.cache("manifest", found.is_some());
         found
     }
@@ -155,21 +154,16 @@ impl Caches {
         self.blobs.insert(repo, digest);
     }
 
-    /// Entries held now (after pending evictions run), per cache: (tags, manifests, blobs).
+    /// Entries held now per cache, expired ones not yet dropped included:
+    /// (tags, manifests, blobs).
     pub fn sizes(&self) -> (u64, u64, u64) {
-        self.tags.run_pending_tasks();
-        self.manifests.run_pending_tasks();
-        (
-            self.tags.entry_count(),
-            self.manifests.entry_count(),
-            self.blobs.len(),
-        )
+        (self.tags.len(), self.manifests.len(), self.blobs.len())
     }
 }
 
 /// Blobs seen AVAILABLE, with their expiry: the largest cache by far (every layer of every
-/// image), so kept lean rather than general: about 60 bytes an entry in sharded hash maps
-/// instead of a few hundred in a general-purpose cache.
+/// image), so kept lean: about 65 bytes an entry (a 56-byte key and expiry, and the hash
+/// table's control byte and spare room) instead of a few hundred in a general-purpose cache.
 struct AvailableBlobs(TtlMap<(Repo, BlobKey), ()>);
 
 impl AvailableBlobs {
@@ -192,7 +186,8 @@ impl AvailableBlobs {
 
 /// A bounded map whose entries expire: sharded hash maps under short locks, with no
 /// bookkeeping per read (a general-purpose cache records every read for its eviction
-/// policy, which the warm path measured at 2 µs a request). Bounded per shard: when a shard
+/// policy, which the warm path measured at 2 µs a request), on tokio's clock (moka keeps
+/// its own, which a test cannot move). Bounded per shard: when a shard
 /// is full, expired entries go first, then an arbitrary eighth of it (an entry dropped
 /// early is only asked about again). Hashed with foldhash, seeded per process: SipHash was a
 /// tenth of the warm review.

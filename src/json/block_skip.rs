@@ -9,7 +9,9 @@
 //! first stage of simdjson (Langdale and Lemire, "Parsing Gigabytes of JSON per Second",
 //! 2019). Checked: brackets pair by type, strings end, no control characters inside them
 //! or stray ones outside, backslashes are followed by a valid escape letter. Other targets
-//! use the byte-at-a-time scan in `reader.rs` (this module is built for x86-64 only).
+//! use the byte-at-a-time scan in `mod.rs` (this module is built for x86-64 only).
+// With `bytewise-json` only the tests comparing the two skippers use this module.
+#![cfg_attr(feature = "bytewise-json", allow(dead_code))]
 
 /// Where the value starting with the bracket at `start` ends (the index after its closing
 /// bracket), or the offset and reason it is malformed.

@@ -7,19 +7,20 @@
 //! strings must close, hold no control characters and escape only what JSON escapes;
 //! brackets must pair by type. Numbers and literals inside skipped values are not parsed
 //! (the API server sends only JSON it serialized itself; what is read is checked fully).
-//! On x86-64 objects and arrays are skipped 64 bytes at a time (`block_skip.rs`).
+//! On x86-64 objects and arrays are skipped 64 bytes at a time (`block_skip.rs`); elsewhere
+//! (arm64) byte at a time, which the `bytewise-json` feature forces on x86-64 too.
 //! Anything `serde_json` accepts is read the same; `serde_json` stays the reference decoder:
 //! tests and the fuzzer compare the two.
 
 use std::borrow::Cow;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", any(test, not(feature = "bytewise-json"))))]
 mod block_skip;
 mod syntax;
 
 pub(crate) use syntax::plain_run_bytewise;
 use syntax::{class, stops_string, OPEN, PASS, QUOTE};
-#[cfg(any(test, not(target_arch = "x86_64")))]
+#[cfg(any(test, not(target_arch = "x86_64"), feature = "bytewise-json"))]
 use syntax::{escape_len, BracketStack, CLOSE};
 
 /// Nesting depth at most, as `serde_json`'s default recursion limit.
@@ -222,9 +223,9 @@ impl<'a> Reader<'a> {
     /// Advances over string content up to the next quote, backslash or control character.
     fn plain_run(&mut self) {
         let rest = self.bytes().get(self.pos..).unwrap_or_default();
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(feature = "bytewise-json")))]
         let run = block_skip::string_run(rest);
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(any(not(target_arch = "x86_64"), feature = "bytewise-json"))]
         let run = plain_run_bytewise(rest);
         self.pos += run;
     }
@@ -358,14 +359,14 @@ impl<'a> Reader<'a> {
             self.pos += 1;
             return Ok(());
         }
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(feature = "bytewise-json")))]
         return self.jump(block_skip::skip_string(self.bytes(), self.pos));
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(any(not(target_arch = "x86_64"), feature = "bytewise-json"))]
         self.skip_string_body_bytewise()
     }
 
     /// The portable [`Self::skip_string_body`].
-    #[cfg(any(test, not(target_arch = "x86_64")))]
+    #[cfg(any(test, not(target_arch = "x86_64"), feature = "bytewise-json"))]
     fn skip_string_body_bytewise(&mut self) -> Result<()> {
         loop {
             self.plain_run();
@@ -392,14 +393,14 @@ impl<'a> Reader<'a> {
     /// limited (`serde_json` skips any depth too): the stack of open brackets is one bit
     /// each, so a body of n bytes needs at most n/8 bytes of it.
     fn skip_nested(&mut self) -> Result<()> {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", not(feature = "bytewise-json")))]
         return self.jump(block_skip::skip_nested(self.bytes(), self.pos));
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(any(not(target_arch = "x86_64"), feature = "bytewise-json"))]
         self.skip_nested_bytewise()
     }
 
     /// Moves to where a block skipper found the end, or to the error it found.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", not(feature = "bytewise-json")))]
     fn jump(&mut self, found: std::result::Result<usize, (usize, &'static str)>) -> Result<()> {
         match found {
             Ok(end) => {
@@ -414,7 +415,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The portable [`Self::skip_nested`].
-    #[cfg(any(test, not(target_arch = "x86_64")))]
+    #[cfg(any(test, not(target_arch = "x86_64"), feature = "bytewise-json"))]
     fn skip_nested_bytewise(&mut self) -> Result<()> {
         let mut open = BracketStack::default();
         loop {

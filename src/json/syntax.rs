@@ -122,7 +122,7 @@ impl Innermost {
     }
 }
 
-#[cfg(any(test, not(target_arch = "x86_64")))]
+#[cfg(any(test, not(target_arch = "x86_64"), feature = "bytewise-json"))]
 impl BracketStack {
     pub(crate) fn push(&mut self, object: bool) {
         self.top.push(object, &mut self.outer);
