@@ -2,7 +2,6 @@
 //! tests and fuzzers drive the same code.
 
 pub mod review;
-mod review_reader;
 
 use std::time::Duration;
 

@@ -1,17 +1,18 @@
 //! A borrowed view of an AdmissionReview v1: only what the decision needs, decoded without
-//! copying strings that need no unescaping. The webhook decodes it with the pull reader
-//! (`review_reader.rs`); the `serde` decoder here is the reference it is held to, and the
-//! one the CLI uses on YAML documents. `k8s-openapi` stays the reference shape; a test
-//! decodes every fixture both ways and compares the images.
+//! copying strings that need no unescaping. Its `Deserialize` impls here are its one
+//! description: the webhook decodes it with the pull reader (`crate::json`), tests and the
+//! fuzzer hold that to `serde_json`, and the CLI decodes YAML documents with it.
+//! `k8s-openapi` stays the reference shape; a test decodes every fixture both ways and
+//! compares the images.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::de::IgnoredAny;
-use serde::Deserialize;
+use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::json::JsonError;
+use crate::json::{JsonError, Reader, RAW_VALUE};
 use crate::workload::kind::WorkloadKind;
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -58,9 +59,90 @@ impl<'a> ObjectField<'a> {
     }
 }
 
+impl<'a> ReviewView<'a> {
+    /// Decodes an AdmissionReview body with the pull reader.
+    pub fn parse(body: &'a [u8]) -> Result<Self, JsonError> {
+        let text = std::str::from_utf8(body).map_err(|e| JsonError {
+            what: "invalid UTF-8".into(),
+            at: Some(e.valid_up_to()),
+        })?;
+        let mut reader = Reader::new(text);
+        let view = ReviewView::deserialize(&mut reader)?;
+        reader.end()?;
+        Ok(view)
+    }
+
+    /// The reference decoder, with `serde_json`: slower, as it validates every value.
+    pub fn parse_with_serde(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
+impl<'a> ObjectView<'a> {
+    /// Decodes an object kept raw; `null` reads as an empty object.
+    pub fn parse(raw: &'a str) -> Result<Self, JsonError> {
+        let mut reader = Reader::new(raw);
+        let view = Option::<ObjectView>::deserialize(&mut reader)?.unwrap_or_default();
+        reader.end()?;
+        Ok(view)
+    }
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for RequestView<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(RequestVisitor)
+    }
+}
+
+/// A string borrowed from the input when it needs no unescaping (`Cow`'s own `Deserialize`
+/// always copies).
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// A value's JSON text, borrowed from the input: the pull reader gives it when asked under
+/// [`RAW_VALUE`]; `serde_json` through its own `RawValue`.
+struct RawJson<'a>(&'a str);
+
+impl<'de> Deserialize<'de> for RawJson<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RawVisitor;
+        impl<'de> Visitor<'de> for RawVisitor {
+            type Value = RawJson<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(RawJson(v))
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Self::Value, D::Error> {
+                <&'de RawValue>::deserialize(deserializer).map(|raw| RawJson(raw.get()))
+            }
+        }
+        deserializer.deserialize_newtype_struct(RAW_VALUE, RawVisitor)
     }
 }
 
@@ -73,20 +155,20 @@ impl<'de> serde::de::Visitor<'de> for RequestVisitor {
         f.write_str("an AdmissionRequest object")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        use serde::de::Error;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut uid = None;
         let mut kind: Option<GroupVersionKind<'de>> = None;
         let mut operation = None;
         let (mut namespace, mut name) = (None, None);
         let (mut object, mut old_object) = (ObjectField::Absent, ObjectField::Absent);
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match key.as_ref() {
-                "uid" => uid = Some(map.next_value()?),
+        let text = |t: Option<Text<'de>>| t.map(|t| t.0);
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match key.0.as_ref() {
+                "uid" => uid = Some(map.next_value::<Text>()?.0),
                 "kind" => kind = Some(map.next_value()?),
-                "operation" => operation = Some(map.next_value()?),
-                "namespace" => namespace = map.next_value()?,
-                "name" => name = map.next_value()?,
+                "operation" => operation = Some(map.next_value::<Text>()?.0),
+                "namespace" => namespace = text(map.next_value()?),
+                "name" => name = text(map.next_value()?),
                 "object" => object = next_object(&mut map, kind.as_ref())?,
                 "oldObject" => old_object = next_object(&mut map, kind.as_ref())?,
                 _ => {
@@ -94,10 +176,11 @@ impl<'de> serde::de::Visitor<'de> for RequestVisitor {
                 }
             }
         }
+        let missing = |field: &str| A::Error::custom(format!("missing field `{field}` in request"));
         Ok(RequestView {
-            uid: uid.ok_or_else(|| A::Error::missing_field("uid"))?,
-            kind: kind.ok_or_else(|| A::Error::missing_field("kind"))?,
-            operation: operation.ok_or_else(|| A::Error::missing_field("operation"))?,
+            uid: uid.ok_or_else(|| missing("uid"))?,
+            kind: kind.ok_or_else(|| missing("kind"))?,
+            operation: operation.ok_or_else(|| missing("operation"))?,
             namespace,
             name,
             object,
@@ -106,7 +189,7 @@ impl<'de> serde::de::Visitor<'de> for RequestVisitor {
     }
 }
 
-fn next_object<'de, A: serde::de::MapAccess<'de>>(
+fn next_object<'de, A: MapAccess<'de>>(
     map: &mut A,
     kind: Option<&GroupVersionKind<'de>>,
 ) -> Result<ObjectField<'de>, A::Error> {
@@ -121,8 +204,8 @@ fn next_object<'de, A: serde::de::MapAccess<'de>>(
             map.next_value::<IgnoredAny>()?;
             ObjectField::Skipped
         }
-        None => match map.next_value::<Option<&'de RawValue>>()? {
-            Some(raw) => ObjectField::Raw(raw.get()),
+        None => match map.next_value::<Option<RawJson<'de>>>()? {
+            Some(raw) => ObjectField::Raw(raw.0),
             None => ObjectField::Absent,
         },
     })
@@ -209,11 +292,4 @@ pub struct ContainerView<'a> {
     pub name: Cow<'a, str>,
     #[serde(borrow, default)]
     pub image: Option<Cow<'a, str>>,
-}
-
-impl<'a> ReviewView<'a> {
-    /// The reference decoder, with `serde_json`: slower, as it validates every value.
-    pub fn parse_with_serde(body: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(body)
-    }
 }

@@ -16,7 +16,10 @@ use std::borrow::Cow;
 
 #[cfg(all(target_arch = "x86_64", any(test, not(feature = "bytewise-json"))))]
 mod block_skip;
+mod de;
 mod syntax;
+
+pub use de::RAW_VALUE;
 
 pub(crate) use syntax::plain_run_bytewise;
 use syntax::{class, stops_string, OPEN, PASS, QUOTE};
@@ -29,7 +32,7 @@ pub const MAX_DEPTH: usize = 128;
 /// Where and why the input is not the JSON expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonError {
-    pub what: &'static str,
+    pub what: Cow<'static, str>,
     /// The byte offset, when the problem is at one place.
     pub at: Option<usize>,
 }
@@ -38,7 +41,7 @@ impl std::fmt::Display for JsonError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.at {
             Some(at) => write!(f, "{} at byte {at}", self.what),
-            None => f.write_str(self.what),
+            None => f.write_str(&self.what),
         }
     }
 }
@@ -72,7 +75,7 @@ impl<'a> Reader<'a> {
 
     fn error<T>(&self, what: &'static str) -> Result<T> {
         Err(JsonError {
-            what,
+            what: Cow::Borrowed(what),
             at: Some(self.pos),
         })
     }
@@ -127,62 +130,10 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Reads an object, handing each member's key to `member`, which must consume its value.
-    pub fn object(
-        &mut self,
-        mut member: impl FnMut(&mut Self, Cow<'a, str>) -> Result<()>,
-    ) -> Result<()> {
-        self.container(
-            b'{',
-            b'}',
-            "expected an object",
-            "expected ',' or '}'",
-            |r| {
-                r.ws();
-                let key = r.string()?;
-                if !r.eat(b':') {
-                    return r.error("expected ':'");
-                }
-                member(r, key)
-            },
-        )
-    }
-
-    /// Reads an array, calling `element` for each element, which must consume it.
-    pub fn array(&mut self, mut element: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
-        self.container(
-            b'[',
-            b']',
-            "expected an array",
-            "expected ',' or ']'",
-            |r| element(r),
-        )
-    }
-
-    /// An object or array: `item` reads each comma-separated item.
-    fn container(
-        &mut self,
-        open: u8,
-        close: u8,
-        not_open: &'static str,
-        no_separator: &'static str,
-        mut item: impl FnMut(&mut Self) -> Result<()>,
-    ) -> Result<()> {
-        if !self.eat(open) {
-            return self.error(not_open);
-        }
-        self.enter()?;
+    /// Closes the object or array [`Self::enter`] opened.
+    fn leave(&mut self, close: u8, no_separator: &'static str) -> Result<()> {
         if !self.eat(close) {
-            loop {
-                item(self)?;
-                if self.eat(b',') {
-                    continue;
-                }
-                if self.eat(close) {
-                    break;
-                }
-                return self.error(no_separator);
-            }
+            return self.error(no_separator);
         }
         self.depth -= 1;
         Ok(())
@@ -208,15 +159,6 @@ impl<'a> Reader<'a> {
             }
             Some(_) => self.error("control character in string"),
             None => self.error("unterminated string"),
-        }
-    }
-
-    /// `null` as `None`, else a string.
-    pub fn opt_string(&mut self) -> Result<Option<Cow<'a, str>>> {
-        if self.null() {
-            Ok(None)
-        } else {
-            self.string().map(Some)
         }
     }
 

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -22,7 +22,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-mod coarse_timer;
 mod read_ahead;
 pub mod tls;
 pub mod webhook;
@@ -33,7 +32,6 @@ use crate::admission::Policy;
 use crate::engine::Engine;
 use crate::logging::DecisionLog;
 use crate::metrics::{self, Metrics};
-use coarse_timer::CoarseTimer;
 use read_ahead::ReadAhead;
 use tls::CertStore;
 use webhook::{WebhookService, WebhookState};
@@ -246,7 +244,7 @@ async fn serve_tls(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let timer = CoarseTimer::start();
+    let timer = TokioTimer::new();
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
