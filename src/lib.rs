@@ -24,7 +24,7 @@ pub mod image;
 mod json;
 pub mod logging;
 pub mod manifest;
-pub mod metrics;
+mod metrics;
 pub mod registry;
 pub mod report;
 pub mod server;

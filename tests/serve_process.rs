@@ -216,11 +216,12 @@ async fn logs_of_one_review(env: &[(&str, &str)]) -> String {
         .expect("kill");
     assert!(status.success());
     assert_eq!(child.wait().expect("wait").code(), Some(0));
-    // An idle keep-alive connection (the client's) holds the drain no longer than the
-    // request budget (3 s) plus a second.
+    // The client's idle keep-alive connection is still open: the drain ended it (after at
+    // most the request budget plus a second) instead of waiting for the client, which keeps
+    // idle connections for 90 s. The bound only tells a hang from that, on a loaded machine.
     assert!(
-        signalled.elapsed() < Duration::from_secs(6),
-        "exited {:?} after SIGTERM",
+        signalled.elapsed() < Duration::from_secs(60),
+        "still running {:?} after SIGTERM: the idle connection held the drain",
         signalled.elapsed()
     );
     drop(client);

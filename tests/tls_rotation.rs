@@ -66,9 +66,11 @@ async fn a_swapped_secret_is_served_without_restart_and_open_connections_survive
             assert_eq!(r.status(), 200);
             break;
         }
+        // Reloads are checked every 100 ms: the bound only tells a missed reload from a
+        // slow machine.
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "new certificate not served after 5 s"
+            started.elapsed() < Duration::from_secs(30),
+            "new certificate not served after 30 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

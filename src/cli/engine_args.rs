@@ -55,7 +55,7 @@ pub struct EngineArgs {
     #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_TTL", value_parser = parse_flag_duration,
         default_value_t = CacheSettings::default().blob_ttl.into())]
     pub blob_cache_ttl: humantime::Duration,
-    /// Most AVAILABLE blob entries kept (about 65 bytes each).
+    /// Most AVAILABLE blob entries kept (about 70 bytes each).
     #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_SIZE",
         default_value_t = CacheSettings::default().blob_capacity)]
     pub blob_cache_size: u64,

@@ -115,7 +115,7 @@ impl Engine {
     }
 
     /// ECR call and cache metrics, for registration with the webhook's.
-    pub fn metrics(&self) -> &EngineMetrics {
+    pub(crate) fn metrics(&self) -> &EngineMetrics {
         &self.metrics
     }
 
@@ -244,7 +244,7 @@ fn in_input_order(
 }
 
 /// `2.5s`, `300ms`.
-pub fn human(d: Duration) -> String {
+fn human(d: Duration) -> String {
     if d >= Duration::from_secs(1) {
         format!("{:.1}s", d.as_secs_f64())
     } else {
