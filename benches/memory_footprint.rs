@@ -5,14 +5,14 @@
 //!
 //! Usage: memory_footprint [IMAGES] [LAYERS]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use ecr_preflight::admission::{OwnedObjects, Policy};
-use ecr_preflight::decision::{Mode, OnError};
 use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::image::{ImageId, RepositoryKey};
-use ecr_preflight::logging::DecisionLog;
 use ecr_preflight::registry::{
     BatchGetImageOutput, BlobState, FetchedManifest, LayerAvailabilityOutput, Registry,
     RegistryError,
@@ -153,17 +153,8 @@ async fn main() {
     )
     .expect("key");
     let config = WebhookConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-        policy: Policy {
-            mode: Mode::Enforce,
-            on_error: OnError::Allow,
-            owned_objects: OwnedObjects::Audit,
-        },
         timeout: Duration::from_secs(30),
-        certificates: CertStore::new(certified),
-        limits: server::Limits::default(),
-        decision_log: DecisionLog::Tracing,
+        ..common::server::loopback_config(CertStore::new(certified))
     };
     let running = server::start_webhook(engine.clone(), config)
         .await
