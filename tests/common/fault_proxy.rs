@@ -1,10 +1,11 @@
 //! A fault-injecting HTTP proxy between the webhook and the ECR emulator: it forwards
-//! requests to the emulator, or answers as a failing ECR would.
+//! requests to the emulator, or answers as a failing ECR would, and records when each call
+//! came and went (for measuring the webhook's own time around its ECR calls).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -33,6 +34,8 @@ struct Shared {
     upstream: String,
     client: reqwest::Client,
     calls: AtomicUsize,
+    /// When each call arrived and when its answer was handed back, in arrival order.
+    spans: Mutex<Vec<(Instant, Instant)>>,
 }
 
 pub struct FaultProxy {
@@ -47,6 +50,7 @@ impl FaultProxy {
             upstream: upstream.to_owned(),
             client: reqwest::Client::new(),
             calls: AtomicUsize::new(0),
+            spans: Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
             .fallback(handle)
@@ -72,6 +76,11 @@ impl FaultProxy {
     pub fn calls(&self) -> usize {
         self.shared.calls.load(Ordering::SeqCst)
     }
+
+    /// The spans of the calls since the last time this was asked, taken out.
+    pub fn take_spans(&self) -> Vec<(Instant, Instant)> {
+        std::mem::take(&mut *self.shared.spans.lock().expect("lock"))
+    }
 }
 
 fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -88,6 +97,17 @@ fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let arrived = Instant::now();
+    let response = answer(&shared, headers, body).await;
+    shared
+        .spans
+        .lock()
+        .expect("lock")
+        .push((arrived, Instant::now()));
+    response
+}
+
+async fn answer(shared: &Shared, headers: HeaderMap, body: Bytes) -> Response {
     shared.calls.fetch_add(1, Ordering::SeqCst);
     let target = headers
         .get("x-amz-target")

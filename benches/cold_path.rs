@@ -1,0 +1,162 @@
+//! The first admission of a never-seen image, against the ECR emulator behind a proxy that
+//! adds a fixed round trip to every ECR call and records each call's span: for a tag, an
+//! index and a digest, the decision time, the time spent inside ECR calls, the number of
+//! sequential calls, and what is left, the webhook's own time, per call.
+//!
+//! Each image is posted once, fresh (nothing of it cached), then once again warm, over one
+//! keep-alive HTTP/1.1 connection as the API server uses. Own time per call =
+//! (decision - time inside ECR calls - the warm answer's time) / sequential calls.
+//!
+//! Usage: cold_path ENDPOINT [RTT_MS] [IMAGES]   (benches/cold_path.sh starts the emulator)
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fault_proxy::{Fault, FaultProxy};
+use common::seed::{Breakage, Seeder, OCI_MANIFEST};
+use common::server::{self, Options, TestServer};
+
+/// How each kind of image is named in the admission.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Tag,
+    Index,
+    Digest,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Tag => "tag (single-arch)",
+            Kind::Index => "tag (index, 2 platforms)",
+            Kind::Digest => "digest (manifest not cached)",
+        }
+    }
+}
+
+/// A fresh image of `kind`, as a reference.
+async fn seed(s: &Seeder, run: &str, n: usize, kind: Kind) -> String {
+    let repo = format!("{run}/app");
+    let tag = format!("v{n}");
+    let seed = format!("{run}-{n}");
+    let intact = Breakage::default();
+    match kind {
+        Kind::Tag => s
+            .image(&repo, &tag, &seed, 4, OCI_MANIFEST, intact)
+            .await
+            .reference(),
+        Kind::Digest => s
+            .image(&repo, &tag, &seed, 4, OCI_MANIFEST, intact)
+            .await
+            .by_digest(),
+        Kind::Index => {
+            let platforms = [("amd64", intact), ("arm64", intact)];
+            s.index(&repo, &tag, &seed, &platforms).await.0.reference()
+        }
+    }
+}
+
+/// Time inside ECR calls (the union of the spans) and how many calls ran one after another
+/// (spans that overlap an earlier one run beside it, not after it).
+fn ecr_time(spans: &[(Instant, Instant)]) -> (Duration, usize) {
+    let mut spans = spans.to_vec();
+    spans.sort();
+    let (mut total, mut sequential) = (Duration::ZERO, 0);
+    let mut covered: Option<Instant> = None;
+    for (start, end) in spans {
+        match covered {
+            Some(c) if start < c => {
+                total += end.saturating_duration_since(c);
+                covered = Some(c.max(end));
+            }
+            _ => {
+                total += end - start;
+                sequential += 1;
+                covered = Some(end);
+            }
+        }
+    }
+    (total, sequential)
+}
+
+async fn post(srv: &TestServer, image: &str) -> Duration {
+    let body = common::pod_review(&[("app", image)]);
+    let started = Instant::now();
+    let response = srv.review("/validate?timeout=10s", body).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response["allowed"], true, "{image}: {response}");
+    elapsed
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let endpoint = args
+        .next()
+        .expect("usage: cold_path ENDPOINT [RTT_MS] [IMAGES]");
+    let rtt: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(25);
+    let images: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(15);
+    let s = Seeder::new(&endpoint);
+    let proxy = FaultProxy::start(&endpoint).await;
+    proxy.set(Fault::Latency(Duration::from_millis(rtt)));
+    println!(
+        "Cold path: {images} fresh images per row, {rtt} ms added to every ECR call; medians.\n"
+    );
+    println!("| image | --batch-window | decision | inside ECR calls | sequential calls | warm answer | webhook's own time per call |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for window in [ecr_preflight::engine::DEFAULT_BATCH_WINDOW, Duration::ZERO] {
+        for kind in [Kind::Tag, Kind::Index, Kind::Digest] {
+            let srv = server::start(Options {
+                timeout: Duration::from_secs(10),
+                batch_window: window,
+                endpoint: Some(proxy.url.clone()),
+                ..Options::default()
+            })
+            .await;
+            let srv = TestServer {
+                client: server::client(&srv.cert_pem, true),
+                ..srv
+            };
+            // The SDK client and its connection to the endpoint, made once.
+            let run = common::unique("cold");
+            post(&srv, &seed(&s, &run, 0, kind).await).await;
+            let (mut decision, mut inside, mut calls, mut warm, mut own) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for n in 1..=images {
+                let image = seed(&s, &run, n, kind).await;
+                proxy.take_spans();
+                let cold = post(&srv, &image).await;
+                let (in_ecr, sequential) = ecr_time(&proxy.take_spans());
+                let cached = post(&srv, &image).await;
+                assert!(proxy.take_spans().is_empty(), "the warm answer asked ECR");
+                let left = cold.saturating_sub(in_ecr).saturating_sub(cached);
+                decision.push(ms(cold));
+                inside.push(ms(in_ecr));
+                calls.push(sequential as f64);
+                warm.push(ms(cached));
+                own.push(ms(left) / sequential.max(1) as f64);
+            }
+            println!(
+                "| {} | {} | {:.1} ms | {:.1} ms | {} | {:.2} ms | **{:.2} ms** |",
+                kind.name(),
+                humantime::format_duration(window),
+                median(decision),
+                median(inside),
+                median(calls),
+                median(warm),
+                median(own)
+            );
+        }
+    }
+}
