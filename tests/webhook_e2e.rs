@@ -839,8 +839,9 @@ async fn http1_keep_alive_and_http2_both_work() {
 /// One HTTP/2 stream still waiting on ECR must not hold up the others on its connection.
 #[tokio::test]
 async fn a_waiting_http2_stream_does_not_hold_up_the_others_on_its_connection() {
-    // A budget far longer than the quick streams can take, however loaded the machine.
-    let (srv, hanging) = with_hanging_registry(Duration::from_secs(25)).await;
+    // A budget far longer than the quick streams can take, however loaded the machine; the
+    // waiting stream is answered (unknown, allowed with a warning) when it ends.
+    let (srv, hanging) = with_hanging_registry(Duration::from_secs(10)).await;
     let client = server::client(&srv.cert_pem, false);
     let url = format!("{}/validate", srv.url);
     let send = |body: String| {
@@ -866,7 +867,9 @@ async fn a_waiting_http2_stream_does_not_hold_up_the_others_on_its_connection() 
         assert_eq!(review["response"]["allowed"], true);
     }
     assert!(!slow.is_finished(), "the waiting stream was answered early");
-    slow.abort();
+    let slow = slow.await.expect("join");
+    assert_eq!(slow["response"]["allowed"], true, "{slow}");
+    assert!(!warnings(&slow["response"]).is_empty(), "{slow}");
 }
 
 #[tokio::test]

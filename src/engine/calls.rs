@@ -15,7 +15,7 @@ use super::retry::with_retries;
 use crate::image::{ImageId, RepositoryKey};
 use crate::manifest::{self, Manifest};
 use crate::metrics::{EcrOperation, EngineMetrics};
-use crate::registry::{BatchGetImageOutput, BlobState, Registry, RegistryError};
+use crate::registry::{BatchGetImageOutput, BlobState, FetchedManifest, Registry, RegistryError};
 
 /// ECR calls made, per operation: for the call-count tests and benchmarks.
 #[derive(Debug, Default)]
@@ -170,7 +170,7 @@ impl EcrCaller {
 fn match_answers(
     ids: &[ImageId],
     out: BatchGetImageOutput,
-) -> HashMap<ImageId, Answer<crate::registry::FetchedManifest>> {
+) -> HashMap<ImageId, Answer<FetchedManifest>> {
     let wanted = |tag: Option<&String>, digest: Option<&String>| {
         ids.iter().find(|id| match id {
             ImageId::Tag(t) => tag == Some(t),
@@ -212,7 +212,7 @@ fn parse_and_cache(
     caches: &Caches,
     repo: &Arc<RepositoryKey>,
     id: &ImageId,
-    fetched: crate::registry::FetchedManifest,
+    fetched: FetchedManifest,
 ) -> Result<Arc<Manifest>, String> {
     let digest: Option<Arc<str>> = match (id, fetched.digest) {
         (_, Some(d)) => Some(d.into()),

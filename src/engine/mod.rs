@@ -58,13 +58,11 @@ pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(2);
 /// Checks images against ECR. Shared by the webhook and the CLI.
 pub struct Engine {
     settings: EngineSettings,
-    caches: Arc<Caches>,
-    /// What every repository's batchers share: the registry, the caches, counters.
+    /// What every repository's batchers share: the registry, the caches, the call counters
+    /// and metrics; the engine reads the caches and counters through it too.
     caller: EcrCaller,
     /// Per-repository batchers, bounded and dropped when idle.
     repos: moka::sync::Cache<RepositoryKey, Arc<RepoState>>,
-    stats: Arc<CallStats>,
-    metrics: EngineMetrics,
 }
 
 /// How long a repository's batchers are kept without use.
@@ -84,63 +82,63 @@ struct Plan<'a> {
 impl Engine {
     pub fn new(registry: Arc<dyn Registry>, settings: EngineSettings) -> Self {
         let metrics = EngineMetrics::default();
-        let caches = Arc::new(Caches::new(&settings.cache, metrics.clone()));
-        let stats = Arc::new(CallStats::default());
         Engine {
             caller: EcrCaller {
                 registry,
-                stats: stats.clone(),
-                metrics: metrics.clone(),
-                caches: caches.clone(),
+                stats: Arc::new(CallStats::default()),
+                caches: Arc::new(Caches::new(&settings.cache, metrics.clone())),
+                metrics,
                 window: settings.batch_window,
             },
-            caches,
-            metrics,
             repos: moka::sync::Cache::builder()
                 .max_capacity(MAX_REPOS)
                 .time_to_idle(REPO_IDLE)
                 .build(),
             settings,
-            stats,
         }
     }
 
     /// Entries held now per cache: (tags, manifests, blobs).
     pub fn cache_sizes(&self) -> (u64, u64, u64) {
-        self.caches.sizes()
+        self.caller.caches.sizes()
     }
 
     pub fn stats(&self) -> &CallStats {
-        &self.stats
+        &self.caller.stats
     }
 
     /// ECR call and cache metrics, for registration with the webhook's.
     pub(crate) fn metrics(&self) -> &EngineMetrics {
-        &self.metrics
+        &self.caller.metrics
     }
 
     /// Checks every image (duplicates are checked once) and returns one report per input,
     /// in input order. Never takes longer than `deadline` (plus scheduling).
     pub async fn check(&self, images: &[String], deadline: Instant) -> Vec<ImageReport> {
-        let mut plan = self.plan(images);
+        let Plan {
+            mut known,
+            targets,
+            by_repo,
+        } = self.plan(images);
         // A warm admission (every image known intact) needs no ECR work at all.
-        if !plan.by_repo.is_empty() {
-            let by_repo = std::mem::take(&mut plan.by_repo);
+        if !by_repo.is_empty() {
             let per_repo = self.check_repositories(by_repo, deadline).await;
-            for (image, (repo, id)) in &plan.targets {
+            for (image, (repo, id)) in targets {
                 let finding = per_repo
-                    .get(repo)
-                    .and_then(|m| m.get(id))
+                    .get(&repo)
+                    .and_then(|m| m.get(&id))
                     .cloned()
                     .unwrap_or_else(|| Finding::Unknown("not checked".to_owned()));
                 let pull_through = self.is_pull_through(&repo.repository);
                 if finding.outcome() == Outcome::Ok {
-                    self.caches.put_intact(image, finding.clone(), pull_through);
+                    self.caller
+                        .caches
+                        .put_intact(image, finding.clone(), pull_through);
                 }
-                plan.known.insert(image, (finding, pull_through));
+                known.insert(image, (finding, pull_through));
             }
         }
-        in_input_order(images, plan.known)
+        in_input_order(images, known)
     }
 
     /// What is known of each distinct image (cached intact, not ECR, malformed), and the
@@ -152,7 +150,7 @@ impl Engine {
             {
                 continue;
             }
-            if let Some(known) = self.caches.intact(image) {
+            if let Some(known) = self.caller.caches.intact(image) {
                 plan.known.insert(image, known);
                 continue;
             }

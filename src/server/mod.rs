@@ -180,15 +180,14 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
     let admin = bind(config.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.metrics_listen))?;
-    let running = start(
+    Ok(start(
         webhook,
         admin,
         WebhookService::new(state),
         tls,
         config.limits,
         metrics,
-    )?;
-    Ok(running)
+    )?)
 }
 
 /// Serves the webhook over TLS on `webhook` and the admin routes on `admin`.
