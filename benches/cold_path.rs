@@ -99,6 +99,73 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The same round trip without the webhook: `BatchGetImage` of one tag through the SDK
+/// client alone, sequentially. What is left outside the proxy's span is the SDK's and the
+/// connection's share of the webhook's own time per call.
+async fn sdk_alone(
+    webhook_rt: &tokio::runtime::Handle,
+    s: &Seeder,
+    proxy: &FaultProxy,
+    calls: usize,
+) -> (f64, f64) {
+    use ecr_preflight::image::{ImageId, ImageTarget, RepositoryKey};
+    use ecr_preflight::registry::Registry;
+    let run = common::unique("sdk");
+    let image = seed(s, &run, 0, Kind::Tag).await;
+    let url = proxy.url.clone();
+    let registry = webhook_rt
+        .spawn(async move { server::registry(Some(url), Duration::from_secs(10)).await })
+        .await
+        .expect("registry");
+    let registry = std::sync::Arc::new(registry);
+    let repo: RepositoryKey = match ImageTarget::classify(&image) {
+        Ok(ImageTarget::Ecr { repo, .. }) => repo,
+        _ => panic!("not an ECR reference: {image}"),
+    };
+    let ids = [ImageId::Tag("v0".to_owned())];
+    let call = || {
+        let (registry, repo) = (registry.clone(), repo.clone());
+        let ids = ids.clone();
+        webhook_rt.spawn(async move {
+            let started = Instant::now();
+            registry.batch_get_image(&repo, &ids).await.expect("call");
+            started.elapsed()
+        })
+    };
+    call().await.expect("first call");
+    let (mut total, mut own) = (Vec::new(), Vec::new());
+    for _ in 0..calls {
+        proxy.take_spans();
+        let elapsed = call().await.expect("call");
+        let (inside, _) = ecr_time(&proxy.take_spans());
+        total.push(ms(elapsed));
+        own.push(ms(elapsed.saturating_sub(inside)));
+    }
+    let client = reqwest::Client::new();
+    let mut raw = Vec::new();
+    for _ in 0..calls {
+        proxy.take_spans();
+        let started = Instant::now();
+        let r = client
+            .post(&proxy.url)
+            .header(
+                "x-amz-target",
+                "AmazonEC2ContainerRegistry_V20150921.DescribeRegistry",
+            )
+            .header("content-type", "application/x-amz-json-1.1")
+            .body("{}")
+            .send()
+            .await
+            .expect("raw");
+        let _ = r.bytes().await;
+        let elapsed = started.elapsed();
+        let (inside, _) = ecr_time(&proxy.take_spans());
+        raw.push(ms(elapsed.saturating_sub(inside)));
+    }
+    println!("raw reqwest outside span: {:.3} ms", median(raw));
+    (median(total), median(own))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -113,17 +180,31 @@ async fn main() {
     println!(
         "Cold path: {images} fresh images per row, {rtt} ms added to every ECR call; medians.\n"
     );
+    // The webhook and its SDK client run on a runtime of their own with one worker, as
+    // `serve` runs them by default; the proxy and the client that posts reviews on this one.
+    let webhook_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let webhook = webhook_rt.handle().clone();
+    let (total, own) = sdk_alone(&webhook, &s, &proxy, images * 2).await;
+    println!("SDK alone (`BatchGetImage` of one tag, {} calls): {total:.1} ms a call, **{own:.2} ms** of it outside the proxy's span.\n", images * 2);
+    if std::env::var_os("SDK_ONLY").is_some() {
+        webhook_rt.shutdown_background();
+        return;
+    }
     println!("| image | --batch-window | decision | inside ECR calls | sequential calls | warm answer | webhook's own time per call |");
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for window in [ecr_preflight::engine::DEFAULT_BATCH_WINDOW, Duration::ZERO] {
         for kind in [Kind::Tag, Kind::Index, Kind::Digest] {
-            let srv = server::start(Options {
+            let options = Options {
                 timeout: Duration::from_secs(10),
                 batch_window: window,
                 endpoint: Some(proxy.url.clone()),
                 ..Options::default()
-            })
-            .await;
+            };
+            let srv = webhook.spawn(server::start(options)).await.expect("server");
             let srv = TestServer {
                 client: server::client(&srv.cert_pem, true),
                 ..srv
@@ -159,4 +240,5 @@ async fn main() {
             );
         }
     }
+    webhook_rt.shutdown_background();
 }

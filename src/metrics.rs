@@ -129,6 +129,7 @@ impl EngineMetrics {
             Err(RegistryError::Transport(_)) => "transport",
             Err(RegistryError::Server(_)) => "server_error",
             Err(RegistryError::Service { .. }) => "error",
+            Err(RegistryError::Credentials(_)) => "credentials",
         };
         self.ecr_requests
             .get_or_create(&EcrLabels { operation, outcome })

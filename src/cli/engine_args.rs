@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::engine::{CacheSettings, Engine, EngineSettings, DEFAULT_BATCH_WINDOW};
 use crate::manifest::Platform;
+use crate::registry::credentials::CredentialKeeper;
 use crate::registry::ecr::{EcrApi, EcrSettings};
 
 /// What the engine needs; shared by every subcommand that checks images. The defaults of the
@@ -59,7 +60,8 @@ pub struct EngineArgs {
     #[arg(long, env = "ECR_PREFLIGHT_BLOB_CACHE_SIZE",
         default_value_t = CacheSettings::default().blob_capacity)]
     pub blob_cache_size: u64,
-    /// How long a batch of ECR lookups waits for concurrent requests to join it.
+    /// At most how long ECR lookups that arrive while a call is in flight for their
+    /// repository wait for it to return; a lookup that finds none in flight is sent at once.
     #[arg(long, env = "ECR_PREFLIGHT_BATCH_WINDOW", value_parser = parse_flag_duration,
         default_value_t = DEFAULT_BATCH_WINDOW.into())]
     pub batch_window: humantime::Duration,
@@ -83,7 +85,8 @@ impl EngineArgs {
         }
         if *self.batch_window > Duration::from_millis(100) {
             return Err(
-                "--batch-window must be at most 100ms: it adds to every cold lookup".into(),
+                "--batch-window must be at most 100ms: lookups behind a slow call wait that long"
+                    .into(),
             );
         }
         if self.platforms.is_empty() {
@@ -92,12 +95,17 @@ impl EngineArgs {
         Ok(())
     }
 
-    /// The engine over the AWS SDK (credentials from the default chain), with SDK timeouts
-    /// derived from the decision budget.
-    pub async fn build_engine(&self) -> Engine {
+    /// The engine over the AWS SDK (credentials from the default chain, resolving from now
+    /// on), with SDK timeouts derived from the decision budget; and the keeper of its
+    /// credentials.
+    pub async fn build_engine(&self) -> (Engine, Option<Arc<CredentialKeeper>>) {
         let settings = EcrSettings::for_budget(self.ecr_endpoint_url.clone(), self.timeout);
         let registry = EcrApi::from_default_chain(settings, None, None).await;
-        Engine::new(Arc::new(registry), self.engine_settings())
+        let credentials = registry.credentials();
+        (
+            Engine::new(Arc::new(registry), self.engine_settings()),
+            credentials,
+        )
     }
 
     fn engine_settings(&self) -> EngineSettings {

@@ -15,8 +15,9 @@ use super::engine_args::{parse_duration, EngineArgs};
 use crate::admission::{OwnedObjects, Policy};
 use crate::decision::{Mode, OnError};
 use crate::logging::DecisionLog;
+use crate::registry::credentials::CredentialKeeper;
 use crate::server::tls::{self, CertStore};
-use crate::server::{self, Limits, WebhookConfig};
+use crate::server::{self, Limits, ReadyGate, WebhookConfig};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -55,6 +56,11 @@ pub struct ServeArgs {
     /// Objects with a controller owner: audit (record only) or enforce (apply the mode).
     #[arg(long, env = "ECR_PREFLIGHT_OWNED_OBJECTS", default_value = "audit")]
     pub owned_objects: OwnedObjects,
+    /// At most how long readiness waits for AWS credentials at start-up. Past it the pod
+    /// turns ready anyway, with a warning, and lookups answer `unknown` (saying why) until
+    /// the background retries find credentials.
+    #[arg(long, env = "ECR_PREFLIGHT_CREDENTIALS_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub credentials_wait: Duration,
     /// Threads serving requests [default: 1].
     #[arg(long, env = "ECR_PREFLIGHT_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub worker_threads: Option<u16>,
@@ -110,7 +116,8 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
             args.tls_reload_interval,
         );
     }
-    let engine = Arc::new(args.engine.build_engine().await);
+    let (engine, credentials) = args.engine.build_engine().await;
+    let engine = Arc::new(engine);
     let config = WebhookConfig {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
@@ -128,6 +135,7 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
             ..Limits::default()
         },
         decision_log,
+        ready_when: credentials.map(|keeper| credentials_gate(keeper, args.credentials_wait)),
     };
     let running = server::start_webhook(engine, config).await?;
     tracing::info!(
@@ -149,6 +157,20 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     running.wait().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Readiness waits for credentials, at most `bound`: a missing role must not keep the pod
+/// unready forever, so past the bound it turns ready and says why lookups will fail.
+fn credentials_gate(keeper: Arc<CredentialKeeper>, bound: Duration) -> ReadyGate {
+    Box::pin(async move {
+        match keeper.wait_ready(bound).await {
+            Ok(()) => tracing::info!("AWS credentials in hand: ready"),
+            Err(problem) => tracing::warn!(
+                %problem,
+                "ready without AWS credentials: ECR lookups answer unknown until they are found"
+            ),
+        }
+    })
 }
 
 /// The certificate served from the start: the files', or a self-signed one.

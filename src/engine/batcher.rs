@@ -1,10 +1,13 @@
-//! Single-flight and coalescing for one repository's calls.
+//! Single-flight and coalescing for one repository's calls of one operation.
 //!
 //! Callers ask for a set of keys (image ids, blob digests) and await their answers. Keys
-//! already in flight are joined, not asked again. New keys wait in a pending batch for a
-//! short window, or until the batch holds [`MAX_IDS_PER_CALL`] keys, and then go out in one
-//! call whose answer is fanned out to every waiter. The call runs in its own task, so a
-//! caller that gives up at its deadline never cancels it for the others.
+//! already in flight are joined, not asked again. New keys follow Nagle's rule: a request
+//! that finds no call in flight sends its keys at once (a lone admission never waits; the
+//! requests of the same moment join it); keys that arrive while a call is in flight gather
+//! in a pending batch, which leaves when a call in flight returns, when it holds
+//! [`MAX_IDS_PER_CALL`] keys, or when the window ends, whichever comes first. Each call's answer is fanned out to every waiter. The call
+//! runs in its own task, so a caller that gives up at its deadline never cancels it for the
+//! others.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -44,7 +47,10 @@ struct Pending<K, V> {
 struct State<K, V> {
     next_id: u64,
     in_flight: HashMap<K, (u64, SharedResult<K, V>)>,
+    /// Keys gathering while calls are in flight; `Some` only while `calls > 0`.
     pending: Option<Pending<K, V>>,
+    /// Calls sent and not answered yet.
+    calls: usize,
 }
 
 pub struct Coalescer<K, V> {
@@ -65,6 +71,7 @@ where
                 next_id: 0,
                 in_flight: HashMap::new(),
                 pending: None,
+                calls: 0,
             }),
             window,
             call,
@@ -96,9 +103,7 @@ where
                 let (id, shared, full) = self.enqueue(&mut state, key.clone(), deadline);
                 push_wait(&mut waits, id, &shared, key);
                 if full {
-                    if let Some(batch) = state.pending.take() {
-                        self.send(batch);
-                    }
+                    self.send_pending(&mut state);
                 }
             }
         }
@@ -121,8 +126,8 @@ where
         out
     }
 
-    /// Adds `key` to the pending batch (opening one, with its window timer, if needed).
-    /// Returns the batch id, its shared answer, and whether the batch is now full.
+    /// Adds `key` to the pending batch, opening one if needed. Returns the batch id, its
+    /// shared answer, and whether the batch is now full.
     fn enqueue(
         self: &Arc<Self>,
         state: &mut State<K, V>,
@@ -134,7 +139,8 @@ where
             None => {
                 let id = state.next_id;
                 state.next_id += 1;
-                state.pending.insert(self.open(id, deadline))
+                let gather = state.calls > 0 && !self.window.is_zero();
+                state.pending.insert(self.open(id, deadline, gather))
             }
         };
         pending.keys.push(key.clone());
@@ -149,19 +155,18 @@ where
         )
     }
 
-    /// A new pending batch, sent by a timer when its window ends.
-    fn open(self: &Arc<Self>, id: u64, deadline: Instant) -> Pending<K, V> {
+    /// A new pending batch. Opened while calls are in flight, it is to `gather`: a timer
+    /// sends it when the window ends, if a returning call has not sent it before. Opened
+    /// idle, it leaves as soon as the tasks already woken have run: those are the other
+    /// requests of the same moment (the waiters of one answer, the admissions of one read),
+    /// and their keys join it, at the cost of a task hop, not of a timer tick.
+    fn open(self: &Arc<Self>, id: u64, deadline: Instant, gather: bool) -> Pending<K, V> {
         let (sender, receiver) = oneshot::channel();
         let shared = receiver
             .map(|r| r.unwrap_or_else(|_| Err(RegistryError::Transport("batch abandoned".into()))))
             .boxed()
             .shared();
-        let this = Arc::clone(self);
-        let window = self.window;
-        tokio::spawn(async move {
-            tokio::time::sleep(window).await;
-            this.flush(id);
-        });
+        tokio::spawn(Arc::clone(self).leave_when_due(id, gather));
         Pending {
             id,
             keys: Vec::new(),
@@ -171,41 +176,65 @@ where
         }
     }
 
-    /// Sends the pending batch `id` when its window ends, unless it already went out full.
-    fn flush(self: &Arc<Self>, id: u64) {
+    /// Waits for the window (or for the tasks already woken) and makes pending batch `id`'s
+    /// call in this task, unless the batch already went out (full, or after a call returned).
+    async fn leave_when_due(self: Arc<Self>, id: u64, gather: bool) {
+        if gather {
+            tokio::time::sleep(self.window).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
         let batch = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             match &state.pending {
-                Some(p) if p.id == id => state.pending.take(),
+                Some(p) if p.id == id => {
+                    state.calls += 1;
+                    state.pending.take()
+                }
                 _ => None,
             }
         };
         if let Some(batch) = batch {
+            self.run(batch).await;
+        }
+    }
+
+    /// Sends the pending batch, if there is one.
+    fn send_pending(self: &Arc<Self>, state: &mut State<K, V>) {
+        if let Some(batch) = state.pending.take() {
+            state.calls += 1;
             self.send(batch);
         }
     }
 
+    /// Makes the call in a task of its own, so that no caller's cancellation stops it.
     fn send(self: &Arc<Self>, batch: Pending<K, V>) {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let Pending {
-                id,
-                keys,
-                deadline,
-                sender,
-                ..
-            } = batch;
-            let result = (this.call)(keys.clone(), deadline).await.map(Arc::new);
-            {
-                let mut state = this.state.lock().unwrap_or_else(|p| p.into_inner());
-                for key in &keys {
-                    if state.in_flight.get(key).is_some_and(|(i, _)| *i == id) {
-                        state.in_flight.remove(key);
-                    }
+        tokio::spawn(async move { this.run(batch).await });
+    }
+
+    /// Makes the call; when it returns, the keys leave the in-flight set and the batch that
+    /// gathered meanwhile goes out.
+    async fn run(self: &Arc<Self>, batch: Pending<K, V>) {
+        let Pending {
+            id,
+            keys,
+            deadline,
+            sender,
+            ..
+        } = batch;
+        let result = (self.call)(keys.clone(), deadline).await.map(Arc::new);
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &keys {
+                if state.in_flight.get(key).is_some_and(|(i, _)| *i == id) {
+                    state.in_flight.remove(key);
                 }
             }
-            let _ = sender.send(result);
-        });
+            state.calls = state.calls.saturating_sub(1);
+            self.send_pending(&mut state);
+        }
+        let _ = sender.send(result);
     }
 }
 

@@ -36,7 +36,8 @@ pub struct EngineSettings {
     /// Repository prefixes served by pull-through cache rules.
     pub pull_through_prefixes: Vec<String>,
     pub cache: CacheSettings,
-    /// How long a batch waits for more keys before it is sent.
+    /// At most how long keys that arrive while a call is in flight wait for it to return
+    /// before they are sent anyway; zero sends every batch as soon as it is made.
     pub batch_window: Duration,
 }
 
@@ -52,8 +53,11 @@ impl EngineSettings {
     }
 }
 
-/// Long enough for concurrent admissions to share a call, short against an ECR round trip.
-pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// Longer than most in-region ECR round trips, so that a storm's keys gather behind the call
+/// in flight (3 calls a repository at most, however the arrivals fall within two round
+/// trips); short enough that a stuck call delays the keys behind it by little. A lone
+/// admission never waits for it (see the batcher).
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(50);
 
 /// Checks images against ECR. Shared by the webhook and the CLI.
 pub struct Engine {

@@ -1,18 +1,23 @@
-//! [`Registry`] over the AWS SDK for ECR. One SDK client per (region, FIPS, dual-stack),
-//! made on first use and reused; credentials come from the default chain.
+//! [`Registry`] over the AWS SDK for ECR. One SDK client per (region, FIPS, dual-stack): the
+//! configured region's made at start-up, any other on first use, each reused. Credentials
+//! come from the default chain through a [`CredentialKeeper`], resolved at start-up and
+//! refreshed in the background.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ecr::config::http::HttpResponse;
-use aws_sdk_ecr::config::{retry::RetryConfig, timeout::TimeoutConfig, Region};
+use aws_sdk_ecr::config::{
+    retry::RetryConfig, timeout::TimeoutConfig, IdentityCache, Region, SharedCredentialsProvider,
+};
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::types::{ImageIdentifier, LayerAvailability};
 use aws_sdk_ecr::Client;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+use super::credentials::{CredentialKeeper, KeptCredentials};
 use super::{
     BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
     LayerDetail, LayerFailure, Registry, RegistryError,
@@ -53,12 +58,14 @@ pub struct EcrApi {
     base: aws_config::SdkConfig,
     settings: EcrSettings,
     clients: Mutex<HashMap<(String, bool, bool), Client>>,
+    /// `None` when the configuration has no credentials provider at all.
+    credentials: Option<Arc<CredentialKeeper>>,
 }
 
 impl EcrApi {
     /// Loads the default AWS configuration chain (env, profile, web identity, Pod Identity,
-    /// IMDS), with the named profile and region when given. Nothing is fetched until the
-    /// first call.
+    /// IMDS), with the named profile and region when given. Credentials start resolving at
+    /// once, in the background (see [`EcrApi::credentials`]).
     pub async fn from_default_chain(
         settings: EcrSettings,
         profile: Option<&str>,
@@ -74,12 +81,34 @@ impl EcrApi {
         EcrApi::new(loader.load().await, settings)
     }
 
-    pub fn new(base: aws_config::SdkConfig, settings: EcrSettings) -> Self {
-        EcrApi {
+    /// The registry over `base`, whose credentials provider is handed to a keeper that
+    /// starts resolving at once (so this needs a tokio runtime). The SDK client of `base`'s
+    /// region is built here, once.
+    pub fn new(mut base: aws_config::SdkConfig, settings: EcrSettings) -> Self {
+        let credentials = base.credentials_provider().map(CredentialKeeper::start);
+        if let Some(keeper) = &credentials {
+            base = base
+                .into_builder()
+                .credentials_provider(SharedCredentialsProvider::new(KeptCredentials(
+                    keeper.clone(),
+                )))
+                .build();
+        }
+        let api = EcrApi {
             base,
             settings,
             clients: Mutex::new(HashMap::new()),
+            credentials,
+        };
+        if let Some(region) = api.region() {
+            api.client(&region, false, false);
         }
+        api
+    }
+
+    /// The keeper of this registry's credentials: `serve` turns ready once it has them.
+    pub fn credentials(&self) -> Option<Arc<CredentialKeeper>> {
+        self.credentials.clone()
     }
 
     /// The region of the loaded AWS configuration, if it names one.
@@ -87,8 +116,13 @@ impl EcrApi {
         self.base.region().map(|r| r.to_string())
     }
 
-    fn client(&self, registry: &EcrRegistry) -> Client {
-        let key = (registry.region.clone(), registry.fips, registry.dual_stack);
+    fn client_of(&self, registry: &EcrRegistry) -> Client {
+        self.client(&registry.region, registry.fips, registry.dual_stack)
+    }
+
+    /// The SDK client for a region and endpoint flavour, made on first use.
+    fn client(&self, region: &str, fips: bool, dual_stack: bool) -> Client {
+        let key = (region.to_owned(), fips, dual_stack);
         let mut clients = self
             .clients
             .lock()
@@ -97,12 +131,16 @@ impl EcrApi {
             .entry(key)
             .or_insert_with(|| {
                 let mut builder = aws_sdk_ecr::config::Builder::from(&self.base);
-                if !registry.region.is_empty() {
-                    builder = builder.region(Region::new(registry.region.clone()));
+                if !region.is_empty() {
+                    builder = builder.region(Region::new(region.to_owned()));
+                }
+                if self.credentials.is_some() {
+                    // The keeper answers from memory and refreshes ahead of expiry itself.
+                    builder = builder.identity_cache(IdentityCache::no_cache());
                 }
                 builder = builder
-                    .use_fips(registry.fips)
-                    .use_dual_stack(registry.dual_stack)
+                    .use_fips(fips)
+                    .use_dual_stack(dual_stack)
                     .timeout_config(
                         TimeoutConfig::builder()
                             .connect_timeout(self.settings.connect_timeout)
@@ -137,7 +175,7 @@ impl Registry for EcrApi {
                 })
                 .collect();
             let out = self
-                .client(&repo.registry)
+                .client_of(&repo.registry)
                 .batch_get_image()
                 .set_registry_id(registry_id(repo))
                 .repository_name(&repo.repository)
@@ -147,7 +185,9 @@ impl Registry for EcrApi {
                 ))
                 .send()
                 .await
-                .map_err(|e| map_error(e, repo, "ecr:BatchGetImage"))?;
+                .map_err(|e| {
+                    map_error(e, repo, "ecr:BatchGetImage", self.credentials.as_deref())
+                })?;
             let images = out
                 .images()
                 .iter()
@@ -189,14 +229,21 @@ impl Registry for EcrApi {
     ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
         async move {
             let out = self
-                .client(&repo.registry)
+                .client_of(&repo.registry)
                 .batch_check_layer_availability()
                 .set_registry_id(registry_id(repo))
                 .repository_name(&repo.repository)
                 .set_layer_digests(Some(digests.to_vec()))
                 .send()
                 .await
-                .map_err(|e| map_error(e, repo, "ecr:BatchCheckLayerAvailability"))?;
+                .map_err(|e| {
+                    map_error(
+                        e,
+                        repo,
+                        "ecr:BatchCheckLayerAvailability",
+                        self.credentials.as_deref(),
+                    )
+                })?;
             let mut blobs = Vec::with_capacity(digests.len());
             let mut layers = Vec::new();
             let mut failures = Vec::new();
@@ -254,15 +301,28 @@ fn registry_id(repo: &RepositoryKey) -> Option<String> {
     Some(repo.registry.account.clone()).filter(|a| !a.is_empty())
 }
 
-/// Types an SDK error by its service code or failure kind.
+/// Types an SDK error by its service code or failure kind. A call that never reached ECR
+/// while the keeper has no valid credentials failed for that reason: said so, rather than
+/// "request could not be sent".
 fn map_error<E>(
     err: SdkError<E, HttpResponse>,
     repo: &RepositoryKey,
     operation: &'static str,
+    credentials: Option<&CredentialKeeper>,
 ) -> RegistryError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    let reached_ecr = matches!(
+        err,
+        SdkError::ServiceError(_) | SdkError::ResponseError(_) | SdkError::TimeoutError(_)
+    );
+    if let Some(problem) = credentials
+        .and_then(|k| k.problem())
+        .filter(|_| !reached_ecr)
+    {
+        return RegistryError::Credentials(problem);
+    }
     match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();

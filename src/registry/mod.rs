@@ -2,6 +2,8 @@
 //! `ecr.rs` implements it with the AWS SDK; tests plug in-memory registries behind it.
 
 #[cfg(feature = "aws")]
+pub mod credentials;
+#[cfg(feature = "aws")]
 pub mod ecr;
 
 use futures::future::BoxFuture;
@@ -102,6 +104,9 @@ pub enum RegistryError {
     Transport(String),
     #[error("{code}: {message}")]
     Service { code: String, message: String },
+    /// No valid AWS credentials: why (the chain's own error).
+    #[error("{0}")]
+    Credentials(String),
 }
 
 /// The two ECR calls the engine needs. Implementations never see more than

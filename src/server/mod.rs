@@ -6,8 +6,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -66,19 +66,30 @@ impl Default for Limits {
 /// Liveness and readiness, shared with the admin listener.
 #[derive(Debug, Default)]
 pub struct Health {
-    ready: AtomicBool,
+    /// (ready, stopping): once stopping, never ready again.
+    state: Mutex<(bool, bool)>,
 }
 
 impl Health {
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+    /// Ready, unless stopping has begun.
+    pub fn set_ready(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 = !state.1;
+    }
+    /// Unready for good: the process is stopping.
+    pub fn stop(&self) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = (false, true);
     }
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 }
 
-/// `/healthz`, `/readyz` (ready only while the webhook listener serves) and `/metrics`.
+/// What readiness waits for besides the listeners (credentials in hand, or a bounded wait).
+pub type ReadyGate = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// `/healthz`, `/readyz` (ready once the webhook listener serves and its gate has opened,
+/// until stopping) and `/metrics`.
 fn admin_router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -131,12 +142,12 @@ pub struct Running {
 impl Running {
     /// Turns readiness off only: requests are still served.
     pub fn set_unready(&self) {
-        self.health.set_ready(false);
+        self.health.stop();
     }
 
     /// Turns readiness off and starts draining: no new connections, open requests finish.
     pub fn shutdown(&self) {
-        self.health.set_ready(false);
+        self.health.stop();
         let _ = self.stop.send(true);
     }
 
@@ -160,6 +171,8 @@ pub struct WebhookConfig {
     pub certificates: Arc<CertStore>,
     pub limits: Limits,
     pub decision_log: DecisionLog,
+    /// Readiness waits for this too, when given.
+    pub ready_when: Option<ReadyGate>,
 }
 
 /// Binds both listeners and serves the webhook on `engine` until [`Running::shutdown`]:
@@ -180,14 +193,25 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
     let admin = bind(config.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.metrics_listen))?;
-    Ok(start(
+    let running = start(
         webhook,
         admin,
         WebhookService::new(state),
         tls,
         config.limits,
         metrics,
-    )?)
+    )?;
+    match config.ready_when {
+        None => running.health.set_ready(),
+        Some(gate) => {
+            let health = running.health.clone();
+            tokio::spawn(async move {
+                gate.await;
+                health.set_ready();
+            });
+        }
+    }
+    Ok(running)
 }
 
 /// Serves the webhook over TLS on `webhook` and the admin routes on `admin`.
@@ -213,7 +237,6 @@ fn start(
             tracing::error!(error = %e, "admin listener failed");
         }
     });
-    health.set_ready(true);
     let webhook_task = tokio::spawn(serve_tls(
         webhook,
         app,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use ecr_preflight::image::{ImageId, RepositoryKey};
 use ecr_preflight::registry::{
@@ -35,6 +36,22 @@ pub struct MemoryRegistry {
     pub check_calls: AtomicUsize,
     pub max_ids_per_call: AtomicUsize,
     pub max_digests_per_call: AtomicUsize,
+    /// How long every call takes (tokio's clock: virtual under a paused one).
+    pub latency: Mutex<Duration>,
+    /// Every call, in the order made.
+    pub log: Mutex<Vec<Call>>,
+}
+
+/// One call as the registry saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// When it was made, on tokio's clock.
+    pub at: tokio::time::Instant,
+    /// `BatchGetImage` or `BatchCheckLayerAvailability`.
+    pub operation: &'static str,
+    pub repository: String,
+    /// The ids (`tag x`, `digest sha256:..`) or digests asked for, sorted.
+    pub keys: Vec<String>,
 }
 
 /// An OCI image manifest naming `blobs`, the first as the config.
@@ -102,6 +119,41 @@ impl MemoryRegistry {
         )
     }
 
+    fn record(
+        &self,
+        operation: &'static str,
+        repo: &RepositoryKey,
+        keys: impl Iterator<Item = String>,
+    ) {
+        let mut keys: Vec<String> = keys.collect();
+        keys.sort();
+        self.log.lock().expect("lock").push(Call {
+            at: tokio::time::Instant::now(),
+            operation,
+            repository: repo.repository.clone(),
+            keys,
+        });
+    }
+
+    /// Calls of `operation` per repository.
+    pub fn calls_per_repository(&self, operation: &str) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for call in self.log.lock().expect("lock").iter() {
+            if call.operation == operation {
+                *out.entry(call.repository.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// The configured latency, waited out on tokio's clock.
+    async fn wait(&self) {
+        let latency = *self.latency.lock().expect("lock");
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+    }
+
     fn error(&self, repo: &RepositoryKey) -> Option<RegistryError> {
         let throttled = self
             .throttle_next
@@ -127,6 +179,8 @@ impl Registry for MemoryRegistry {
         async move {
             self.get_calls.fetch_add(1, Ordering::SeqCst);
             self.max_ids_per_call.fetch_max(ids.len(), Ordering::SeqCst);
+            self.record("BatchGetImage", repo, ids.iter().map(ToString::to_string));
+            self.wait().await;
             if let Some(e) = self.error(repo) {
                 return Err(e);
             }
@@ -174,6 +228,8 @@ impl Registry for MemoryRegistry {
             self.check_calls.fetch_add(1, Ordering::SeqCst);
             self.max_digests_per_call
                 .fetch_max(digests.len(), Ordering::SeqCst);
+            self.record("BatchCheckLayerAvailability", repo, digests.iter().cloned());
+            self.wait().await;
             if let Some(e) = self.error(repo) {
                 return Err(e);
             }

@@ -53,11 +53,10 @@ impl Default for Options {
     }
 }
 
-pub async fn engine(options: &Options) -> Engine {
-    let endpoint = options
-        .endpoint
-        .clone()
-        .unwrap_or_else(super::moto::endpoint);
+/// The SDK registry against `endpoint` (the emulator's when `None`), with the emulator's
+/// static test credentials.
+pub async fn registry(endpoint: Option<String>, timeout: Duration) -> EcrApi {
+    let endpoint = endpoint.unwrap_or_else(super::moto::endpoint);
     let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(super::seed::REGION))
         .credentials_provider(aws_sdk_ecr::config::Credentials::new(
@@ -65,10 +64,11 @@ pub async fn engine(options: &Options) -> Engine {
         ))
         .load()
         .await;
-    let registry = EcrApi::new(
-        base,
-        EcrSettings::for_budget(Some(endpoint), options.timeout),
-    );
+    EcrApi::new(base, EcrSettings::for_budget(Some(endpoint), timeout))
+}
+
+pub async fn engine(options: &Options) -> Engine {
+    let registry = registry(options.endpoint.clone(), options.timeout).await;
     Engine::new(
         Arc::new(registry),
         EngineSettings {
@@ -85,6 +85,17 @@ pub async fn engine(options: &Options) -> Engine {
 }
 
 pub async fn start(options: Options) -> TestServer {
+    let engine = Arc::new(engine(&options).await);
+    start_with(engine, &options, None).await
+}
+
+/// The webhook on `engine` (options other than the engine's from `options`), turning ready
+/// after `ready_when` if given.
+pub async fn start_with(
+    engine: Arc<Engine>,
+    options: &Options,
+    ready_when: Option<server::ReadyGate>,
+) -> TestServer {
     tls::install_crypto_provider();
     let (cert_pem, key_pem) = tls::self_signed_pem().expect("test certificate");
     let key = tls::certified_key(
@@ -94,7 +105,6 @@ pub async fn start(options: Options) -> TestServer {
         "key".as_ref(),
     )
     .expect("key");
-    let engine = Arc::new(engine(&options).await);
     let config = WebhookConfig {
         policy: Policy {
             mode: options.mode,
@@ -103,6 +113,7 @@ pub async fn start(options: Options) -> TestServer {
         },
         timeout: options.timeout,
         limits: options.limits,
+        ready_when,
         ..loopback_config(CertStore::new(key))
     };
     let running = server::start_webhook(engine.clone(), config)
@@ -133,6 +144,7 @@ pub fn loopback_config(certificates: Arc<CertStore>) -> WebhookConfig {
         certificates,
         limits: server::Limits::default(),
         decision_log: DecisionLog::Tracing,
+        ready_when: None,
     }
 }
 
