@@ -5,9 +5,9 @@
 //! that finds no call in flight sends its keys at once (a lone admission never waits; the
 //! requests of the same moment join it); keys that arrive while a call is in flight gather
 //! in a pending batch, which leaves when a call in flight returns, when it holds
-//! [`MAX_IDS_PER_CALL`] keys, or when the window ends, whichever comes first. Each call's answer is fanned out to every waiter. The call
-//! runs in its own task, so a caller that gives up at its deadline never cancels it for the
-//! others.
+//! [`MAX_IDS_PER_CALL`] keys, or when the window ends, whichever comes first. Each call's
+//! answer is fanned out to every waiter. The call runs in its own task, so a caller that
+//! gives up at its deadline never cancels it for the others.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -47,7 +47,7 @@ struct Pending<K, V> {
 struct State<K, V> {
     next_id: u64,
     in_flight: HashMap<K, (u64, SharedResult<K, V>)>,
-    /// Keys gathering while calls are in flight; `Some` only while `calls > 0`.
+    /// The next call's keys: gathering while calls are in flight, or about to leave.
     pending: Option<Pending<K, V>>,
     /// Calls sent and not answered yet.
     calls: usize,
@@ -187,10 +187,7 @@ where
         let batch = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             match &state.pending {
-                Some(p) if p.id == id => {
-                    state.calls += 1;
-                    state.pending.take()
-                }
+                Some(p) if p.id == id => take_pending(&mut state),
                 _ => None,
             }
         };
@@ -201,8 +198,7 @@ where
 
     /// Sends the pending batch, if there is one.
     fn send_pending(self: &Arc<Self>, state: &mut State<K, V>) {
-        if let Some(batch) = state.pending.take() {
-            state.calls += 1;
+        if let Some(batch) = take_pending(state) {
             self.send(batch);
         }
     }
@@ -236,6 +232,13 @@ where
         }
         let _ = sender.send(result);
     }
+}
+
+/// Takes the pending batch out to be called, counting the call as in flight.
+fn take_pending<K, V>(state: &mut State<K, V>) -> Option<Pending<K, V>> {
+    let batch = state.pending.take()?;
+    state.calls += 1;
+    Some(batch)
 }
 
 fn push_wait<K, V>(

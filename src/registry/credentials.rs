@@ -61,15 +61,10 @@ impl CredentialKeeper {
     /// Waits until credentials are in hand, at most `bound`. `Err` says why there are none.
     pub async fn wait_ready(&self, bound: Duration) -> Result<(), String> {
         let mut held = self.held.subscribe();
-        let ready = tokio::time::timeout(bound, held.wait_for(|h| h.credentials.is_some())).await;
-        match ready {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(self.problem().unwrap_or_else(|| {
-                format!(
-                    "still resolving after {}",
-                    humantime::format_duration(bound)
-                )
-            })),
+        let _ = tokio::time::timeout(bound, held.wait_for(|h| h.credentials.is_some())).await;
+        match self.problem() {
+            None => Ok(()),
+            Some(problem) => Err(problem),
         }
     }
 

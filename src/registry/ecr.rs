@@ -317,11 +317,10 @@ where
         err,
         SdkError::ServiceError(_) | SdkError::ResponseError(_) | SdkError::TimeoutError(_)
     );
-    if let Some(problem) = credentials
-        .and_then(|k| k.problem())
-        .filter(|_| !reached_ecr)
-    {
-        return RegistryError::Credentials(problem);
+    if !reached_ecr {
+        if let Some(problem) = credentials.and_then(CredentialKeeper::problem) {
+            return RegistryError::Credentials(problem);
+        }
     }
     match &err {
         SdkError::ServiceError(service) => {
