@@ -163,7 +163,10 @@ async fn main() {
         .tls_certs_only([reqwest::Certificate::from_pem(cert.as_bytes()).expect("pem")])
         .build()
         .expect("client");
-    let url = format!("https://localhost:{}/validate", running.webhook_addr.port());
+    let url = format!(
+        "https://localhost:{}/validate",
+        running.webhook_addr.expect("webhook listener").port()
+    );
     let (idle, idle_peak) = rss();
     println!(
         "webhook idle (in-process, with its HTTPS client): VmRSS {idle} KiB, VmHWM {idle_peak} KiB"

@@ -4,8 +4,9 @@
 //! The layout follows the path of a review: `server` (HTTP, TLS, the webhook service) hands
 //! the body to `admission` (the review in, the response out), which finds the images with
 //! `workload`, checks them with the `engine` against a `registry`, and decides with
-//! `decision`; `report` holds what the engine found. `cli` is the command line, `logging`
-//! and `metrics` what the process tells.
+//! `decision`; `report` holds what the engine found. `watch` is the controller: the images
+//! in use, re-verified with the same engine. `cli` is the command line, `logging` and
+//! `metrics` what the process tells.
 #![forbid(unsafe_code)]
 // Input never panics the server: no unwrap, expect, panic or unchecked indexing outside tests.
 #![deny(
@@ -28,4 +29,5 @@ mod metrics;
 pub mod registry;
 pub mod report;
 pub mod server;
+pub mod watch;
 pub mod workload;

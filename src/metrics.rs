@@ -1,6 +1,8 @@
 //! Prometheus metrics (OpenMetrics text). Every label value comes from a small fixed set:
-//! never an image, a namespace or an object name.
+//! never an image, a namespace or an object name, except in the controller's per-workload
+//! series (`ecr_preflight_workload_images`), which `--workload-metrics=false` turns off.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +52,8 @@ pub enum EcrOperation {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EcrLabels {
+    /// admission (the webhook and the CLI) or watch (the controller's re-verification).
+    pub source: &'static str,
     pub operation: EcrOperation,
     /// success, throttled, access_denied, not_found, timeout, transport, server_error, error.
     pub outcome: &'static str,
@@ -82,6 +86,8 @@ fn ecr_histogram() -> Histogram {
 /// What the engine records: ECR calls and cache lookups.
 #[derive(Clone)]
 pub struct EngineMetrics {
+    /// The `source` label of this engine's ECR calls.
+    source: &'static str,
     pub ecr_requests: Family<EcrLabels, Counter>,
     pub ecr_duration: HistogramFamily<OperationLabels>,
     pub cache_requests: Family<CacheLabels, Counter>,
@@ -104,6 +110,7 @@ impl Default for EngineMetrics {
             })
         });
         EngineMetrics {
+            source: "admission",
             ecr_requests: Family::default(),
             ecr_duration: Family::new_with_constructor(ecr_histogram),
             cache_requests,
@@ -113,6 +120,18 @@ impl Default for EngineMetrics {
 }
 
 impl EngineMetrics {
+    /// The metrics of a background engine: its ECR calls counted in the same series with
+    /// `source="watch"`; its cache lookups kept apart, so that admission's hit ratio stays
+    /// admission's.
+    pub fn background(&self) -> Self {
+        EngineMetrics {
+            source: "watch",
+            ecr_requests: self.ecr_requests.clone(),
+            ecr_duration: self.ecr_duration.clone(),
+            ..EngineMetrics::default()
+        }
+    }
+
     /// Records one ECR call: its outcome and how long it took.
     pub fn ecr_call<T>(
         &self,
@@ -132,7 +151,11 @@ impl EngineMetrics {
             Err(RegistryError::Credentials(_)) => "credentials",
         };
         self.ecr_requests
-            .get_or_create(&EcrLabels { operation, outcome })
+            .get_or_create(&EcrLabels {
+                source: self.source,
+                operation,
+                outcome,
+            })
             .inc();
         self.ecr_duration
             .get_or_create(&OperationLabels { operation })
@@ -159,6 +182,79 @@ impl EngineMetrics {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabels {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    pub container: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// What the controller records.
+#[derive(Default)]
+pub struct WatchMetrics {
+    /// 1 per workload container and its image's current outcome (leader only).
+    pub workload_images: Family<WorkloadLabels, Gauge>,
+    /// Distinct images in use, by outcome.
+    pub images_in_use: Family<OutcomeLabels, Gauge>,
+    pub last_full_pass: Gauge<f64, AtomicU64>,
+    pub cycle_duration: Gauge<f64, AtomicU64>,
+    pub leader: Gauge,
+    pub objects: Gauge,
+    pub events: Family<ReasonLabels, Counter>,
+}
+
+impl WatchMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "ecr_preflight_workload_images",
+            "Workload containers by their image's outcome (1 each; the leader only)",
+            self.workload_images.clone(),
+        );
+        r.register(
+            "ecr_preflight_images_in_use",
+            "Distinct images in use, by outcome of their last verification",
+            self.images_in_use.clone(),
+        );
+        r.register(
+            "ecr_preflight_watch_last_full_verification_timestamp_seconds",
+            "When the last full re-verification of the images in use finished (Unix time)",
+            self.last_full_pass.clone(),
+        );
+        r.register(
+            "ecr_preflight_watch_cycle_duration_seconds",
+            "How long the last full re-verification took",
+            self.cycle_duration.clone(),
+        );
+        r.register(
+            "ecr_preflight_watch_leader",
+            "1 while this replica leads the re-verification",
+            self.leader.clone(),
+        );
+        r.register(
+            "ecr_preflight_watch_objects",
+            "Objects held in the inventory",
+            self.objects.clone(),
+        );
+        r.register(
+            "ecr_preflight_watch_events",
+            "Kubernetes Events posted, by reason",
+            self.events.clone(),
+        );
+    }
+}
+
 /// What the webhook records per admission.
 pub struct Metrics {
     pub admission_requests: Family<AdmissionLabels, Counter>,
@@ -171,8 +267,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric, the engine's included.
-    pub fn new(engine: &EngineMetrics) -> Arc<Self> {
+    /// Registers every metric, the engine's and the controller's included.
+    pub fn new(engine: &EngineMetrics, watch: Option<&WatchMetrics>) -> Arc<Self> {
         let mut registry = Registry::default();
         let admission_requests = Family::<AdmissionLabels, Counter>::default();
         let admission_duration = Histogram::new(ADMISSION_BUCKETS);
@@ -207,7 +303,7 @@ impl Metrics {
         );
         r.register(
             "ecr_preflight_ecr_requests",
-            "ECR API calls, by operation and outcome",
+            "ECR API calls, by source, operation and outcome",
             engine.ecr_requests.clone(),
         );
         r.register(
@@ -221,6 +317,9 @@ impl Metrics {
             engine.cache_requests.clone(),
         );
         r.register("ecr_preflight_build_info", "Build information", build_info);
+        if let Some(watch) = watch {
+            watch.register(r);
+        }
         Arc::new(Metrics {
             admission_requests,
             admission_duration,

@@ -40,7 +40,11 @@ async fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn tls_1_1_is_refused_with_a_fatal_alert() {
     let srv = server::start(Options::default()).await;
-    let answer = exchange(srv.running.webhook_addr, &tls11_client_hello()).await;
+    let answer = exchange(
+        srv.running.webhook_addr.expect("webhook listener"),
+        &tls11_client_hello(),
+    )
+    .await;
     // An alert record (21), never a ServerHello (a handshake record, 22).
     assert_eq!(answer.first(), Some(&0x15), "{answer:02x?}");
     assert_eq!(answer.get(5), Some(&2), "a fatal alert: {answer:02x?}");
@@ -53,7 +57,7 @@ async fn tls_1_1_is_refused_with_a_fatal_alert() {
 async fn plain_http_on_the_webhook_port_is_refused() {
     let srv = server::start(Options::default()).await;
     let answer = exchange(
-        srv.running.webhook_addr,
+        srv.running.webhook_addr.expect("webhook listener"),
         b"POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
     )
     .await;

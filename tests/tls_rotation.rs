@@ -50,7 +50,10 @@ async fn a_swapped_secret_is_served_without_restart_and_open_connections_survive
     let running = server::start_webhook(engine, common::server::loopback_config(store))
         .await
         .expect("start");
-    let url = format!("https://localhost:{}/validate", running.webhook_addr.port());
+    let url = format!(
+        "https://localhost:{}/validate",
+        running.webhook_addr.expect("webhook listener").port()
+    );
     let body = common::fixture("configmap-create.json", "x");
     let old_client = common::server::client(&cert1, true);
     let new_client = common::server::client(&cert2, true);

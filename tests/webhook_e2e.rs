@@ -942,7 +942,7 @@ async fn a_client_that_stalls_in_its_headers_is_disconnected() {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(srv.running.webhook_addr)
+    let tcp = tokio::net::TcpStream::connect(srv.running.webhook_addr.expect("webhook listener"))
         .await
         .expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
@@ -1080,11 +1080,11 @@ async fn metrics_count_real_admissions() {
     expect("ecr_preflight_missing_blobs_total", 2.0);
     // good and bad: one lookup and one blob check each; the second good admission is cached.
     expect(
-        r#"ecr_preflight_ecr_requests_total{operation="BatchGetImage",outcome="success"}"#,
+        r#"ecr_preflight_ecr_requests_total{source="admission",operation="BatchGetImage",outcome="success"}"#,
         2.0,
     );
     expect(
-        r#"ecr_preflight_ecr_requests_total{operation="BatchCheckLayerAvailability",outcome="success"}"#,
+        r#"ecr_preflight_ecr_requests_total{source="admission",operation="BatchCheckLayerAvailability",outcome="success"}"#,
         2.0,
     );
     expect(
@@ -1161,7 +1161,7 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     );
     let connect = || {
         let connector = tokio_rustls::TlsConnector::from(config.clone());
-        let addr = srv.running.webhook_addr;
+        let addr = srv.running.webhook_addr.expect("webhook listener");
         async move {
             let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
             let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");

@@ -9,6 +9,7 @@ use crate::engine::{CacheSettings, Engine, EngineSettings, DEFAULT_BATCH_WINDOW}
 use crate::manifest::Platform;
 use crate::registry::credentials::CredentialKeeper;
 use crate::registry::ecr::{EcrApi, EcrSettings};
+use crate::registry::Registry;
 
 /// What the engine needs; shared by every subcommand that checks images. The defaults of the
 /// cache and batching flags are the engine's own ([`CacheSettings::default`],
@@ -96,19 +97,20 @@ impl EngineArgs {
     }
 
     /// The engine over the AWS SDK (credentials from the default chain, resolving from now
-    /// on), with SDK timeouts derived from the decision budget; and the keeper of its
-    /// credentials.
-    pub async fn build_engine(&self) -> (Engine, Option<Arc<CredentialKeeper>>) {
+    /// on), with SDK timeouts derived from the decision budget.
+    pub async fn build_engine(&self) -> Built {
         let settings = EcrSettings::for_budget(self.ecr_endpoint_url.clone(), self.timeout);
         let registry = EcrApi::from_default_chain(settings, None, None).await;
         let credentials = registry.credentials();
-        (
-            Engine::new(Arc::new(registry), self.engine_settings()),
+        let registry: Arc<dyn Registry> = Arc::new(registry);
+        Built {
+            engine: Engine::new(registry.clone(), self.engine_settings()),
+            registry,
             credentials,
-        )
+        }
     }
 
-    fn engine_settings(&self) -> EngineSettings {
+    pub fn engine_settings(&self) -> EngineSettings {
         EngineSettings {
             platforms: self.platforms.clone(),
             pull_through_prefixes: self.pull_through_prefixes.clone(),
@@ -116,6 +118,15 @@ impl EngineArgs {
             batch_window: *self.batch_window,
         }
     }
+}
+
+/// What [`EngineArgs::build_engine`] builds.
+pub struct Built {
+    pub engine: Engine,
+    /// The SDK registry the engine calls, for the controller's engine to share.
+    pub registry: Arc<dyn Registry>,
+    /// The keeper of its credentials.
+    pub credentials: Option<Arc<CredentialKeeper>>,
 }
 
 /// Accepts `3s`, `1500ms`, `1m30s` and Go's `1m0s`, as the API server writes durations.

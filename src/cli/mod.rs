@@ -1,10 +1,12 @@
-//! The command line: `ecr-preflight serve`, `check` and `layers`. Each subcommand owns its
+//! The command line: `ecr-preflight serve`, `check`, `layers`, `watch` and `report`. Each subcommand owns its
 //! arguments; the engine's, which `serve` and `check` share, are in `engine_args.rs`.
 
 mod check;
 mod engine_args;
 mod layers;
+mod report;
 mod serve;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,12 @@ enum Command {
     /// Blob availability in ECR, like `aws ecr batch-check-layer-availability`, or for every
     /// blob of an image.
     Layers(layers::LayersArgs),
+    /// The controller alone: re-verify every image the cluster runs, with the admin
+    /// listener (/healthz, /readyz, /metrics, /inventory) and no webhook.
+    Watch(watch::WatchArgs),
+    /// List the cluster once, verify every image in use and print it (exit 1 when one is
+    /// broken, 3 when ECR could not answer for some, 2 when the cluster cannot be read).
+    Report(report::ReportArgs),
 }
 
 /// Parses the command line, sets up logging and runs the subcommand.
@@ -73,6 +81,8 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args, decision_log).await,
             Command::Check(args) => check::run(args).await,
             Command::Layers(args) => layers::run(args).await,
+            Command::Watch(args) => watch::run(args).await,
+            Command::Report(args) => report::run(args).await,
         }
     });
     match result {

@@ -11,13 +11,15 @@ use anyhow::anyhow;
 use clap::Args;
 use rustls::sign::CertifiedKey;
 
-use super::engine_args::{parse_duration, EngineArgs};
+use super::engine_args::{parse_duration, Built, EngineArgs};
+use super::watch::{kube_client, start_controller, WatchFlags};
 use crate::admission::{OwnedObjects, Policy};
 use crate::decision::{Mode, OnError};
 use crate::logging::DecisionLog;
 use crate::registry::credentials::CredentialKeeper;
 use crate::server::tls::{self, CertStore};
 use crate::server::{self, Limits, ReadyGate, WebhookConfig};
+use crate::watch::Controller;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -64,6 +66,12 @@ pub struct ServeArgs {
     /// Threads serving requests [default: 1].
     #[arg(long, env = "ECR_PREFLIGHT_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub worker_threads: Option<u16>,
+    /// Run the controller in this process too: re-verify every image in use (see the
+    /// controller's flags).
+    #[arg(long, env = "ECR_PREFLIGHT_WATCH")]
+    pub watch: bool,
+    #[command(flatten)]
+    pub watch_flags: WatchFlags,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -116,8 +124,17 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
             args.tls_reload_interval,
         );
     }
-    let (engine, credentials) = args.engine.build_engine().await;
-    let engine = Arc::new(engine);
+    if args.watch {
+        args.watch_flags.validate().map_err(|e| anyhow!(e))?;
+    }
+    let built = args.engine.build_engine().await;
+    let controller = if args.watch {
+        controller(&args, &built).await
+    } else {
+        None
+    };
+    let credentials = built.credentials;
+    let engine = Arc::new(built.engine);
     let config = WebhookConfig {
         listen: args.listen,
         metrics_listen: args.metrics_listen,
@@ -136,10 +153,11 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
         },
         decision_log,
         ready_when: credentials.map(|keeper| credentials_gate(keeper, args.credentials_wait)),
+        controller,
     };
     let running = server::start_webhook(engine, config).await?;
     tracing::info!(
-        webhook = %running.webhook_addr,
+        webhook = ?running.webhook_addr,
         metrics = %running.metrics_addr,
         mode = args.mode.as_str(),
         timeout = ?args.engine.timeout,
@@ -159,9 +177,27 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// The controller beside the webhook. Without a Kubernetes configuration the webhook serves
+/// alone, saying why: admission must not depend on the controller.
+async fn controller(args: &ServeArgs, built: &Built) -> Option<Controller> {
+    match kube_client().await {
+        Ok(client) => Some(start_controller(
+            client,
+            &built.engine,
+            built.registry.clone(),
+            &args.engine,
+            &args.watch_flags,
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "--watch: the controller cannot start; the webhook serves without it");
+            None
+        }
+    }
+}
+
 /// Readiness waits for credentials, at most `bound`: a missing role must not keep the pod
 /// unready forever, so past the bound it turns ready and says why lookups will fail.
-fn credentials_gate(keeper: Arc<CredentialKeeper>, bound: Duration) -> ReadyGate {
+pub(super) fn credentials_gate(keeper: Arc<CredentialKeeper>, bound: Duration) -> ReadyGate {
     Box::pin(async move {
         match keeper.wait_ready(bound).await {
             Ok(()) => tracing::info!("AWS credentials in hand: ready"),
@@ -190,7 +226,7 @@ fn first_certificate(source: &TlsSource) -> anyhow::Result<CertifiedKey> {
     })
 }
 
-async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

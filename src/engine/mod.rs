@@ -85,7 +85,21 @@ struct Plan<'a> {
 
 impl Engine {
     pub fn new(registry: Arc<dyn Registry>, settings: EngineSettings) -> Self {
-        let metrics = EngineMetrics::default();
+        Engine::with_metrics(registry, settings, EngineMetrics::default())
+    }
+
+    /// An engine for background work beside this one: its own caches and batchers (its
+    /// lookups never queue behind admission's, nor admission's behind its), its ECR calls
+    /// counted in this engine's series as `source="watch"`.
+    pub fn background(&self, registry: Arc<dyn Registry>, settings: EngineSettings) -> Self {
+        Engine::with_metrics(registry, settings, self.caller.metrics.background())
+    }
+
+    fn with_metrics(
+        registry: Arc<dyn Registry>,
+        settings: EngineSettings,
+        metrics: EngineMetrics,
+    ) -> Self {
         Engine {
             caller: EcrCaller {
                 registry,
@@ -109,6 +123,22 @@ impl Engine {
 
     pub fn stats(&self) -> &CallStats {
         &self.caller.stats
+    }
+
+    /// The digest `image`'s tag resolved to when it was last checked (within the tag
+    /// cache's lifetime); a digest reference's own digest.
+    pub fn resolved_digest(&self, image: &str) -> Option<Arc<str>> {
+        match ImageTarget::classify(image).ok()? {
+            ImageTarget::Ecr {
+                id: ImageId::Digest(d),
+                ..
+            } => Some(d.into()),
+            ImageTarget::Ecr {
+                repo,
+                id: ImageId::Tag(t),
+            } => self.caller.caches.tag(&Arc::new(repo), &t),
+            ImageTarget::Other(_) => None,
+        }
     }
 
     /// ECR call and cache metrics, for registration with the webhook's.

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,6 +33,7 @@ use crate::admission::Policy;
 use crate::engine::Engine;
 use crate::logging::DecisionLog;
 use crate::metrics::{self, Metrics};
+use crate::watch::{Controller, Inventory};
 use read_ahead::ReadAhead;
 use tls::CertStore;
 use webhook::{WebhookService, WebhookState};
@@ -89,9 +91,29 @@ impl Health {
 pub type ReadyGate = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// `/healthz`, `/readyz` (ready once the webhook listener serves and its gate has opened,
-/// until stopping) and `/metrics`.
-fn admin_router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
+/// until stopping), `/metrics` and, with the controller, `/inventory`.
+fn admin_router(
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    inventory: Option<Arc<Inventory>>,
+) -> Router {
     Router::new()
+        .route(
+            "/inventory",
+            get(move || {
+                let inventory = inventory.clone();
+                async move {
+                    match inventory {
+                        Some(i) => axum::Json(i.view()).into_response(),
+                        None => (
+                            StatusCode::NOT_FOUND,
+                            "no inventory: the controller runs with `serve --watch` or `watch`\n",
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -132,7 +154,8 @@ async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// A running server: its addresses, and the means to stop it.
 pub struct Running {
-    pub webhook_addr: SocketAddr,
+    /// `None` when only the admin listener runs (`watch`).
+    pub webhook_addr: Option<SocketAddr>,
     pub metrics_addr: SocketAddr,
     pub health: Arc<Health>,
     stop: watch::Sender<bool>,
@@ -173,13 +196,18 @@ pub struct WebhookConfig {
     pub decision_log: DecisionLog,
     /// Readiness waits for this too, when given.
     pub ready_when: Option<ReadyGate>,
+    /// The controller, when it runs in this process (`serve --watch`).
+    pub controller: Option<Controller>,
 }
 
 /// Binds both listeners and serves the webhook on `engine` until [`Running::shutdown`]:
 /// the one way the webhook is put together, for `serve`, the tests and the benchmarks.
 pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow::Result<Running> {
     let tls = tls::server_config(config.certificates)?;
-    let metrics = Metrics::new(engine.metrics());
+    let metrics = Metrics::new(
+        engine.metrics(),
+        config.controller.as_ref().map(|c| &*c.metrics),
+    );
     let state = Arc::new(WebhookState {
         engine,
         metrics: metrics.clone(),
@@ -193,41 +221,71 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
     let admin = bind(config.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.metrics_listen))?;
-    let running = start(
-        webhook,
-        admin,
-        WebhookService::new(state),
+    let webhook = Some(Webhook {
+        listener: webhook,
+        app: WebhookService::new(state),
         tls,
-        config.limits,
-        metrics,
-    )?;
-    match config.ready_when {
-        None => running.health.set_ready(),
+        limits: config.limits,
+    });
+    let inventory = config.controller.map(|c| c.inventory);
+    let running = start(webhook, admin, metrics, inventory)?;
+    open_when(&running.health, config.ready_when);
+    Ok(running)
+}
+
+/// The admin listener alone, with the controller's `/inventory` and metrics (`watch`).
+pub async fn start_admin(
+    engine: &Engine,
+    metrics_listen: SocketAddr,
+    controller: Controller,
+    ready_when: Option<ReadyGate>,
+) -> anyhow::Result<Running> {
+    let metrics = Metrics::new(engine.metrics(), Some(&*controller.metrics));
+    let admin = bind(metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {metrics_listen}"))?;
+    let running = start(None, admin, metrics, Some(controller.inventory))?;
+    open_when(&running.health, ready_when);
+    Ok(running)
+}
+
+/// Ready now, or once `gate` opens.
+fn open_when(health: &Arc<Health>, gate: Option<ReadyGate>) {
+    match gate {
+        None => health.set_ready(),
         Some(gate) => {
-            let health = running.health.clone();
+            let health = health.clone();
             tokio::spawn(async move {
                 gate.await;
                 health.set_ready();
             });
         }
     }
-    Ok(running)
 }
 
-/// Serves the webhook over TLS on `webhook` and the admin routes on `admin`.
-fn start(
-    webhook: TcpListener,
-    admin: TcpListener,
+/// The TLS webhook listener and what it serves.
+struct Webhook {
+    listener: TcpListener,
     app: WebhookService,
     tls: Arc<rustls::ServerConfig>,
     limits: Limits,
+}
+
+/// Serves the webhook (when given) over TLS and the admin routes on `admin`.
+fn start(
+    webhook: Option<Webhook>,
+    admin: TcpListener,
     metrics: Arc<Metrics>,
+    inventory: Option<Arc<Inventory>>,
 ) -> io::Result<Running> {
-    let webhook_addr = webhook.local_addr()?;
+    let webhook_addr = webhook
+        .as_ref()
+        .map(|w| w.listener.local_addr())
+        .transpose()?;
     let metrics_addr = admin.local_addr()?;
     let health = Arc::new(Health::default());
     let (stop, stopped) = watch::channel(false);
-    let admin_app = admin_router(health.clone(), metrics);
+    let admin_app = admin_router(health.clone(), metrics, inventory);
     let mut admin_stop = stopped.clone();
     let admin_task = tokio::spawn(async move {
         let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async move {
@@ -237,19 +295,22 @@ fn start(
             tracing::error!(error = %e, "admin listener failed");
         }
     });
-    let webhook_task = tokio::spawn(serve_tls(
-        webhook,
-        app,
-        TlsAcceptor::from(tls),
-        limits,
-        wait_true(stopped),
-    ));
+    let mut tasks = vec![admin_task];
+    if let Some(w) = webhook {
+        tasks.push(tokio::spawn(serve_tls(
+            w.listener,
+            w.app,
+            TlsAcceptor::from(w.tls),
+            w.limits,
+            wait_true(stopped),
+        )));
+    }
     Ok(Running {
         webhook_addr,
         metrics_addr,
         health,
         stop,
-        tasks: vec![webhook_task, admin_task],
+        tasks,
     })
 }
 

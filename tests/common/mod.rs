@@ -2,6 +2,7 @@
 //! AdmissionReview fixtures.
 #![allow(dead_code)]
 
+pub mod fake_apiserver;
 pub mod fault_proxy;
 pub mod memory_registry;
 pub mod moto;

@@ -121,7 +121,10 @@ pub async fn start_with(
         .expect("start");
     let client = client(&cert_pem, false);
     TestServer {
-        url: format!("https://localhost:{}", running.webhook_addr.port()),
+        url: format!(
+            "https://localhost:{}",
+            running.webhook_addr.expect("webhook listener").port()
+        ),
         admin_url: format!("http://127.0.0.1:{}", running.metrics_addr.port()),
         client,
         cert_pem,
@@ -145,6 +148,7 @@ pub fn loopback_config(certificates: Arc<CertStore>) -> WebhookConfig {
         limits: server::Limits::default(),
         decision_log: DecisionLog::Tracing,
         ready_when: None,
+        controller: None,
     }
 }
 

@@ -38,7 +38,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let (documents, mut errors) = input::read_all(&args.paths);
     let subjects = subject::subjects(&documents, &mut errors);
     let images: Vec<String> = subjects.iter().map(|s| s.image.clone()).collect();
-    let (engine, _) = args.engine.build_engine().await;
+    let engine = args.engine.build_engine().await.engine;
     let reports = engine.check(&images, deadline).await;
     let rows = report::rows(&subjects, &reports);
     let summary = Summary::of(&rows, &errors);

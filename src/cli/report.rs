@@ -1,0 +1,154 @@
+//! `ecr-preflight report`: the controller's inventory, built once from one list of the
+//! cluster, verified at once and printed; exit codes as `check`'s.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::anyhow;
+use clap::{Args, ValueEnum};
+
+use super::engine_args::EngineArgs;
+use super::watch::{kube_client, ScopeFlags};
+use crate::decision::{problems_of, ContainerFinding, Severity};
+use crate::watch::state::Row;
+use crate::watch::{verify, watchers, Budgeted, InventoryView};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Output format: a table, or JSON in the shape of the admin listener's /inventory.
+    #[arg(short = 'o', long, default_value = "table")]
+    pub output: ReportFormat,
+    #[command(flatten)]
+    pub scope: ScopeFlags,
+    /// ECR calls a second per account and region.
+    #[arg(
+        long,
+        env = "ECR_PREFLIGHT_WATCH_ECR_CALLS_PER_SECOND",
+        default_value_t = 10.0
+    )]
+    pub watch_ecr_calls_per_second: f64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// How long the whole verification may take, waits for the call budget included.
+const REPORT_DEADLINE: Duration = Duration::from_secs(600);
+
+pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    args.engine.validate().map_err(|e| anyhow!(e))?;
+    let rate = args.watch_ecr_calls_per_second;
+    if !(rate.is_finite() && (0.1..=1000.0).contains(&rate)) {
+        return Err(anyhow!(
+            "--watch-ecr-calls-per-second must be between 0.1 and 1000"
+        ));
+    }
+    let client = kube_client().await?;
+    let inventory = watchers::list_once(&client, &args.scope.namespaces())
+        .await
+        .map_err(|e| anyhow!("cannot read the cluster: {e}"))?;
+    let built = args.engine.build_engine().await;
+    let budgeted = Arc::new(Budgeted::new(built.registry.clone(), rate));
+    let engine = built
+        .engine
+        .background(budgeted, args.engine.engine_settings());
+    let images: Vec<String> = inventory.images().into_iter().map(String::from).collect();
+    verify::record(&engine, &inventory, images, REPORT_DEADLINE).await;
+    let rows = inventory.rows();
+    let view = InventoryView::of(Some(SystemTime::now()), &rows);
+    match args.output {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        ReportFormat::Table => print!("{}", table(&rows)),
+    }
+    Ok(ExitCode::from(exit_code(&rows)))
+}
+
+/// 1 when an image in use is broken, else 3 when ECR could not answer for one, else 0.
+fn exit_code(rows: &[Row]) -> u8 {
+    let severities = rows.iter().flat_map(|row| match &row.verified {
+        None => vec![Severity::Unknown],
+        Some(v) => {
+            let finding = ContainerFinding {
+                container: &row.container.name,
+                kind: row.container.kind,
+                report: &v.report,
+            };
+            problems_of(&finding)
+                .into_iter()
+                .map(|p| p.severity)
+                .collect()
+        }
+    });
+    // Severity orders Broken first.
+    match severities.min() {
+        Some(Severity::Broken) => 1,
+        Some(Severity::Unknown) => 3,
+        _ => 0,
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut lines: Vec<[String; 7]> = vec![[
+        "NAMESPACE".into(),
+        "KIND".into(),
+        "NAME".into(),
+        "CONTAINER".into(),
+        "IMAGE".into(),
+        "OUTCOME".into(),
+        "DRIFT".into(),
+    ]];
+    let mut problems = Vec::new();
+    for row in rows {
+        let w = &row.workload.key;
+        lines.push([
+            w.namespace.to_string(),
+            w.kind.to_string(),
+            w.name.to_string(),
+            row.container.name.to_string(),
+            row.container.image.to_string(),
+            row.outcome().as_str().to_owned(),
+            if row.drift() { "yes" } else { "no" }.to_owned(),
+        ]);
+        if let Some(p) = row.problem() {
+            problems.push(format!("{}/{} {}: {p}", w.namespace, w.kind, w.name));
+        }
+    }
+    let mut widths = [0usize; 7];
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for line in &lines {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    if !problems.is_empty() {
+        out.push('\n');
+        for p in problems {
+            out.push_str(&p);
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!(
+        "{} workload containers, {} images\n",
+        rows.len(),
+        rows.iter()
+            .map(|r| &r.container.image)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    ));
+    out
+}

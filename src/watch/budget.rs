@@ -1,0 +1,104 @@
+//! The background budget: at most N ECR calls a second per account and region, spaced
+//! evenly, and a pause that doubles (1 s to 60 s) while ECR throttles. A registry in front
+//! of the real one, used by the controller's engine only: admission has its own engine and
+//! never waits here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+
+use crate::image::{EcrRegistry, ImageId, RepositoryKey};
+use crate::registry::{BatchGetImageOutput, LayerAvailabilityOutput, Registry, RegistryError};
+
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+
+/// Per registry: when the next call may leave, and the pause after throttling.
+#[derive(Debug)]
+struct Slot {
+    next: Instant,
+    pause: Duration,
+}
+
+pub struct Budgeted {
+    inner: Arc<dyn Registry>,
+    spacing: Duration,
+    slots: Mutex<HashMap<EcrRegistry, Slot>>,
+}
+
+impl Budgeted {
+    /// `per_second` calls a second per account and region (at least one call every 10 s).
+    pub fn new(inner: Arc<dyn Registry>, per_second: f64) -> Self {
+        let spacing = Duration::from_secs_f64(1.0 / per_second.max(0.1));
+        Budgeted {
+            inner,
+            spacing,
+            slots: Mutex::default(),
+        }
+    }
+
+    /// Waits for this call's turn: calls leave `spacing` apart, never in a burst.
+    async fn turn(&self, registry: &EcrRegistry) {
+        let at = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let slot = slots.entry(registry.clone()).or_insert(Slot {
+                next: now,
+                pause: FIRST_PAUSE,
+            });
+            let at = slot.next.max(now);
+            slot.next = at + self.spacing;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+
+    /// Throttled: nothing leaves for a while, longer each time; any other answer resets it.
+    fn answered<T>(&self, registry: &EcrRegistry, result: &Result<T, RegistryError>) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(slot) = slots.get_mut(registry) else {
+            return;
+        };
+        if let Err(RegistryError::Throttled(_)) = result {
+            slot.next = slot.next.max(Instant::now() + slot.pause);
+            tracing::warn!(%registry, pause = ?slot.pause, "ECR throttles the background re-verification; pausing it");
+            slot.pause = (slot.pause * 2).min(LONGEST_PAUSE);
+        } else {
+            slot.pause = FIRST_PAUSE;
+        }
+    }
+}
+
+impl Registry for Budgeted {
+    fn batch_get_image<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        ids: &'a [ImageId],
+    ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
+        Box::pin(async move {
+            self.turn(&repo.registry).await;
+            let result = self.inner.batch_get_image(repo, ids).await;
+            self.answered(&repo.registry, &result);
+            result
+        })
+    }
+
+    fn batch_check_layer_availability<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        digests: &'a [String],
+    ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
+        Box::pin(async move {
+            self.turn(&repo.registry).await;
+            let result = self
+                .inner
+                .batch_check_layer_availability(repo, digests)
+                .await;
+            self.answered(&repo.registry, &result);
+            result
+        })
+    }
+}

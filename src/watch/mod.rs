@@ -1,0 +1,184 @@
+//! The controller face: an inventory of the images every workload uses (kube-runtime
+//! watchers), re-verified against ECR once per interval by the engine (a background engine
+//! of its own, within its own call budget), told as metrics, Events and `/inventory`. One
+//! replica verifies, chosen by a Lease; every replica keeps the inventory, so a new leader
+//! starts at once.
+
+mod budget;
+pub mod inventory;
+mod signals;
+pub mod state;
+pub mod verify;
+pub mod watchers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::events::Reporter;
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+
+use crate::engine::{CacheSettings, Engine, EngineSettings};
+use crate::metrics::WatchMetrics;
+use crate::registry::Registry;
+pub use budget::Budgeted;
+pub use signals::{EventSink, Signals};
+pub use state::{Inventory, InventoryView};
+pub use verify::Verifier;
+pub use watchers::Namespaces;
+
+/// The Lease the replicas compete for.
+pub const LEASE_NAME: &str = "ecr-preflight-watch";
+/// The `reportingController` of the Events.
+pub const REPORTER: &str = "ecr-preflight";
+
+/// The controller's flags.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    pub recheck_interval: Duration,
+    pub calls_per_second: f64,
+    pub namespaces: Namespaces,
+    pub workload_metrics: bool,
+    pub leader_election: bool,
+    pub lease_namespace: String,
+    pub lease_duration: Duration,
+    /// This replica's name in the Lease and in its Events.
+    pub identity: String,
+}
+
+/// A running controller: what the admin listener shows.
+#[derive(Clone)]
+pub struct Controller {
+    pub inventory: Arc<Inventory>,
+    pub metrics: Arc<WatchMetrics>,
+}
+
+/// The engine the controller verifies with: admission's registry behind the background
+/// budget, and caches that never keep an answer for longer than half an interval, so each
+/// pass asks ECR afresh (a deletion or a re-pushed tag is seen by the next pass).
+pub fn background_engine(
+    admission: &Engine,
+    registry: Arc<dyn Registry>,
+    settings: &EngineSettings,
+    watch: &WatchSettings,
+) -> Engine {
+    let fresh = watch.recheck_interval / 2;
+    let cache = CacheSettings {
+        tag_ttl: fresh,
+        manifest_ttl: fresh,
+        blob_ttl: fresh,
+        ..settings.cache.clone()
+    };
+    let budgeted = Budgeted::new(registry, watch.calls_per_second);
+    admission.background(
+        Arc::new(budgeted),
+        EngineSettings {
+            cache,
+            ..settings.clone()
+        },
+    )
+}
+
+impl Controller {
+    /// Starts the watchers and the verifier (when this replica leads) in the background.
+    /// Never waits for the API server: the watchers and the Lease retry with back-off
+    /// while it cannot be reached.
+    pub fn start(client: Client, engine: Arc<Engine>, settings: WatchSettings) -> Controller {
+        let namespaces = Arc::new(settings.namespaces.clone());
+        let inventory = Inventory::new(watchers::count(&namespaces));
+        let metrics = Arc::new(WatchMetrics::default());
+        watchers::spawn_all(&client, &namespaces, &inventory);
+        let events = EventSink {
+            client: client.clone(),
+            reporter: Reporter {
+                controller: REPORTER.to_owned(),
+                instance: Some(settings.identity.clone()),
+            },
+        };
+        let signals = Arc::new(Signals::new(
+            metrics.clone(),
+            settings.workload_metrics,
+            Some(events),
+        ));
+        let verifier = Verifier {
+            engine,
+            inventory: inventory.clone(),
+            interval: settings.recheck_interval,
+            signals: signals.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(lead(client, settings, verifier, signals, metrics.clone()));
+        Controller { inventory, metrics }
+    }
+}
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LONGEST_RETRY: Duration = Duration::from_secs(60);
+
+/// Verifies while this replica holds the Lease (always, without leader election).
+async fn lead(
+    client: Client,
+    settings: WatchSettings,
+    verifier: Verifier,
+    signals: Arc<Signals>,
+    metrics: Arc<WatchMetrics>,
+) {
+    if !settings.leader_election {
+        metrics.leader.set(1);
+        verifier.run().await;
+        return;
+    }
+    let duration = settings.lease_duration.as_secs().max(2);
+    let mut retry = FIRST_RETRY;
+    let manager = loop {
+        let built = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+            .with_namespace(settings.lease_namespace.as_str())
+            .with_identity(settings.identity.as_str())
+            .with_duration(duration)
+            // Renewed this long before it runs out: a third of the lease.
+            .with_grace((duration / 3).max(1))
+            .build()
+            .await;
+        match built {
+            Ok(m) => break m,
+            Err(e) => {
+                tracing::warn!(error = %e, lease = LEASE_NAME, namespace = %settings.lease_namespace, retry = ?retry, "cannot reach the Lease; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(LONGEST_RETRY);
+            }
+        }
+    };
+    let (mut leading, _renewer) = manager.watch().await;
+    loop {
+        if !*leading.borrow_and_update() {
+            if leading.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        metrics.leader.set(1);
+        tracing::info!(identity = %settings.identity, "leading the re-verification");
+        tokio::select! {
+            () = verifier.run() => {}
+            _ = leading.wait_for(|l| !*l) => {}
+        }
+        metrics.leader.set(0);
+        signals.step_down();
+        tracing::info!(identity = %settings.identity, "no longer leading the re-verification");
+    }
+}
+
+/// This replica's name: the pod's (`POD_NAME`, from the downward API), else the host's,
+/// with a random suffix so that two processes on one host differ.
+pub fn identity() -> String {
+    let base = std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| REPORTER.to_owned());
+    let suffix: String = std::iter::repeat_with(fastrand::alphanumeric)
+        .take(6)
+        .collect::<String>()
+        .to_lowercase();
+    format!("{base}-{suffix}")
+}

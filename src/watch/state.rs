@@ -1,0 +1,271 @@
+//! What the controller knows, shared by the watchers (who fill the store), the verifier (who
+//! records what ECR said) and the admin listener (who shows it): and the `/inventory` view
+//! built from both.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::inventory::{ObjectKey, Projection, Store, Workload, WorkloadContainer};
+use crate::decision::{problems_of, ContainerFinding};
+use crate::image::{ImageId, ImageTarget};
+use crate::report::{ImageReport, Outcome};
+use crate::workload::WorkloadKind;
+
+/// What the last verification of one image found.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub report: ImageReport,
+    /// The digest its tag resolved to.
+    pub resolved: Option<Arc<str>>,
+    pub at: SystemTime,
+}
+
+/// One workload container with the last verification of its image.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub workload: Arc<Workload>,
+    pub container: WorkloadContainer,
+    pub verified: Option<Verified>,
+}
+
+impl Row {
+    /// The outcome, `unknown` until the image has been verified.
+    pub fn outcome(&self) -> Outcome {
+        self.verified
+            .as_ref()
+            .map_or(Outcome::Unknown, |v| v.report.outcome())
+    }
+
+    /// What is wrong, in the webhook's words; `None` when nothing is.
+    pub fn problem(&self) -> Option<String> {
+        let Some(verified) = &self.verified else {
+            return Some("not verified yet".to_owned());
+        };
+        let finding = ContainerFinding {
+            container: &self.container.name,
+            kind: self.container.kind,
+            report: &verified.report,
+        };
+        let lines: Vec<String> = problems_of(&finding).into_iter().map(|p| p.line).collect();
+        (!lines.is_empty()).then(|| lines.join("; "))
+    }
+
+    /// The next node would pull something other than what runs: the tag now resolves to
+    /// a digest none of the workload's pods run.
+    pub fn drift(&self) -> bool {
+        let is_tag = matches!(
+            ImageTarget::classify(&self.container.image),
+            Ok(ImageTarget::Ecr {
+                id: ImageId::Tag(_),
+                ..
+            })
+        );
+        let running = &self.container.running_digests;
+        let resolved = self.verified.as_ref().and_then(|v| v.resolved.as_deref());
+        is_tag && !running.is_empty() && resolved.is_some_and(|d| !running.contains(d))
+    }
+}
+
+/// The store, the verifications, and whether every watcher has listed once.
+pub struct Inventory {
+    store: Mutex<Store>,
+    verified: Mutex<HashMap<Box<str>, Verified>>,
+    /// When the last full re-verification finished.
+    full_pass: Mutex<Option<SystemTime>>,
+    /// Watchers that have not finished their first list.
+    unsynced: watch::Sender<usize>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inventory {
+    /// An empty inventory that counts as synced once `watchers` have each listed once.
+    pub fn new(watchers: usize) -> Arc<Self> {
+        Arc::new(Inventory {
+            store: Mutex::default(),
+            verified: Mutex::default(),
+            full_pass: Mutex::default(),
+            unsynced: watch::Sender::new(watchers),
+        })
+    }
+
+    pub fn apply(&self, key: ObjectKey, projection: Option<Projection>) {
+        lock(&self.store).apply(key, projection);
+    }
+
+    /// A watcher's (re)list: replaces what it watches, and counts its first.
+    pub fn relisted(
+        &self,
+        kind: WorkloadKind,
+        namespace: Option<&str>,
+        listed: Vec<(ObjectKey, Projection)>,
+        first: bool,
+    ) {
+        lock(&self.store).replace(kind, namespace, listed);
+        if first {
+            self.unsynced.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+
+    pub fn is_synced(&self) -> bool {
+        *self.unsynced.borrow() == 0
+    }
+
+    /// Returns once every watcher has listed once.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.unsynced.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    pub fn generation(&self) -> u64 {
+        lock(&self.store).generation()
+    }
+
+    /// Objects held.
+    pub fn objects(&self) -> usize {
+        lock(&self.store).len()
+    }
+
+    pub fn workloads(&self) -> Vec<Workload> {
+        lock(&self.store).workloads()
+    }
+
+    /// Every distinct image in use, sorted.
+    pub fn images(&self) -> BTreeSet<Box<str>> {
+        self.workloads()
+            .into_iter()
+            .flat_map(|w| w.containers.into_iter().map(|c| c.image))
+            .collect()
+    }
+
+    pub fn record(&self, verified: impl IntoIterator<Item = Verified>) {
+        let mut map = lock(&self.verified);
+        for v in verified {
+            map.insert(v.report.image.as_str().into(), v);
+        }
+    }
+
+    pub fn is_verified(&self, image: &str) -> bool {
+        lock(&self.verified).contains_key(image)
+    }
+
+    /// A full pass ended: forgets images no longer in use.
+    pub fn full_pass_done(&self, at: SystemTime, in_use: &HashSet<Box<str>>) {
+        lock(&self.verified).retain(|image, _| in_use.contains(image));
+        *lock(&self.full_pass) = Some(at);
+    }
+
+    pub fn last_full_pass(&self) -> Option<SystemTime> {
+        *lock(&self.full_pass)
+    }
+
+    /// Every workload container with its image's last verification.
+    pub fn rows(&self) -> Vec<Row> {
+        let workloads = self.workloads();
+        let verified = lock(&self.verified);
+        workloads
+            .into_iter()
+            .flat_map(|w| {
+                let w = Arc::new(w);
+                let rows: Vec<Row> = w
+                    .containers
+                    .iter()
+                    .map(|c| Row {
+                        workload: w.clone(),
+                        container: c.clone(),
+                        verified: verified.get(&*c.image).cloned(),
+                    })
+                    .collect();
+                rows
+            })
+            .collect()
+    }
+
+    /// The `/inventory` document.
+    pub fn view(&self) -> InventoryView {
+        InventoryView::of(self.last_full_pass(), &self.rows())
+    }
+}
+
+/// `GET /inventory` and `report -o json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InventoryView {
+    /// When the last full re-verification finished (RFC 3339), `null` before the first.
+    pub verified_at: Option<String>,
+    pub workloads: Vec<WorkloadView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkloadView {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    pub containers: Vec<ContainerView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerView {
+    pub name: String,
+    pub image: String,
+    pub running_digests: Vec<String>,
+    /// One of the engine's outcome names.
+    pub outcome: String,
+    pub problem: Option<String>,
+    pub drift: bool,
+    pub verified_at: Option<String>,
+}
+
+impl InventoryView {
+    pub fn of(verified_at: Option<SystemTime>, rows: &[Row]) -> Self {
+        let mut workloads: Vec<WorkloadView> = Vec::new();
+        for row in rows {
+            let key = &row.workload.key;
+            let same = workloads.last().is_some_and(|w| {
+                w.namespace == *key.namespace && w.kind == *key.kind && w.name == *key.name
+            });
+            if !same {
+                workloads.push(WorkloadView {
+                    namespace: key.namespace.to_string(),
+                    kind: key.kind.to_string(),
+                    name: key.name.to_string(),
+                    containers: Vec::new(),
+                });
+            }
+            if let Some(w) = workloads.last_mut() {
+                w.containers.push(ContainerView {
+                    name: row.container.name.to_string(),
+                    image: row.container.image.to_string(),
+                    running_digests: row
+                        .container
+                        .running_digests
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    outcome: row.outcome().as_str().to_owned(),
+                    problem: row.problem(),
+                    drift: row.drift(),
+                    verified_at: row.verified.as_ref().map(|v| rfc3339(v.at)),
+                });
+            }
+        }
+        InventoryView {
+            verified_at: verified_at.map(rfc3339),
+            workloads,
+        }
+    }
+}
+
+/// `2026-11-30T19:33:33Z`, to the second.
+pub fn rfc3339(at: SystemTime) -> String {
+    let seconds = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    jiff::Timestamp::from_second(i64::try_from(seconds).unwrap_or(i64::MAX))
+        .map_or_else(|_| String::new(), |t| t.to_string())
+}

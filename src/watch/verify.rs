@@ -1,0 +1,149 @@
+//! Re-verification: every distinct image in use, once per interval, a repository at a time,
+//! repositories spread evenly over the interval. A repository's images go to the engine
+//! together, so its batchers ask ECR for them in as few calls as the webhook would (at most
+//! 100 ids or digests a call, a blob shared between images asked once). Images that appear
+//! between two repositories' turns (a new workload) are verified at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::signals::Signals;
+use super::state::{Inventory, Verified};
+use crate::engine::Engine;
+use crate::image::{ImageTarget, RepositoryKey};
+use crate::metrics::WatchMetrics;
+
+/// The last repository of a pass starts this far into the interval, so that the pass ends
+/// before the next begins even when ECR is slow.
+const SPREAD: f64 = 0.9;
+/// How long one repository's check may take, its wait for the budget included.
+pub const REPOSITORY_DEADLINE: Duration = Duration::from_secs(120);
+/// How often the verifier looks for new images while it waits.
+const NEW_IMAGE_POLL: Duration = Duration::from_secs(1);
+
+pub struct Verifier {
+    pub engine: Arc<Engine>,
+    pub inventory: Arc<Inventory>,
+    pub interval: Duration,
+    pub signals: Arc<Signals>,
+    pub metrics: Arc<WatchMetrics>,
+}
+
+impl Verifier {
+    async fn verify(&self, images: Vec<String>) {
+        record(&self.engine, &self.inventory, images, REPOSITORY_DEADLINE).await;
+    }
+
+    /// Passes, one an interval, until the task is dropped (leadership lost, shutdown).
+    pub async fn run(&self) {
+        self.inventory.wait_synced().await;
+        let mut start = Instant::now();
+        loop {
+            self.pass(start).await;
+            let next = start + self.interval;
+            self.wait_until(next, &HashSet::new()).await;
+            start = next.max(Instant::now());
+        }
+    }
+
+    /// One full pass started at `start`: each repository at its turn.
+    async fn pass(&self, start: Instant) {
+        let began = SystemTime::now();
+        let groups = by_repository(self.inventory.images());
+        let planned: HashSet<String> = groups.iter().flatten().cloned().collect();
+        let turns = groups.len().max(1) as f64;
+        for (i, images) in groups.into_iter().enumerate() {
+            let due = start + self.interval.mul_f64(SPREAD * i as f64 / turns);
+            self.wait_until(due, &planned).await;
+            self.verify(images).await;
+            self.publish().await;
+        }
+        let done = SystemTime::now();
+        let in_use = self.inventory.images().into_iter().collect();
+        self.inventory.full_pass_done(done, &in_use);
+        self.publish().await;
+        let unix = done
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.metrics.last_full_pass.set(unix);
+        let took = done.duration_since(began).unwrap_or_default();
+        self.metrics.cycle_duration.set(took.as_secs_f64());
+        tracing::info!(images = planned.len(), took = ?took, "re-verified every image in use");
+    }
+
+    /// Sleeps until `due`, verifying on the way images that appeared and are neither
+    /// verified nor planned in this pass.
+    async fn wait_until(&self, due: Instant, planned: &HashSet<String>) {
+        let mut generation = self.inventory.generation();
+        loop {
+            let now = Instant::now();
+            if now >= due {
+                return;
+            }
+            tokio::time::sleep_until(due.min(now + NEW_IMAGE_POLL)).await;
+            let current = self.inventory.generation();
+            if current == generation {
+                continue;
+            }
+            generation = current;
+            let fresh: Vec<String> = self
+                .inventory
+                .images()
+                .into_iter()
+                .filter(|i| !planned.contains(&**i) && !self.inventory.is_verified(i))
+                .map(String::from)
+                .collect();
+            if !fresh.is_empty() {
+                tracing::debug!(
+                    images = fresh.len(),
+                    "verifying images new to the inventory"
+                );
+                self.verify(fresh).await;
+                self.publish().await;
+            }
+        }
+    }
+
+    async fn publish(&self) {
+        self.metrics
+            .objects
+            .set(i64::try_from(self.inventory.objects()).unwrap_or(i64::MAX));
+        self.signals.publish(&self.inventory.rows()).await;
+    }
+}
+
+/// Checks `images` now (within `budget`) and records what ECR said in `inventory`.
+pub async fn record(engine: &Engine, inventory: &Inventory, images: Vec<String>, budget: Duration) {
+    if images.is_empty() {
+        return;
+    }
+    let reports = engine.check(&images, Instant::now() + budget).await;
+    let at = SystemTime::now();
+    inventory.record(reports.into_iter().map(|report| Verified {
+        resolved: engine.resolved_digest(&report.image),
+        report,
+        at,
+    }));
+}
+
+/// Images grouped by repository, repositories in a stable order; images that are not ECR's
+/// (or not valid references) form one group of their own, first: they cost no call.
+pub fn by_repository(images: impl IntoIterator<Item = Box<str>>) -> Vec<Vec<String>> {
+    let mut local: Vec<String> = Vec::new();
+    let mut repos: BTreeMap<RepositoryKey, Vec<String>> = BTreeMap::new();
+    for image in images {
+        match ImageTarget::classify(&image) {
+            Ok(ImageTarget::Ecr { repo, .. }) => repos.entry(repo).or_default().push(image.into()),
+            _ => local.push(image.into()),
+        }
+    }
+    let mut groups: Vec<Vec<String>> = Vec::with_capacity(repos.len() + 1);
+    if !local.is_empty() {
+        groups.push(local);
+    }
+    groups.extend(repos.into_values());
+    groups
+}

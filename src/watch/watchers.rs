@@ -1,0 +1,270 @@
+//! One kube-runtime watcher per watched kind (and per namespace when the controller watches
+//! only some), each feeding the inventory's store. The watcher lists, watches from the
+//! list's resourceVersion with bookmarks, resumes a dropped watch, relists on 410 Gone and
+//! backs off while the API server cannot be reached; this file only projects what it sees.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, ReplicationController};
+use k8s_openapi::NamespaceResourceScope;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use super::inventory::{self, ObjectKey, Projection};
+use super::state::Inventory;
+use crate::workload::WorkloadKind;
+
+/// Which namespaces are watched.
+#[derive(Debug, Clone, Default)]
+pub struct Namespaces {
+    /// Only these (empty: all).
+    pub only: Vec<String>,
+    pub excluded: BTreeSet<String>,
+}
+
+impl Namespaces {
+    /// `None` for one cluster-wide watcher, else one per namespace.
+    pub fn scopes(&self) -> Vec<Option<String>> {
+        if self.only.is_empty() {
+            vec![None]
+        } else {
+            self.only
+                .iter()
+                .filter(|ns| !self.excluded.contains(*ns))
+                .map(|ns| Some(ns.clone()))
+                .collect()
+        }
+    }
+
+    fn admits(&self, namespace: &str) -> bool {
+        !self.excluded.contains(namespace)
+    }
+}
+
+/// A kind the controller watches: its projection.
+pub trait Watched:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: WorkloadKind;
+    /// `None` when the object pulls nothing (a finished Pod).
+    fn project(&self) -> Option<Projection>;
+}
+
+fn template_spec(
+    template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
+) -> Option<&PodSpec> {
+    template.and_then(|t| t.spec.as_ref())
+}
+
+macro_rules! watched_with_template {
+    ($ty:ty, $kind:expr, |$o:ident| $spec:expr) => {
+        impl Watched for $ty {
+            const KIND: WorkloadKind = $kind;
+            fn project(&self) -> Option<Projection> {
+                let $o = self;
+                Some(inventory::project_workload(
+                    Self::KIND,
+                    &self.metadata,
+                    $spec,
+                ))
+            }
+        }
+    };
+}
+
+watched_with_template!(Deployment, WorkloadKind::Deployment, |o| o
+    .spec
+    .template
+    .spec
+    .as_ref());
+watched_with_template!(StatefulSet, WorkloadKind::StatefulSet, |o| o
+    .spec
+    .template
+    .spec
+    .as_ref());
+watched_with_template!(DaemonSet, WorkloadKind::DaemonSet, |o| o
+    .spec
+    .template
+    .spec
+    .as_ref());
+watched_with_template!(ReplicaSet, WorkloadKind::ReplicaSet, |o| template_spec(
+    o.spec.template.as_ref()
+));
+watched_with_template!(Job, WorkloadKind::Job, |o| o
+    .spec
+    .as_ref()
+    .and_then(|s| s.template.spec.as_ref()));
+watched_with_template!(CronJob, WorkloadKind::CronJob, |o| o
+    .spec
+    .job_template
+    .spec
+    .as_ref()
+    .and_then(|j| j.template.spec.as_ref()));
+watched_with_template!(
+    ReplicationController,
+    WorkloadKind::ReplicationController,
+    |o| o
+        .spec
+        .as_ref()
+        .and_then(|s| template_spec(s.template.as_ref()))
+);
+
+impl Watched for Pod {
+    const KIND: WorkloadKind = WorkloadKind::Pod;
+    fn project(&self) -> Option<Projection> {
+        inventory::project_pod(self)
+    }
+}
+
+/// How many watchers [`spawn_all`] starts for `namespaces`.
+pub fn count(namespaces: &Namespaces) -> usize {
+    KINDS * namespaces.scopes().len()
+}
+
+const KINDS: usize = 8;
+
+/// Starts every watcher; they run until the process ends.
+pub fn spawn_all(client: &Client, namespaces: &Arc<Namespaces>, inventory: &Arc<Inventory>) {
+    for scope in namespaces.scopes() {
+        spawn::<Pod>(client, scope.clone(), namespaces, inventory);
+        spawn::<Deployment>(client, scope.clone(), namespaces, inventory);
+        spawn::<StatefulSet>(client, scope.clone(), namespaces, inventory);
+        spawn::<DaemonSet>(client, scope.clone(), namespaces, inventory);
+        spawn::<ReplicaSet>(client, scope.clone(), namespaces, inventory);
+        spawn::<Job>(client, scope.clone(), namespaces, inventory);
+        spawn::<CronJob>(client, scope.clone(), namespaces, inventory);
+        spawn::<ReplicationController>(client, scope, namespaces, inventory);
+    }
+}
+
+fn spawn<K: Watched>(
+    client: &Client,
+    scope: Option<String>,
+    namespaces: &Arc<Namespaces>,
+    inventory: &Arc<Inventory>,
+) {
+    let api: Api<K> = match &scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    tokio::spawn(watch_kind(
+        api,
+        scope,
+        namespaces.clone(),
+        inventory.clone(),
+    ));
+}
+
+/// The key and projection of `object`, or `None` when its namespace is excluded.
+pub fn keyed<K: Watched>(
+    object: &K,
+    namespaces: &Namespaces,
+) -> Option<(ObjectKey, Option<Projection>)> {
+    let key = inventory::key_of(K::KIND, object.meta())?;
+    namespaces
+        .admits(&key.namespace)
+        .then(|| (key, object.project()))
+}
+
+async fn watch_kind<K: Watched>(
+    api: Api<K>,
+    scope: Option<String>,
+    namespaces: Arc<Namespaces>,
+    inventory: Arc<Inventory>,
+) {
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut listed: Vec<(ObjectKey, Projection)> = Vec::new();
+    let mut first = true;
+    let kind = K::KIND.as_str();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => listed.clear(),
+            Ok(Event::InitApply(o)) => {
+                if let Some((key, Some(p))) = keyed(&o, &namespaces) {
+                    listed.push((key, p));
+                }
+            }
+            Ok(Event::InitDone) => {
+                let fresh = std::mem::take(&mut listed);
+                tracing::debug!(kind, objects = fresh.len(), "listed");
+                inventory.relisted(K::KIND, scope.as_deref(), fresh, first);
+                first = false;
+            }
+            Ok(Event::Apply(o)) => {
+                if let Some((key, p)) = keyed(&o, &namespaces) {
+                    inventory.apply(key, p);
+                }
+            }
+            Ok(Event::Delete(o)) => {
+                if let Some((key, _)) = keyed(&o, &namespaces) {
+                    inventory.apply(key, None);
+                }
+            }
+            // The watcher retries by itself, with back-off; said once per failure.
+            Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
+        }
+    }
+}
+
+/// Every object of every watched kind, listed once (page by page): what `report` reads.
+pub async fn list_once(
+    client: &Client,
+    namespaces: &Namespaces,
+) -> Result<Arc<Inventory>, kube::Error> {
+    let inventory = Inventory::new(0);
+    for scope in namespaces.scopes() {
+        let ns = scope.as_deref();
+        list::<Pod>(client, ns, namespaces, &inventory).await?;
+        list::<Deployment>(client, ns, namespaces, &inventory).await?;
+        list::<StatefulSet>(client, ns, namespaces, &inventory).await?;
+        list::<DaemonSet>(client, ns, namespaces, &inventory).await?;
+        list::<ReplicaSet>(client, ns, namespaces, &inventory).await?;
+        list::<Job>(client, ns, namespaces, &inventory).await?;
+        list::<CronJob>(client, ns, namespaces, &inventory).await?;
+        list::<ReplicationController>(client, ns, namespaces, &inventory).await?;
+    }
+    Ok(inventory)
+}
+
+/// Objects a page holds at most when listing.
+const PAGE: u32 = 500;
+
+async fn list<K: Watched>(
+    client: &Client,
+    scope: Option<&str>,
+    namespaces: &Namespaces,
+    inventory: &Inventory,
+) -> Result<(), kube::Error> {
+    let api: Api<K> = match scope {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut params = kube::api::ListParams::default().limit(PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        for o in &page.items {
+            if let Some((key, Some(p))) = keyed(o, namespaces) {
+                inventory.apply(key, Some(p));
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}

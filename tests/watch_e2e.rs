@@ -1,0 +1,464 @@
+//! The controller end to end: kube's own client, watchers, lease manager and event recorder
+//! against the fake API server (tests/common/fake_apiserver.rs), the engine against the ECR
+//! emulator, `/inventory` and `/metrics` over HTTP from the admin listener.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecr::types::ImageIdentifier;
+use common::fake_apiserver::FakeApiServer;
+use common::seed::{Breakage, Pushed, Seeder, DOCKER_MANIFEST};
+use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::registry::Registry;
+use ecr_preflight::server::{self, tls::CertStore, WebhookConfig};
+use ecr_preflight::watch::{self, Controller, InventoryView, Namespaces, WatchSettings};
+use serde_json::{json, Value};
+
+/// A Deployment, its ReplicaSet and one Pod running `image` at `digest`.
+fn put_deployment(api: &FakeApiServer, ns: &str, name: &str, image: &str, digest: &str) {
+    let template = json!({"spec": {"containers": [{"name": "app", "image": image}]}});
+    let d = api.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": {"selector": {}, "template": template}}));
+    let owner = |kind: &str, o: &Value| {
+        json!([{"apiVersion": "apps/v1", "kind": kind,
+        "name": o["metadata"]["name"], "uid": o["metadata"]["uid"], "controller": true}])
+    };
+    let rs = api.put(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"namespace": ns, "name": format!("{name}-5d8f"), "ownerReferences": owner("Deployment", &d)},
+        "spec": {"selector": {}, "template": template}}));
+    api.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": ns, "name": format!("{name}-5d8f-x1"), "ownerReferences": owner("ReplicaSet", &rs)},
+        "spec": template["spec"],
+        "status": {"phase": "Running", "containerStatuses": [{"name": "app", "image": image,
+            "imageID": format!("{}@{digest}", image.split(':').next().unwrap_or_default()),
+            "ready": true, "restartCount": 0}]}}));
+}
+
+struct Running {
+    admin: String,
+    http: reqwest::Client,
+    controller: Controller,
+    _server: server::Running,
+}
+
+async fn engines(rate: f64, settings: &WatchSettings) -> (Arc<Engine>, Arc<Engine>) {
+    let registry: Arc<dyn Registry> =
+        Arc::new(common::server::registry(None, Duration::from_secs(3)).await);
+    let engine_settings = EngineSettings::new(vec!["linux/amd64".parse().expect("platform")]);
+    let admission = Engine::new(registry.clone(), engine_settings.clone());
+    let background = watch::background_engine(
+        &admission,
+        registry,
+        &engine_settings,
+        &WatchSettings {
+            calls_per_second: rate,
+            ..settings.clone()
+        },
+    );
+    (Arc::new(admission), Arc::new(background))
+}
+
+fn settings(identity: &str, leader_election: bool) -> WatchSettings {
+    WatchSettings {
+        recheck_interval: Duration::from_secs(2),
+        calls_per_second: 50.0,
+        namespaces: Namespaces::default(),
+        workload_metrics: true,
+        leader_election,
+        lease_namespace: "ecr-preflight".to_owned(),
+        lease_duration: Duration::from_secs(15),
+        identity: identity.to_owned(),
+    }
+}
+
+/// The webhook and the controller in one process, as `serve --watch` runs them.
+async fn start(api: &FakeApiServer, settings: WatchSettings) -> Running {
+    let (admission, background) = engines(settings.calls_per_second, &settings).await;
+    let controller = Controller::start(api.client(), background, settings);
+    let (cert, key) = server::tls::self_signed_pem().expect("cert");
+    server::tls::install_crypto_provider();
+    let key =
+        server::tls::certified_key(cert.as_bytes(), key.as_bytes(), "c".as_ref(), "k".as_ref())
+            .expect("key");
+    let config = WebhookConfig {
+        controller: Some(controller.clone()),
+        ..common::server::loopback_config(CertStore::new(key))
+    };
+    let running = server::start_webhook(admission, config)
+        .await
+        .expect("start");
+    Running {
+        admin: format!("http://{}", running.metrics_addr),
+        http: reqwest::Client::new(),
+        controller,
+        _server: running,
+    }
+}
+
+impl Running {
+    async fn inventory(&self) -> InventoryView {
+        let r = self
+            .http
+            .get(format!("{}/inventory", self.admin))
+            .send()
+            .await
+            .expect("inventory");
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("inventory json")
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Polls /inventory until `name`'s container shows `outcome` (bounded).
+    async fn wait_outcome(&self, name: &str, outcome: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let view = self.inventory().await;
+            let found = view
+                .workloads
+                .iter()
+                .find(|w| w.name == name)
+                .and_then(|w| w.containers.first().cloned());
+            if let Some(c) = &found {
+                if c.outcome == outcome {
+                    return serde_json::to_value(&view).expect("json");
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never became {outcome}: {found:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn events(api: &FakeApiServer, name: &str) -> Vec<(String, String, String)> {
+    api.objects("Event")
+        .into_iter()
+        .filter(|e| e["regarding"]["name"] == name)
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default().to_owned(),
+                e["reason"].as_str().unwrap_or_default().to_owned(),
+                e["note"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn delete_tag(seeder: &Seeder, pushed: &Pushed) {
+    seeder
+        .client
+        .batch_delete_image()
+        .repository_name(&pushed.repository)
+        .image_ids(ImageIdentifier::builder().image_tag(&pushed.tag).build())
+        .send()
+        .await
+        .expect("delete image");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_image_flips_the_workload_once_and_a_repush_flips_it_back() {
+    let seeder = Seeder::new(&common::moto::endpoint());
+    let repo = common::unique("watch/deleted");
+    let pushed = seeder
+        .image(&repo, "v1", &repo, 2, DOCKER_MANIFEST, Breakage::default())
+        .await;
+    let api = FakeApiServer::start().await;
+    put_deployment(&api, "shop", "web", &pushed.reference(), &pushed.digest);
+    let ctl = start(&api, settings("replica-a", true)).await;
+
+    let view = ctl.wait_outcome("web", "ok").await;
+    let w = &view["workloads"][0];
+    assert_eq!(
+        (w["namespace"].as_str(), w["kind"].as_str()),
+        (Some("shop"), Some("Deployment"))
+    );
+    let c = &w["containers"][0];
+    assert_eq!(c["name"], "app");
+    assert_eq!(c["image"], pushed.reference());
+    assert_eq!(c["running_digests"], json!([pushed.digest]));
+    assert_eq!(
+        (c["drift"].as_bool(), c["problem"].is_null()),
+        (Some(false), true)
+    );
+    assert!(
+        c["verified_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{c}"
+    );
+    // The lease is this replica's, and only the leader exports workload series.
+    let lease = &api.objects("Lease")[0];
+    assert_eq!(lease["metadata"]["name"], "ecr-preflight-watch");
+    assert_eq!(lease["metadata"]["namespace"], "ecr-preflight");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    let metrics = ctl.metrics().await;
+    assert!(metrics.contains(r#"ecr_preflight_workload_images{namespace="shop",kind="Deployment",name="web",container="app",outcome="ok"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains("ecr_preflight_watch_leader 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"source="watch",operation="BatchGetImage",outcome="success""#),
+        "{metrics}"
+    );
+    assert!(
+        events(&api, "web").is_empty(),
+        "no Event while nothing changed"
+    );
+
+    delete_tag(&seeder, &pushed).await;
+    let view = ctl.wait_outcome("web", "not_found").await;
+    let problem = view["workloads"][0]["containers"][0]["problem"]
+        .as_str()
+        .expect("problem")
+        .to_owned();
+    assert!(problem.contains("tag not found in ECR"), "{problem}");
+    // Several more passes: still one Event.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let posted = events(&api, "web");
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(
+        (posted[0].0.as_str(), posted[0].1.as_str()),
+        ("Warning", "ImageUnavailable")
+    );
+    assert_eq!(posted[0].2, problem);
+    let metrics = ctl.metrics().await;
+    assert!(metrics.contains(r#"ecr_preflight_workload_images{namespace="shop",kind="Deployment",name="web",container="app",outcome="not_found"} 1"#), "{metrics}");
+    assert!(
+        !metrics.contains(r#"name="web",container="app",outcome="ok""#),
+        "the old series is gone: {metrics}"
+    );
+    assert!(
+        metrics.contains(r#"ecr_preflight_images_in_use{outcome="not_found"} 1"#),
+        "{metrics}"
+    );
+
+    // The same image pushed again: one Normal Event.
+    seeder
+        .image(&repo, "v1", &repo, 2, DOCKER_MANIFEST, Breakage::default())
+        .await;
+    ctl.wait_outcome("web", "ok").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let posted = events(&api, "web");
+    assert_eq!(posted.len(), 2, "{posted:?}");
+    assert_eq!(
+        (posted[1].0.as_str(), posted[1].1.as_str()),
+        ("Normal", "ImageAvailable")
+    );
+    let view = ctl.inventory().await;
+    assert!(view.verified_at.is_some());
+    assert_eq!(ctl.controller.inventory.objects(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_repushed_onto_a_broken_manifest_is_missing_and_drifted() {
+    let seeder = Seeder::new(&common::moto::endpoint());
+    let repo = common::unique("watch/repushed");
+    let good = seeder
+        .image(
+            &repo,
+            "stable",
+            &repo,
+            2,
+            DOCKER_MANIFEST,
+            Breakage::default(),
+        )
+        .await;
+    let api = FakeApiServer::start().await;
+    put_deployment(&api, "shop", "api", &good.reference(), &good.digest);
+    let ctl = start(&api, settings("replica-b", false)).await;
+    ctl.wait_outcome("api", "ok").await;
+
+    let seed = format!("{repo}-2");
+    let broken = seeder
+        .image(
+            &repo,
+            "stable",
+            &seed,
+            3,
+            DOCKER_MANIFEST,
+            Breakage {
+                missing_layers: &[1],
+                missing_config: false,
+            },
+        )
+        .await;
+    let view = ctl.wait_outcome("api", "missing").await;
+    let c = &view["workloads"][0]["containers"][0];
+    assert_eq!(c["drift"], true, "the tag names a digest no pod runs: {c}");
+    let problem = c["problem"].as_str().expect("problem");
+    assert!(problem.contains(&broken.layers[1]), "{problem}");
+    assert!(problem.contains("1 of 4 blobs missing"), "{problem}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let posted = events(&api, "api");
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(posted[0].1, "ImageUnavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_watch_resumes_and_an_expired_one_relists() {
+    let api = FakeApiServer::start().await;
+    put_deployment(&api, "a", "one", "nginx:1", "sha256:11");
+    let ctl = start(&api, settings("replica-c", false)).await;
+    ctl.wait_outcome("one", "skipped").await;
+    let lists = |api: &FakeApiServer| {
+        api.requests()
+            .iter()
+            .filter(|r| {
+                r.starts_with("GET /apis/apps/v1/deployments?") && !r.contains("watch=true")
+            })
+            .count()
+    };
+    assert_eq!(lists(&api), 1);
+
+    // Dropped: resumed from where it was, without a list.
+    api.drop_watches();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    put_deployment(&api, "a", "two", "nginx:2", "sha256:22");
+    ctl.wait_outcome("two", "skipped").await;
+    assert_eq!(lists(&api), 1, "{:?}", api.requests());
+
+    // Expired: 410 Gone, then a fresh list that drops what was deleted meanwhile.
+    // Changes made while no watch is open, then the history they are in compacted away.
+    api.refuse_watches(true);
+    api.drop_watches();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The garbage collector's work too: the Deployment's ReplicaSet and Pod go with it.
+    api.delete("Deployment", "a", "one");
+    api.delete("ReplicaSet", "a", "one-5d8f");
+    api.delete("Pod", "a", "one-5d8f-x1");
+    put_deployment(&api, "b", "three", "nginx:3", "sha256:33");
+    api.compact();
+    api.refuse_watches(false);
+    ctl.wait_outcome("three", "skipped").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lists(&api) < 2 {
+        assert!(Instant::now() < deadline, "{:?}", api.requests());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let view = ctl.inventory().await;
+    let names: Vec<&str> = view.workloads.iter().map(|w| w.name.as_str()).collect();
+    assert!(names.contains(&"three"), "{names:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = ctl.inventory().await;
+        if !view
+            .workloads
+            .iter()
+            .any(|w| w.name == "one" && w.kind == "Deployment")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deleted Deployment stays: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_that_comes_up_late_is_waited_for_while_the_webhook_serves() {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .expect("addr");
+    let client = kube::Client::try_from(kube::Config::new(
+        format!("http://{addr}").parse().expect("url"),
+    ))
+    .expect("client");
+    let settings = settings("replica-d", true);
+    let (admission, background) = engines(50.0, &settings).await;
+    let controller = Controller::start(client, background, settings);
+    let (cert, key) = server::tls::self_signed_pem().expect("cert");
+    server::tls::install_crypto_provider();
+    let certified =
+        server::tls::certified_key(cert.as_bytes(), key.as_bytes(), "c".as_ref(), "k".as_ref())
+            .expect("key");
+    let config = WebhookConfig {
+        controller: Some(controller.clone()),
+        ..common::server::loopback_config(CertStore::new(certified))
+    };
+    let running = server::start_webhook(admission, config)
+        .await
+        .expect("start");
+    let http = reqwest::Client::new();
+    let admin = format!("http://{}", running.metrics_addr);
+    let ready = http
+        .get(format!("{admin}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(
+        ready.status(),
+        200,
+        "the webhook is ready without the API server"
+    );
+    let https = common::server::client(&cert, false);
+    let url = format!(
+        "https://localhost:{}/validate",
+        running.webhook_addr.expect("webhook").port()
+    );
+    let review = common::pod_review(&[("app", "nginx:1")]);
+    let answer: Value = https
+        .post(&url)
+        .body(review)
+        .send()
+        .await
+        .expect("review")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(!controller.inventory.is_synced());
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let api = FakeApiServer::start_on(addr).await;
+    put_deployment(&api, "late", "web", "nginx:1", "sha256:11");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view: InventoryView = http
+            .get(format!("{admin}/inventory"))
+            .send()
+            .await
+            .expect("inv")
+            .json()
+            .await
+            .expect("json");
+        if view.workloads.iter().any(|w| w.name == "web") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller never caught up: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.objects("Lease").is_empty() {
+        assert!(Instant::now() < deadline, "no Lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn inventory_without_the_controller_says_how_to_start_it() {
+    let srv = common::server::start(common::server::Options::default()).await;
+    let r = reqwest::get(format!("{}/inventory", srv.admin_url))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.expect("text").contains("--watch"));
+}
