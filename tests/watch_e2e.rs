@@ -8,34 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecr::types::ImageIdentifier;
-use common::fake_apiserver::FakeApiServer;
+use common::fake_apiserver::{put_deployment, FakeApiServer};
 use common::seed::{Breakage, Pushed, Seeder, DOCKER_MANIFEST};
 use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::registry::Registry;
 use ecr_preflight::server::{self, tls::CertStore, WebhookConfig};
 use ecr_preflight::watch::{self, Controller, InventoryView, Namespaces, WatchSettings};
 use serde_json::{json, Value};
-
-/// A Deployment, its ReplicaSet and one Pod running `image` at `digest`.
-fn put_deployment(api: &FakeApiServer, ns: &str, name: &str, image: &str, digest: &str) {
-    let template = json!({"spec": {"containers": [{"name": "app", "image": image}]}});
-    let d = api.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"namespace": ns, "name": name},
-        "spec": {"selector": {}, "template": template}}));
-    let owner = |kind: &str, o: &Value| {
-        json!([{"apiVersion": "apps/v1", "kind": kind,
-        "name": o["metadata"]["name"], "uid": o["metadata"]["uid"], "controller": true}])
-    };
-    let rs = api.put(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {"namespace": ns, "name": format!("{name}-5d8f"), "ownerReferences": owner("Deployment", &d)},
-        "spec": {"selector": {}, "template": template}}));
-    api.put(json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"namespace": ns, "name": format!("{name}-5d8f-x1"), "ownerReferences": owner("ReplicaSet", &rs)},
-        "spec": template["spec"],
-        "status": {"phase": "Running", "containerStatuses": [{"name": "app", "image": image,
-            "imageID": format!("{}@{digest}", image.split(':').next().unwrap_or_default()),
-            "ready": true, "restartCount": 0}]}}));
-}
 
 struct Running {
     admin: String,

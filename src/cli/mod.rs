@@ -4,6 +4,7 @@
 mod check;
 mod engine_args;
 mod layers;
+mod process;
 mod report;
 mod serve;
 mod watch;

@@ -27,13 +27,6 @@ pub struct ReportArgs {
     pub output: ReportFormat,
     #[command(flatten)]
     pub scope: ScopeFlags,
-    /// ECR calls a second per account and region.
-    #[arg(
-        long,
-        env = "ECR_PREFLIGHT_WATCH_ECR_CALLS_PER_SECOND",
-        default_value_t = 10.0
-    )]
-    pub watch_ecr_calls_per_second: f64,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -43,12 +36,8 @@ const REPORT_DEADLINE: Duration = Duration::from_secs(600);
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     args.engine.validate().map_err(|e| anyhow!(e))?;
-    let rate = args.watch_ecr_calls_per_second;
-    if !(rate.is_finite() && (0.1..=1000.0).contains(&rate)) {
-        return Err(anyhow!(
-            "--watch-ecr-calls-per-second must be between 0.1 and 1000"
-        ));
-    }
+    args.scope.validate().map_err(|e| anyhow!(e))?;
+    let rate = args.scope.watch_ecr_calls_per_second;
     let client = kube_client().await?;
     let inventory = watchers::list_once(&client, &args.scope.namespaces())
         .await

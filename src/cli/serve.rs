@@ -12,13 +12,13 @@ use clap::Args;
 use rustls::sign::CertifiedKey;
 
 use super::engine_args::{parse_duration, Built, EngineArgs};
+use super::process::{credentials_gate, wait_for_signal};
 use super::watch::{kube_client, start_controller, WatchFlags};
 use crate::admission::{OwnedObjects, Policy};
 use crate::decision::{Mode, OnError};
 use crate::logging::DecisionLog;
-use crate::registry::credentials::CredentialKeeper;
 use crate::server::tls::{self, CertStore};
-use crate::server::{self, Limits, ReadyGate, WebhookConfig};
+use crate::server::{self, Limits, WebhookConfig};
 use crate::watch::Controller;
 
 #[derive(Debug, Clone, Args)]
@@ -195,20 +195,6 @@ async fn controller(args: &ServeArgs, built: &Built) -> Option<Controller> {
     }
 }
 
-/// Readiness waits for credentials, at most `bound`: a missing role must not keep the pod
-/// unready forever, so past the bound it turns ready and says why lookups will fail.
-pub(super) fn credentials_gate(keeper: Arc<CredentialKeeper>, bound: Duration) -> ReadyGate {
-    Box::pin(async move {
-        match keeper.wait_ready(bound).await {
-            Ok(()) => tracing::info!("AWS credentials in hand: ready"),
-            Err(problem) => tracing::warn!(
-                %problem,
-                "ready without AWS credentials: ECR lookups answer unknown until they are found"
-            ),
-        }
-    })
-}
-
 /// The certificate served from the start: the files', or a self-signed one.
 fn first_certificate(source: &TlsSource) -> anyhow::Result<CertifiedKey> {
     Ok(match source {
@@ -224,25 +210,4 @@ fn first_certificate(source: &TlsSource) -> anyhow::Result<CertifiedKey> {
             )?
         }
     })
-}
-
-pub(super) async fn wait_for_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

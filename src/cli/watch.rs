@@ -10,7 +10,7 @@ use anyhow::anyhow;
 use clap::{ArgAction, Args};
 
 use super::engine_args::{parse_duration, EngineArgs};
-use super::serve::{credentials_gate, wait_for_signal};
+use super::process::{credentials_gate, wait_for_signal};
 use crate::engine::Engine;
 use crate::registry::Registry;
 use crate::server::{self, ReadyGate};
@@ -22,14 +22,6 @@ pub struct WatchFlags {
     /// Every image in use is verified again at least this often.
     #[arg(long, env = "ECR_PREFLIGHT_RECHECK_INTERVAL", default_value = "15m", value_parser = parse_duration)]
     pub recheck_interval: Duration,
-    /// ECR calls a second the re-verification may make per account and region, apart from
-    /// admission's.
-    #[arg(
-        long,
-        env = "ECR_PREFLIGHT_WATCH_ECR_CALLS_PER_SECOND",
-        default_value_t = 10.0
-    )]
-    pub watch_ecr_calls_per_second: f64,
     #[command(flatten)]
     pub scope: ScopeFlags,
     /// Export ecr_preflight_workload_images, one series per workload container (turn off
@@ -49,9 +41,17 @@ pub struct WatchFlags {
     pub lease_duration: Duration,
 }
 
-/// Which namespaces the controller and `report` look at.
+/// Which namespaces the controller and `report` look at, and how fast they ask ECR.
 #[derive(Debug, Clone, Args)]
 pub struct ScopeFlags {
+    /// ECR calls a second the re-verification may make per account and region, apart from
+    /// admission's.
+    #[arg(
+        long,
+        env = "ECR_PREFLIGHT_WATCH_ECR_CALLS_PER_SECOND",
+        default_value_t = 10.0
+    )]
+    pub watch_ecr_calls_per_second: f64,
     /// Namespaces to watch, comma-separated [default: all].
     #[arg(long, env = "ECR_PREFLIGHT_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
@@ -61,6 +61,14 @@ pub struct ScopeFlags {
 }
 
 impl ScopeFlags {
+    pub fn validate(&self) -> Result<(), String> {
+        let rate = self.watch_ecr_calls_per_second;
+        if !(rate.is_finite() && (0.1..=1000.0).contains(&rate)) {
+            return Err("--watch-ecr-calls-per-second must be between 0.1 and 1000".into());
+        }
+        Ok(())
+    }
+
     pub fn namespaces(&self) -> Namespaces {
         let clean = |list: &[String]| -> Vec<String> {
             list.iter()
@@ -80,10 +88,7 @@ impl WatchFlags {
         if self.recheck_interval < Duration::from_secs(1) {
             return Err("--recheck-interval must be at least 1s".into());
         }
-        let rate = self.watch_ecr_calls_per_second;
-        if !(rate.is_finite() && (0.1..=1000.0).contains(&rate)) {
-            return Err("--watch-ecr-calls-per-second must be between 0.1 and 1000".into());
-        }
+        self.scope.validate()?;
         if self.lease_duration < Duration::from_secs(2) {
             return Err("--lease-duration must be at least 2s".into());
         }
@@ -93,7 +98,7 @@ impl WatchFlags {
     pub fn settings(&self) -> WatchSettings {
         WatchSettings {
             recheck_interval: self.recheck_interval,
-            calls_per_second: self.watch_ecr_calls_per_second,
+            calls_per_second: self.scope.watch_ecr_calls_per_second,
             namespaces: self.scope.namespaces(),
             workload_metrics: self.workload_metrics,
             leader_election: self.leader_election,

@@ -12,6 +12,9 @@ const BASE: Duration = Duration::from_millis(25);
 const CAP: Duration = Duration::from_millis(800);
 /// An attempt started with less time than this left cannot finish; don't start it.
 const MIN_ATTEMPT: Duration = Duration::from_millis(50);
+/// Attempts of one call at most: an admission's budget of seconds rarely fits more; a
+/// background check, with minutes of budget, must not keep calling an endpoint that is down.
+const MAX_ATTEMPTS: u32 = 8;
 
 impl RegistryError {
     /// Throttling, 5xx and transport failures may pass; anything else will not.
@@ -23,8 +26,8 @@ impl RegistryError {
     }
 }
 
-/// Runs `attempt` until it succeeds, fails for good, or `deadline` leaves no room for a
-/// back-off and another attempt. Each attempt is itself bounded by `deadline`.
+/// Runs `attempt` until it succeeds, fails for good, has been tried [`MAX_ATTEMPTS`] times,
+/// or `deadline` leaves no room for a back-off and another attempt. Each attempt is itself bounded by `deadline`.
 pub async fn with_retries<T, F, Fut>(deadline: Instant, mut attempt: F) -> Result<T, RegistryError>
 where
     F: FnMut() -> Fut,
@@ -37,7 +40,7 @@ where
             Ok(Err(e)) => e,
             Err(_) => return Err(RegistryError::Timeout),
         };
-        if !error.is_retryable() {
+        if !error.is_retryable() || tries + 1 >= MAX_ATTEMPTS {
             return Err(error);
         }
         let ceiling = BASE.saturating_mul(1 << tries.min(10)).min(CAP);
@@ -47,5 +50,28 @@ where
         }
         tokio::time::sleep(pause).await;
         tries += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{with_retries, MAX_ATTEMPTS};
+    use crate::registry::RegistryError;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_budget_stops_after_the_most_attempts() {
+        let tries = Cell::new(0u32);
+        let result: Result<(), _> = with_retries(Instant::now() + Duration::from_secs(600), || {
+            tries.set(tries.get() + 1);
+            async { Err(RegistryError::Transport("connection refused".into())) }
+        })
+        .await;
+        assert_eq!(tries.get(), MAX_ATTEMPTS);
+        assert!(matches!(result, Err(RegistryError::Transport(_))));
     }
 }

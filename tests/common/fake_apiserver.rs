@@ -702,6 +702,27 @@ fn patch(
     json_response(StatusCode::OK, &object)
 }
 
+/// A Deployment, its ReplicaSet and one Pod running `image` at `digest`.
+pub fn put_deployment(api: &FakeApiServer, ns: &str, name: &str, image: &str, digest: &str) {
+    let template = json!({"spec": {"containers": [{"name": "app", "image": image}]}});
+    let d = api.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": {"selector": {}, "template": template}}));
+    let owner = |kind: &str, o: &Value| {
+        json!([{"apiVersion": "apps/v1", "kind": kind,
+        "name": o["metadata"]["name"], "uid": o["metadata"]["uid"], "controller": true}])
+    };
+    let rs = api.put(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"namespace": ns, "name": format!("{name}-5d8f"), "ownerReferences": owner("Deployment", &d)},
+        "spec": {"selector": {}, "template": template}}));
+    api.put(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": ns, "name": format!("{name}-5d8f-x1"), "ownerReferences": owner("ReplicaSet", &rs)},
+        "spec": template["spec"],
+        "status": {"phase": "Running", "containerStatuses": [{"name": "app", "image": image,
+            "imageID": format!("{}@{digest}", image.split(':').next().unwrap_or_default()),
+            "ready": true, "restartCount": 0}]}}));
+}
+
 /// JSON merge patch (RFC 7386): null deletes, objects merge, anything else replaces.
 fn merge(target: &mut Value, patch: &Value) {
     match (target.as_object_mut(), patch.as_object()) {

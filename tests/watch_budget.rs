@@ -1,0 +1,216 @@
+//! The controller's background work on the paused clock, against an in-memory registry
+//! that logs every call with its virtual time: the call budget, the pause under
+//! throttling, admission answered while the budget is exhausted, and a pass spread over
+//! the interval with every answer asked afresh the next pass.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::memory_registry::MemoryRegistry;
+use common::seed::REGISTRY;
+use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::registry::BlobState;
+use ecr_preflight::report::Outcome;
+use ecr_preflight::watch::inventory::{key_of, project_workload};
+use ecr_preflight::watch::{self, Inventory, Namespaces, Signals, Verifier, WatchSettings};
+use ecr_preflight::workload::WorkloadKind;
+use k8s_openapi::api::core::v1::PodSpec;
+use tokio::time::Instant;
+
+fn settings(rate: f64, interval: Duration) -> WatchSettings {
+    WatchSettings {
+        recheck_interval: interval,
+        calls_per_second: rate,
+        namespaces: Namespaces::default(),
+        workload_metrics: false,
+        leader_election: false,
+        lease_namespace: "default".into(),
+        lease_duration: Duration::from_secs(15),
+        identity: "test".into(),
+    }
+}
+
+/// The admission engine and the controller's beside it, on one registry.
+fn engines(registry: &Arc<MemoryRegistry>, watch: &WatchSettings) -> (Arc<Engine>, Arc<Engine>) {
+    let engine_settings = EngineSettings::new(vec!["linux/amd64".parse().expect("platform")]);
+    let admission = Engine::new(registry.clone(), engine_settings.clone());
+    let background =
+        watch::background_engine(&admission, registry.clone(), &engine_settings, watch);
+    (Arc::new(admission), Arc::new(background))
+}
+
+/// `n` repositories of one 3-blob image each; their references.
+fn images(registry: &MemoryRegistry, prefix: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let repo = format!("{prefix}/r{i:02}");
+            registry.push_image(&repo, "v1", 3, BlobState::Available);
+            format!("{REGISTRY}/{repo}:v1")
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_calls_keep_to_the_budget() {
+    let registry = Arc::new(MemoryRegistry::default());
+    let refs = images(&registry, "budget", 15);
+    let (_, background) = engines(&registry, &settings(5.0, Duration::from_secs(900)));
+    let start = Instant::now();
+    let reports = background
+        .check(&refs, start + Duration::from_secs(60))
+        .await;
+    assert!(
+        reports.iter().all(|r| r.outcome() == Outcome::Ok),
+        "{reports:?}"
+    );
+    let log = registry.log.lock().expect("lock");
+    assert_eq!(
+        log.len(),
+        30,
+        "one BatchGetImage and one check per repository"
+    );
+    let mut at: Vec<Duration> = log.iter().map(|c| c.at - start).collect();
+    at.sort();
+    for pair in at.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(200),
+            "5 a second: {at:?}"
+        );
+    }
+    assert!(at[29] >= Duration::from_millis(5800), "{at:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn admission_is_answered_while_the_background_budget_is_exhausted() {
+    let registry = Arc::new(MemoryRegistry::default());
+    let queued = images(&registry, "busy", 10);
+    let fresh = images(&registry, "admit", 1);
+    let (admission, background) = engines(&registry, &settings(0.5, Duration::from_secs(900)));
+    let start = Instant::now();
+    // Twenty calls at one every two seconds: the budget is spent for 40 s.
+    let behind = tokio::spawn({
+        let background = background.clone();
+        async move {
+            background
+                .check(&queued, start + Duration::from_secs(120))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let reports = admission
+        .check(&fresh, Instant::now() + Duration::from_secs(3))
+        .await;
+    assert_eq!(reports[0].outcome(), Outcome::Ok);
+    assert_eq!(
+        Instant::now() - start,
+        Duration::from_millis(10),
+        "admission waited for nothing"
+    );
+    assert!(
+        !behind.is_finished(),
+        "the background check is still waiting for its budget"
+    );
+    let done = behind.await.expect("background");
+    assert!(done.iter().all(|r| r.outcome() == Outcome::Ok));
+    assert!(Instant::now() - start >= Duration::from_secs(38));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_pauses_the_background_longer_each_time() {
+    let registry = Arc::new(MemoryRegistry::default());
+    let refs = images(&registry, "throttled", 1);
+    registry
+        .throttle_next
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let (_, background) = engines(&registry, &settings(100.0, Duration::from_secs(900)));
+    let start = Instant::now();
+    let reports = background
+        .check(&refs, start + Duration::from_secs(60))
+        .await;
+    assert_eq!(reports[0].outcome(), Outcome::Ok);
+    let at: Vec<Duration> = registry
+        .log
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|c| c.at - start)
+        .collect();
+    // Throttled, paused 1 s; throttled again, paused 2 s; then the two calls.
+    assert_eq!(at.len(), 4, "{at:?}");
+    assert!(at[1] - at[0] >= Duration::from_secs(1), "{at:?}");
+    assert!(at[2] - at[1] >= Duration::from_secs(2), "{at:?}");
+}
+
+fn template(image: &str) -> PodSpec {
+    serde_json::from_value(serde_json::json!({"containers": [{"name": "app", "image": image}]}))
+        .expect("spec")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_is_spread_over_the_interval_and_the_next_asks_afresh() {
+    let registry = Arc::new(MemoryRegistry::default());
+    let refs = images(&registry, "spread", 10);
+    let interval = Duration::from_secs(100);
+    let watch = settings(1000.0, interval);
+    let (_, background) = engines(&registry, &watch);
+    let inventory = Inventory::new(0);
+    for (i, image) in refs.iter().enumerate() {
+        let meta = serde_json::from_value(
+            serde_json::json!({"namespace": "ns", "name": format!("d{i}"), "uid": "u"}),
+        )
+        .expect("meta");
+        let p = project_workload(WorkloadKind::Deployment, &meta, Some(&template(image)));
+        inventory.apply(
+            key_of(WorkloadKind::Deployment, &meta).expect("key"),
+            Some(p),
+        );
+    }
+    let metrics = Arc::new(Default::default());
+    let verifier = Verifier {
+        engine: background,
+        inventory: inventory.clone(),
+        interval,
+        signals: Arc::new(Signals::new(Arc::clone(&metrics), false, None)),
+        metrics,
+    };
+    let start = Instant::now();
+    let run = tokio::spawn(async move { verifier.run().await });
+    tokio::time::sleep(interval + interval / 2).await;
+    run.abort();
+
+    let log = registry.log.lock().expect("lock");
+    let mut firsts: Vec<(String, Duration)> = Vec::new();
+    for call in log.iter().filter(|c| c.operation == "BatchGetImage") {
+        if !firsts.iter().any(|(r, _)| *r == call.repository) {
+            firsts.push((call.repository.clone(), call.at - start));
+        }
+    }
+    assert_eq!(firsts.len(), 10);
+    for (i, (_, at)) in firsts.iter().enumerate() {
+        // Turn i of 10 at i * 9 s (90 % of the interval, spread evenly).
+        let due = Duration::from_secs(9 * i as u64);
+        assert!(
+            *at >= due && *at < due + Duration::from_millis(50),
+            "turn {i} at {at:?}"
+        );
+    }
+    // The second pass, from 100 s on, asked ECR again for every repository, both calls.
+    let second = |op: &str| {
+        log.iter()
+            .filter(|c| c.operation == op && c.at - start >= interval)
+            .count()
+    };
+    assert_eq!(second("BatchGetImage"), 6, "turns at 100, 109, ..., 145 s");
+    assert_eq!(second("BatchCheckLayerAvailability"), 6);
+    drop(log);
+    let view = inventory.view();
+    assert!(view.verified_at.is_some(), "the first pass ended");
+    assert!(
+        view.workloads
+            .iter()
+            .all(|w| w.containers[0].outcome == "ok"),
+        "{view:?}"
+    );
+}

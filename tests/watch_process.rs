@@ -1,0 +1,236 @@
+//! `ecr-preflight watch` and `report` as processes against the fake API server (through a
+//! kubeconfig naming its http:// address, as `kubectl proxy` gives) and the ECR emulator:
+//! leader election between two replicas, and report's output and exit codes.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fake_apiserver::{put_deployment, FakeApiServer};
+use common::seed::{Breakage, Seeder, DOCKER_MANIFEST, REGISTRY};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ecr-preflight");
+
+fn command(kubeconfig: &Path, endpoint: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("KUBECONFIG", kubeconfig)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("ECR_PREFLIGHT_ECR_ENDPOINT_URL", endpoint)
+        .env("ECR_PREFLIGHT_PLATFORMS", "linux/amd64")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("ECR_PREFLIGHT_LEASE_NAMESPACE");
+    c
+}
+
+struct Replica {
+    child: Child,
+    metrics: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn replica(kubeconfig: &Path, name: &str) -> Replica {
+    let port = common::free_port();
+    let child = command(kubeconfig, &common::moto::endpoint())
+        .args(["watch", "--metrics-listen", &format!("127.0.0.1:{port}")])
+        .args(["--recheck-interval", "2s", "--lease-duration", "3s"])
+        .args(["--lease-namespace", "ops"])
+        .env("POD_NAME", name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn watch");
+    common::wait_for_listener(port, Duration::from_secs(30), "watch admin listener");
+    Replica {
+        child,
+        metrics: format!("http://127.0.0.1:{port}/metrics"),
+    }
+}
+
+async fn leader_gauge(r: &Replica) -> Option<u8> {
+    let text = reqwest::get(&r.metrics).await.ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("ecr_preflight_watch_leader "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn holder(api: &FakeApiServer) -> String {
+    api.objects("Lease")
+        .first()
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
+    let api = FakeApiServer::start().await;
+    // A tag ECR does not have: the leader, and only the leader, posts one Warning.
+    let image = format!("{REGISTRY}/{}:gone", common::unique("watch/lease"));
+    put_deployment(&api, "shop", "web", &image, "sha256:11");
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = api.kubeconfig(dir.path());
+
+    let mut alpha = replica(&kubeconfig, "alpha");
+    wait_for("alpha leading", Duration::from_secs(30), || {
+        holder(&api).starts_with("alpha-")
+    })
+    .await;
+    let beta = replica(&kubeconfig, "beta");
+    wait_for("the Warning", Duration::from_secs(30), || {
+        !api.objects("Event").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(holder(&api).starts_with("alpha-"), "{}", holder(&api));
+    assert_eq!(leader_gauge(&alpha).await, Some(1));
+    assert_eq!(leader_gauge(&beta).await, Some(0));
+    let events = api.objects("Event");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["reason"], "ImageUnavailable");
+    assert!(events[0]["reportingInstance"]
+        .as_str()
+        .is_some_and(|i| i.starts_with("alpha-")));
+    assert_eq!(events[0]["regarding"]["kind"], "Deployment");
+    let lease = &api.objects("Lease")[0];
+    assert_eq!(lease["metadata"]["namespace"], "ops");
+
+    // alpha stops renewing (killed): beta takes over once the lease has run out.
+    alpha.child.kill().expect("kill alpha");
+    let took = wait_for("beta leading", Duration::from_secs(15), || {
+        holder(&api).starts_with("beta-")
+    })
+    .await;
+    assert!(took <= Duration::from_secs(15), "{took:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader_gauge(&beta).await != Some(1) {
+        assert!(Instant::now() < deadline, "beta never reported leading");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn report(kubeconfig: &Path, endpoint: &str, format: &str) -> Output {
+    command(kubeconfig, endpoint)
+        .args(["report", "-o", format])
+        .output()
+        .expect("run report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_prints_the_inventory_and_exits_like_check() {
+    let seeder = Seeder::new(&common::moto::endpoint());
+    let repo = common::unique("watch/report");
+    let good = seeder
+        .image(&repo, "v1", &repo, 2, DOCKER_MANIFEST, Breakage::default())
+        .await;
+    let api = FakeApiServer::start().await;
+    put_deployment(&api, "shop", "web", &good.reference(), &good.digest);
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = api.kubeconfig(dir.path());
+    let moto = common::moto::endpoint();
+
+    let out = report(&kubeconfig, &moto, "json");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(view["verified_at"].is_string());
+    let w = &view["workloads"][0];
+    assert_eq!(
+        (
+            w["namespace"].as_str(),
+            w["kind"].as_str(),
+            w["name"].as_str()
+        ),
+        (Some("shop"), Some("Deployment"), Some("web"))
+    );
+    let c = &w["containers"][0];
+    assert_eq!(c["outcome"], "ok");
+    assert_eq!(c["running_digests"][0], good.digest.as_str());
+    assert_eq!(c["drift"], false);
+
+    // A CronJob (its Jobs long gone) whose image lost a layer: broken, exit 1.
+    let broken = seeder
+        .image(
+            &repo,
+            "nightly",
+            &format!("{repo}-n"),
+            2,
+            DOCKER_MANIFEST,
+            Breakage {
+                missing_layers: &[0],
+                missing_config: false,
+            },
+        )
+        .await;
+    api.put(serde_json::json!({"apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"namespace": "shop", "name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "suspend": true, "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "task", "image": broken.reference()}]}}}}}}));
+    let out = report(&kubeconfig, &moto, "table");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("NAMESPACE"), "{table}");
+    assert!(
+        table.contains("CronJob") && table.contains("missing"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&broken.layers[0]),
+        "the problem names the digest: {table}"
+    );
+
+    // ECR cannot be reached: 3.
+    let out = report(&kubeconfig, &common::refused_endpoint(), "json");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The cluster cannot be read: 2, saying so.
+    let gone = tempfile::tempdir().expect("dir");
+    let unreachable = FakeApiServer::start().await;
+    let path = unreachable.kubeconfig(gone.path());
+    drop(unreachable);
+    let out = report(&path, &moto, "json");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read the cluster"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = report(&gone.path().join("missing"), &moto, "json");
+    assert_eq!(out.status.code(), Some(2));
+}
