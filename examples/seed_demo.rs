@@ -1,4 +1,5 @@
-//! Seeds the ECR API emulator for the quick start and writes sample AdmissionReviews.
+//! Seeds the ECR API emulator for the quick start and writes sample AdmissionReviews and
+//! `images.json` (the two images' references and digests).
 //!
 //! Usage: seed_demo ENDPOINT OUT_DIR
 
@@ -78,6 +79,15 @@ async fn main() {
     for (name, review) in reviews {
         std::fs::write(dir.join(format!("{name}.json")), review.to_string()).expect("write review");
     }
+    let images = json!({
+        "intact": {"reference": intact.reference(), "digest": intact.digest},
+        "broken": {"reference": broken.reference(), "digest": broken.digest},
+    });
+    std::fs::write(
+        std::path::Path::new(out).join("images.json"),
+        images.to_string(),
+    )
+    .expect("write images");
     println!(
         "intact: {}\nbroken: {} (layer {} never pushed)",
         intact.reference(),

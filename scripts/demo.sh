@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # End to end with no AWS account: start the ECR API emulator, seed one intact and one
-# broken image, start the webhook, post sample AdmissionReviews, print each decision.
+# broken image, start a stand-in Kubernetes API server with a Deployment and a CronJob on
+# them, start the webhook with its controller (serve --watch), post sample AdmissionReviews
+# and print each decision; then show the controller's inventory, delete the Deployment's
+# image from ECR, and show the controller noticing (inventory, Event, report).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -8,13 +11,14 @@ cd "$ROOT"
 work="$(mktemp -d)"
 cleanup() {
     [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
+    [ -n "${CLUSTER_PID:-}" ] && kill "$CLUSTER_PID" 2>/dev/null || true
     [ -n "${MOTO_PID:-}" ] && kill "$MOTO_PID" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 echo "==> building ecr-preflight" >&2
-cargo build --locked --quiet --bin ecr-preflight --example seed_demo
+cargo build --locked --quiet --bin ecr-preflight --example seed_demo --example demo_cluster
 
 start_moto
 echo "==> ECR emulator (moto) at $MOTO_ENDPOINT" >&2
@@ -23,15 +27,23 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-eas
 echo "==> seeding ECR: demo/shop:1.0 (intact), demo/shop:1.1 (a layer missing)" >&2
 "$CARGO_TARGET_DIR/debug/examples/seed_demo" "$MOTO_ENDPOINT" "$work"
 
+"$CARGO_TARGET_DIR/debug/examples/demo_cluster" "$work" >"$work/cluster.url" &
+CLUSTER_PID=$!
+until [ -s "$work/cluster.url" ]; do sleep 0.1; done
+api="$(cat "$work/cluster.url")"
+export KUBECONFIG="$work/kubeconfig"
+echo "==> stand-in Kubernetes API server at $api: Deployment shop/web on demo/shop:1.0, CronJob shop/nightly on demo/shop:1.1" >&2
+
 port="$(free_port)"
 admin="$(free_port)"
 "$CARGO_TARGET_DIR/debug/ecr-preflight" serve --insecure-self-signed \
     --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$admin" \
-    --ecr-endpoint-url "$MOTO_ENDPOINT" --mode enforce 2>"$work/server.log" &
+    --ecr-endpoint-url "$MOTO_ENDPOINT" --mode enforce \
+    --watch --recheck-interval 4s --lease-namespace ecr-preflight 2>"$work/server.log" &
 SERVER_PID=$!
 wait_port "$admin"
 until curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1; do sleep 0.1; done
-echo "==> webhook on https://127.0.0.1:$port (enforce mode)" >&2
+echo "==> webhook on https://127.0.0.1:$port (enforce mode), controller re-verifying every 4s" >&2
 
 for review in "$work"/reviews/*.json; do
     name="$(basename "$review" .json)"
@@ -52,3 +64,43 @@ for w in r.get("warnings") or []:
 done
 printf '\n==> the webhook logged one line per decision:\n'
 grep "admission decision" "$work/server.log" || true
+
+inventory() {
+    curl -fsS "http://127.0.0.1:$admin/inventory" | python3 -c '
+import json, sys
+for w in json.load(sys.stdin)["workloads"]:
+    for c in w["containers"]:
+        line = "/".join((w["namespace"], w["kind"], w["name"])) + "  " + c["name"] + ": " + c["outcome"]
+        print(line + ("  (" + c["problem"] + ")" if c["problem"] else ""))
+'
+}
+outcome_of_web() {
+    curl -fsS "http://127.0.0.1:$admin/inventory" | python3 -c '
+import json, sys
+print(next((c["outcome"] for w in json.load(sys.stdin)["workloads"] if w["name"] == "web" for c in w["containers"]), ""))'
+}
+
+printf '\n==> the controller verified every image the cluster runs (GET /inventory):\n'
+until [ "$(outcome_of_web)" = "ok" ]; do sleep 0.2; done
+inventory
+
+printf '\n==> deleting demo/shop:1.0 from ECR (BatchDeleteImage), as a lifecycle policy would\n'
+"$VENV/bin/python" - "$MOTO_ENDPOINT" <<'PY'
+import sys, boto3
+ecr = boto3.client("ecr", endpoint_url=sys.argv[1], region_name="us-east-1")
+ecr.batch_delete_image(repositoryName="demo/shop", imageIds=[{"imageTag": "1.0"}])
+PY
+until [ "$(outcome_of_web)" = "not_found" ]; do sleep 0.2; done
+printf '==> within one interval, the inventory says so:\n'
+inventory
+printf '\n==> and the controller posted a Warning Event on each broken workload (events.k8s.io/v1), once:\n'
+curl -fsS "$api/apis/events.k8s.io/v1/namespaces/shop/events" | python3 -c '
+import json, sys
+for e in json.load(sys.stdin)["items"]:
+    print(e["type"], e["reason"], e["regarding"]["kind"] + "/" + e["regarding"]["name"] + ":", e["note"])'
+
+printf '\n==> ecr-preflight report (one list of the cluster, verified once; exit 1: an image in use is broken):\n'
+set +e
+"$CARGO_TARGET_DIR/debug/ecr-preflight" report --ecr-endpoint-url "$MOTO_ENDPOINT" 2>/dev/null
+echo "exit code: $?"
+set -e

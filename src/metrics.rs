@@ -229,7 +229,7 @@ impl WatchMetrics {
         );
         r.register(
             "ecr_preflight_watch_last_full_verification_timestamp_seconds",
-            "When the last full re-verification of the images in use finished (Unix time)",
+            "When the last full re-verification of the images in use finished (Unix time; before the first, when verifying began)",
             self.last_full_pass.clone(),
         );
         r.register(

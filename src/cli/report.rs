@@ -105,7 +105,7 @@ fn table(rows: &[Row]) -> String {
             if row.drift() { "yes" } else { "no" }.to_owned(),
         ]);
         if let Some(p) = row.problem() {
-            problems.push(format!("{}/{} {}: {p}", w.namespace, w.kind, w.name));
+            problems.push(format!("{}/{}/{}: {p}", w.namespace, w.kind, w.name));
         }
     }
     let mut widths = [0usize; 7];

@@ -66,12 +66,13 @@ impl Signals {
         }
     }
 
-    /// Leadership lost: the workload series belong to the new leader now.
+    /// Leadership lost: the workload and in-use series belong to the new leader now.
     pub fn step_down(&self) {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         for labels in series.drain() {
             self.metrics.workload_images.remove(&labels);
         }
+        self.metrics.images_in_use.clear();
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 

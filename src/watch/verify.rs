@@ -40,6 +40,12 @@ impl Verifier {
     /// Passes, one an interval, until the task is dropped (leadership lost, shutdown).
     pub async fn run(&self) {
         self.inventory.wait_synced().await;
+        // Until the first pass ends, "stalled" counts from now, not from 1970.
+        if self.inventory.last_full_pass().is_none() {
+            self.metrics
+                .last_full_pass
+                .set(unix_seconds(SystemTime::now()));
+        }
         let mut start = Instant::now();
         loop {
             self.pass(start).await;
@@ -65,10 +71,7 @@ impl Verifier {
         let in_use = self.inventory.images().into_iter().collect();
         self.inventory.full_pass_done(done, &in_use);
         self.publish().await;
-        let unix = done
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.metrics.last_full_pass.set(unix);
+        self.metrics.last_full_pass.set(unix_seconds(done));
         let took = done.duration_since(began).unwrap_or_default();
         self.metrics.cycle_duration.set(took.as_secs_f64());
         tracing::info!(images = planned.len(), took = ?took, "re-verified every image in use");
@@ -113,6 +116,11 @@ impl Verifier {
             .set(i64::try_from(self.inventory.objects()).unwrap_or(i64::MAX));
         self.signals.publish(&self.inventory.rows()).await;
     }
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Checks `images` now (within `budget`) and records what ECR said in `inventory`.

@@ -21,7 +21,8 @@ def one(objs, kind):
 
 def check_default(objs):
     kinds = sorted(k for k, _ in objs)
-    assert kinds == ["Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount",
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role",
+                     "RoleBinding", "Secret", "Service", "ServiceAccount",
                      "ValidatingWebhookConfiguration"], kinds
     dep = one(objs, "Deployment")
     spec = dep["spec"]
@@ -35,6 +36,11 @@ def check_default(objs):
     assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert "--mode=warn" in c["args"] and "--timeout=3s" in c["args"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert "--watch" in c["args"] and "--recheck-interval=900s" in c["args"]
+    assert "--lease-namespace=ecr-preflight" in c["args"] and "--lease-duration=15s" in c["args"]
+    assert pod["automountServiceAccountToken"] is True, "the controller reads the cluster"
+    assert {e["name"] for e in c["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
+    check_rbac(objs)
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert {t["topologyKey"] for t in pod["topologySpreadConstraints"]} == {
         "topology.kubernetes.io/zone", "kubernetes.io/hostname"}
@@ -52,6 +58,29 @@ def check_default(objs):
     assert resources == {"pods", "pods/ephemeralcontainers", "replicationcontrollers", "deployments",
                          "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs"}, resources
     assert all(rule["operations"] == ["CREATE", "UPDATE"] for rule in h["rules"])
+
+
+def check_rbac(objs):
+    """Least privilege: read the workload kinds, write Events, and only its own Lease."""
+    cr = one(objs, "ClusterRole")
+    verbs = {(g, r): tuple(rule["verbs"]) for rule in cr["rules"] for g in rule["apiGroups"]
+             for r in rule["resources"]}
+    read = ("get", "list", "watch")
+    assert verbs == {("", "pods"): read, ("", "replicationcontrollers"): read,
+                     ("apps", "deployments"): read, ("apps", "statefulsets"): read,
+                     ("apps", "daemonsets"): read, ("apps", "replicasets"): read,
+                     ("batch", "jobs"): read, ("batch", "cronjobs"): read,
+                     ("events.k8s.io", "events"): ("create", "patch")}, verbs
+    role = one(objs, "Role")
+    assert role["metadata"]["namespace"] == "ecr-preflight"
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert named == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                      "resourceNames": ["ecr-preflight-watch"], "verbs": ["get", "update", "patch"]}]
+    unnamed = [r for r in role["rules"] if not r.get("resourceNames")]
+    assert [r["verbs"] for r in unnamed] == [["create"]]
+    for binding in ("ClusterRoleBinding", "RoleBinding"):
+        subject = one(objs, binding)["subjects"][0]
+        assert subject["name"] == one(objs, "ServiceAccount")["metadata"]["name"]
 
 
 def check_all_features(objs):
@@ -87,6 +116,20 @@ def check_all_features(objs):
     assert "--listen=[::]:10443" in pod["containers"][0]["args"]
     sa = one(objs, "ServiceAccount")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    args = pod["containers"][0]["args"]
+    assert "--watch-namespaces=shop,payments" in args and "--exclude-namespaces=kube-system" in args
+    assert "--workload-metrics=false" in args and "--recheck-interval=600s" in args
+    rule = one(objs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert set(alerts) == {"ImageUnavailable", "ImageReverificationStalled"}, alerts
+    assert alerts["ImageUnavailable"]["for"] == "15m"
+    assert "> 1200" in alerts["ImageReverificationStalled"]["expr"], "two intervals of 600 s"
+    dash = one(objs, "ConfigMap")
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    import json
+    titles = [p["title"] for p in json.loads(dash["data"]["ecr-preflight.json"])["panels"]]
+    assert {"Images in use by outcome", "Broken workloads", "ECR calls by source"} <= set(titles), titles
     np = one(objs, "NetworkPolicy")
     assert [r["ports"][0]["port"] for r in np["spec"]["ingress"]] == ["webhook", "metrics"]
 
