@@ -216,6 +216,14 @@ pub struct WatchMetrics {
 }
 
 impl WatchMetrics {
+    /// Events posted (or, without an Event sink, that would have been), of both reasons.
+    pub fn events_posted(&self) -> u64 {
+        ["ImageUnavailable", "ImageAvailable"]
+            .into_iter()
+            .map(|reason| self.events.get_or_create(&ReasonLabels { reason }).get())
+            .sum()
+    }
+
     fn register(&self, r: &mut Registry) {
         r.register(
             "ecr_preflight_workload_images",

@@ -214,3 +214,47 @@ async fn a_pass_is_spread_over_the_interval_and_the_next_asks_afresh() {
         "{view:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn access_denied_is_unknown_with_its_reason_and_no_alarm() {
+    let registry = Arc::new(MemoryRegistry::default());
+    let refs = images(&registry, "aws-owned", 1);
+    registry.fail(
+        "aws-owned/r00",
+        ecr_preflight::registry::RegistryError::AccessDenied {
+            operation: "ecr:BatchGetImage",
+        },
+    );
+    let (_, background) = engines(&registry, &settings(100.0, Duration::from_secs(60)));
+    let inventory = Inventory::new(0);
+    let meta = serde_json::from_value(
+        serde_json::json!({"namespace": "kube-system", "name": "aws-node", "uid": "u"}),
+    )
+    .expect("meta");
+    let p = project_workload(WorkloadKind::DaemonSet, &meta, Some(&template(&refs[0])));
+    inventory.apply(
+        key_of(WorkloadKind::DaemonSet, &meta).expect("key"),
+        Some(p),
+    );
+    let metrics: Arc<ecr_preflight::watch::WatchMetrics> = Arc::new(Default::default());
+    let signals = Arc::new(Signals::new(Arc::clone(&metrics), true, None));
+    let verifier = Verifier {
+        engine: background,
+        inventory: inventory.clone(),
+        interval: Duration::from_secs(60),
+        signals: signals.clone(),
+        metrics: metrics.clone(),
+    };
+    let run = tokio::spawn(async move { verifier.run().await });
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    run.abort();
+    let view = inventory.view();
+    let c = &view.workloads[0].containers[0];
+    assert_eq!(c.outcome, "unknown");
+    let problem = c.problem.as_deref().unwrap_or_default();
+    assert!(
+        problem.contains("AccessDeniedException (ecr:BatchGetImage)"),
+        "{problem}"
+    );
+    assert_eq!(metrics.events_posted(), 0, "unknown is not an alarm");
+}

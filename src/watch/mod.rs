@@ -19,7 +19,7 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 
 use crate::engine::{CacheSettings, Engine, EngineSettings};
-use crate::metrics::WatchMetrics;
+pub use crate::metrics::WatchMetrics;
 use crate::registry::Registry;
 pub use budget::Budgeted;
 pub use signals::{EventSink, Signals};

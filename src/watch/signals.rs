@@ -11,7 +11,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 
 use super::inventory::ObjectKey;
-use super::state::Row;
+use super::state::{Inventory, Row};
 use crate::decision::truncate;
 use crate::metrics::{OutcomeLabels, ReasonLabels, WatchMetrics, WorkloadLabels};
 use crate::report::Outcome;
@@ -58,11 +58,20 @@ impl Signals {
         }
     }
 
-    /// Brings metrics up to date with `rows` and posts the Events of what changed.
-    pub async fn publish(&self, rows: &[Row]) {
-        self.set_metrics(rows);
-        for (row, event) in self.transitions(rows) {
-            self.post(row, event).await;
+    /// Brings metrics up to date with the inventory and posts the Events of what changed.
+    /// The walk over every workload runs on a blocking thread: with 10,000 Pods it takes
+    /// milliseconds, which the webhook's worker must not wait for.
+    pub async fn publish(self: &Arc<Self>, inventory: &Arc<Inventory>) {
+        let (this, inventory) = (self.clone(), inventory.clone());
+        let changed = tokio::task::spawn_blocking(move || {
+            let rows = inventory.rows();
+            this.set_metrics(&rows);
+            this.transitions(rows)
+        })
+        .await
+        .unwrap_or_default();
+        for (row, event) in changed {
+            self.post(&row, event).await;
         }
     }
 
@@ -120,7 +129,7 @@ impl Signals {
 
     /// The rows whose image broke or recovered since last time. An image not yet verified,
     /// or that ECR could not answer for, changes nothing: it is neither.
-    fn transitions<'r>(&self, rows: &'r [Row]) -> Vec<(&'r Row, Seen)> {
+    fn transitions(&self, rows: Vec<Row>) -> Vec<(Row, Seen)> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut changed = Vec::new();
         let mut present: HashSet<RowKey> = HashSet::new();

@@ -4,7 +4,7 @@
 //! 100 ids or digests a call, a blob shared between images asked once). Images that appear
 //! between two repositories' turns (a new workload) are verified at once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +23,9 @@ const SPREAD: f64 = 0.9;
 pub const REPOSITORY_DEADLINE: Duration = Duration::from_secs(120);
 /// How often the verifier looks for new images while it waits.
 const NEW_IMAGE_POLL: Duration = Duration::from_secs(1);
+/// Metrics and Events are brought up to date at most this often during a pass (and at its
+/// end): each time walks every workload.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Verifier {
     pub engine: Arc<Engine>,
@@ -58,17 +61,21 @@ impl Verifier {
     /// One full pass started at `start`: each repository at its turn.
     async fn pass(&self, start: Instant) {
         let began = SystemTime::now();
-        let groups = by_repository(self.inventory.images());
+        let groups = by_repository(self.images().await);
         let planned: HashSet<String> = groups.iter().flatten().cloned().collect();
         let turns = groups.len().max(1) as f64;
+        let mut published = Instant::now();
         for (i, images) in groups.into_iter().enumerate() {
             let due = start + self.interval.mul_f64(SPREAD * i as f64 / turns);
             self.wait_until(due, &planned).await;
             self.verify(images).await;
-            self.publish().await;
+            if published.elapsed() >= PUBLISH_EVERY {
+                self.publish().await;
+                published = Instant::now();
+            }
         }
         let done = SystemTime::now();
-        let in_use = self.inventory.images().into_iter().collect();
+        let in_use = self.images().await.into_iter().collect();
         self.inventory.full_pass_done(done, &in_use);
         self.publish().await;
         self.metrics.last_full_pass.set(unix_seconds(done));
@@ -93,8 +100,8 @@ impl Verifier {
             }
             generation = current;
             let fresh: Vec<String> = self
-                .inventory
                 .images()
+                .await
                 .into_iter()
                 .filter(|i| !planned.contains(&**i) && !self.inventory.is_verified(i))
                 .map(String::from)
@@ -114,7 +121,15 @@ impl Verifier {
         self.metrics
             .objects
             .set(i64::try_from(self.inventory.objects()).unwrap_or(i64::MAX));
-        self.signals.publish(&self.inventory.rows()).await;
+        self.signals.publish(&self.inventory).await;
+    }
+
+    /// The images in use, gathered on a blocking thread (a walk over every workload).
+    async fn images(&self) -> BTreeSet<Box<str>> {
+        let inventory = self.inventory.clone();
+        tokio::task::spawn_blocking(move || inventory.images())
+            .await
+            .unwrap_or_default()
     }
 }
 

@@ -1,0 +1,403 @@
+//! The controller at scale, in one process as `serve --watch` runs it (the webhook and the
+//! controller on one single-worker runtime): 10,000 Pods (2,000 Deployments of 5 replicas)
+//! running 2,000 distinct images in 500 repositories, 30 blobs an image, half of them shared
+//! by the images of a repository. Reports
+//! - the ECR calls of one full re-verification per repository, against the bound
+//!   ceil(ids/100) BatchGetImage + ceil(distinct blobs/100) BatchCheckLayerAvailability;
+//! - resident memory of the webhook after serving the load, then with the inventory, then
+//!   after a pass (its results, the controller's caches and per-workload series);
+//! - warm admission latency at 1,000 reviews/s (open loop, from a second runtime), without
+//!   and while a pass runs.
+//!
+//! The registry behind the seam makes its answers up and counts the calls; the inventory is
+//! fed the projections the watchers would make (no API server).
+//!
+//! Usage: watch_bench [INTERVAL_SECONDS]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::image::{ImageId, RepositoryKey};
+use ecr_preflight::registry::{
+    BatchGetImageOutput, BlobState, FetchedManifest, LayerAvailabilityOutput, Registry,
+    RegistryError,
+};
+use ecr_preflight::server::tls::{self, CertStore};
+use ecr_preflight::server::{self, WebhookConfig};
+use ecr_preflight::watch::inventory::{key_of, project_pod, project_workload};
+use ecr_preflight::watch::{self, Inventory, Namespaces, Signals, Verifier, WatchSettings};
+use ecr_preflight::workload::WorkloadKind;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+const REPOS: usize = 500;
+const IMAGES_PER_REPO: usize = 4;
+const BLOBS: usize = 30;
+const SHARED: usize = 15;
+const REPLICAS: usize = 5;
+
+fn digest(seed: &str) -> String {
+    let h = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!(
+        "sha256:{:016x}{:016x}{:016x}{:016x}",
+        h,
+        h.rotate_left(16),
+        h.rotate_left(32),
+        h.rotate_left(48)
+    )
+}
+
+/// The blobs of image `tag` of `repo`: 15 shared by the repository's images, 15 its own.
+fn blobs(repo: &str, tag: &str) -> Vec<String> {
+    (0..BLOBS)
+        .map(|k| {
+            if k < SHARED {
+                digest(&format!("{repo}/shared/{k}"))
+            } else {
+                digest(&format!("{repo}/{tag}/{k}"))
+            }
+        })
+        .collect()
+}
+
+fn manifest(repo: &str, tag: &str) -> String {
+    let b = blobs(repo, tag);
+    json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": b[BLOBS - 1], "size": 1},
+        "layers": b[..BLOBS - 1].iter().map(|d| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": 1})).collect::<Vec<_>>()})
+    .to_string()
+}
+
+/// Makes its answers up; counts calls, ids and digests per repository.
+#[derive(Default)]
+struct Counting {
+    calls: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+impl Registry for Counting {
+    fn batch_get_image<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        ids: &'a [ImageId],
+    ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
+        async move {
+            self.calls
+                .lock()
+                .expect("lock")
+                .entry(repo.repository.clone())
+                .or_default()
+                .0 += 1;
+            let images = ids
+                .iter()
+                .filter_map(|id| match id {
+                    ImageId::Tag(t) => Some(t),
+                    ImageId::Digest(_) => None,
+                })
+                .map(|tag| {
+                    let m = manifest(&repo.repository, tag);
+                    FetchedManifest {
+                        tag: Some(tag.clone()),
+                        digest: Some(digest(&m)),
+                        media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
+                        manifest: m,
+                    }
+                })
+                .collect();
+            Ok(BatchGetImageOutput {
+                images,
+                failures: Vec::new(),
+            })
+        }
+        .boxed()
+    }
+
+    fn batch_check_layer_availability<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        digests: &'a [String],
+    ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
+        async move {
+            self.calls
+                .lock()
+                .expect("lock")
+                .entry(repo.repository.clone())
+                .or_default()
+                .1 += 1;
+            Ok(LayerAvailabilityOutput {
+                blobs: digests
+                    .iter()
+                    .map(|d| (d.clone(), BlobState::Available))
+                    .collect(),
+                ..LayerAvailabilityOutput::default()
+            })
+        }
+        .boxed()
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// 2,000 Deployments, their ReplicaSets and 10,000 Pods, as the watchers would project them.
+fn fill(inventory: &Inventory) {
+    for r in 0..REPOS {
+        let repo = format!("team-{:02}/service-{r:03}", r % 20);
+        for i in 0..IMAGES_PER_REPO {
+            let tag = format!("v1.{i}.{r}");
+            let image = format!("{REGISTRY}/{repo}:{tag}");
+            let running = digest(&manifest(&repo, &tag));
+            let ns = format!("namespace-{:02}", r % 40);
+            let name = format!("service-{r:03}-{i}");
+            let spec = json!({"containers": [{"name": "app", "image": image}]});
+            let d = serde_json::from_value(
+                json!({"namespace": ns, "name": name, "uid": format!("d-{r}-{i}")}),
+            )
+            .expect("meta");
+            inventory.apply(
+                key_of(WorkloadKind::Deployment, &d).expect("key"),
+                Some(project_workload(
+                    WorkloadKind::Deployment,
+                    &d,
+                    Some(&serde_json::from_value(spec.clone()).expect("spec")),
+                )),
+            );
+            let rs_name = format!("{name}-7c9f8d6b5");
+            let owner = |kind: &str, n: &str, uid: String| json!([{"apiVersion": "apps/v1", "kind": kind, "name": n, "uid": uid, "controller": true}]);
+            let rs = serde_json::from_value(
+                json!({"namespace": ns, "name": rs_name, "uid": format!("rs-{r}-{i}"),
+                "ownerReferences": owner("Deployment", &name, format!("d-{r}-{i}"))}),
+            )
+            .expect("meta");
+            inventory.apply(
+                key_of(WorkloadKind::ReplicaSet, &rs).expect("key"),
+                Some(project_workload(
+                    WorkloadKind::ReplicaSet,
+                    &rs,
+                    Some(&serde_json::from_value(spec.clone()).expect("spec")),
+                )),
+            );
+            for p in 0..REPLICAS {
+                let pod: Pod = serde_json::from_value(json!({
+                    "metadata": {"namespace": ns, "name": format!("{rs_name}-x{p}q2z"), "uid": format!("p-{r}-{i}-{p}"),
+                        "ownerReferences": owner("ReplicaSet", &rs_name, format!("rs-{r}-{i}"))},
+                    "spec": spec,
+                    "status": {"phase": "Running", "containerStatuses": [{"name": "app", "image": image,
+                        "imageID": format!("{REGISTRY}/{repo}@{running}"), "ready": true, "restartCount": 0}]}}))
+                .expect("pod");
+                inventory.apply(
+                    key_of(WorkloadKind::Pod, &pod.metadata).expect("key"),
+                    project_pod(&pod),
+                );
+            }
+        }
+    }
+}
+
+/// Posts the same (warm) review at `rate` a second, open loop, for `length`; latencies.
+async fn load(
+    client: reqwest::Client,
+    url: String,
+    review: String,
+    rate: u32,
+    length: Duration,
+) -> Vec<Duration> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    let end = tokio::time::Instant::now() + length;
+    let mut tasks = Vec::new();
+    while tokio::time::Instant::now() < end {
+        tick.tick().await;
+        let (client, url, review) = (client.clone(), url.clone(), review.clone());
+        tasks.push(tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let r = client.post(&url).body(review).send().await.expect("post");
+            assert_eq!(r.status(), 200);
+            let _ = r.bytes().await;
+            start.elapsed()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("task"));
+    }
+    out.sort();
+    out
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let interval = Duration::from_secs(
+        std::env::args()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20),
+    );
+    tls::install_crypto_provider();
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let registry = Arc::new(Counting::default());
+    let settings = EngineSettings::new(vec!["linux/amd64".parse().expect("platform")]);
+    let admission = Arc::new(Engine::new(registry.clone(), settings.clone()));
+    let watch_settings = WatchSettings {
+        recheck_interval: interval,
+        calls_per_second: 1000.0,
+        namespaces: Namespaces::default(),
+        workload_metrics: true,
+        leader_election: false,
+        lease_namespace: "default".into(),
+        lease_duration: Duration::from_secs(15),
+        identity: "bench".into(),
+    };
+    let background = Arc::new(watch::background_engine(
+        &admission,
+        registry.clone(),
+        &settings,
+        &watch_settings,
+    ));
+    let (cert, key) = tls::self_signed_pem().expect("cert");
+    let certified = tls::certified_key(cert.as_bytes(), key.as_bytes(), "c".as_ref(), "k".as_ref())
+        .expect("key");
+    let running = server_rt
+        .block_on(server::start_webhook(
+            admission.clone(),
+            WebhookConfig {
+                timeout: Duration::from_secs(30),
+                ..common::server::loopback_config(CertStore::new(certified))
+            },
+        ))
+        .expect("start");
+    let url = format!(
+        "https://localhost:{}/validate",
+        running.webhook_addr.expect("webhook").port()
+    );
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(cert.as_bytes()).expect("pem")])
+        .http1_only()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client");
+    let warm_image = format!("{REGISTRY}/warm/app:v1");
+    let review = common::pod_review(&[("app", warm_image.as_str())]);
+    let answer = client_rt.block_on(async {
+        client
+            .post(&url)
+            .body(review.clone())
+            .send()
+            .await
+            .expect("post")
+            .text()
+            .await
+            .expect("text")
+    });
+    assert!(answer.contains("\"allowed\":true"), "{answer}");
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = rss_kib();
+
+    let inventory = Inventory::new(0);
+    fill(&inventory);
+    let filled = rss_kib();
+    let objects = inventory.objects();
+    let images = inventory.images().len();
+
+    let length = interval.mul_f64(0.9);
+    let quiet = client_rt.block_on(load(
+        client.clone(),
+        url.clone(),
+        review.clone(),
+        1000,
+        length,
+    ));
+
+    let metrics = Arc::new(Default::default());
+    let verifier = Verifier {
+        engine: background,
+        inventory: inventory.clone(),
+        interval,
+        signals: Arc::new(Signals::new(Arc::clone(&metrics), true, None)),
+        metrics,
+    };
+    let pass = server_rt.spawn(async move { verifier.run().await });
+    let busy = client_rt.block_on(load(
+        client.clone(),
+        url.clone(),
+        review.clone(),
+        1000,
+        length,
+    ));
+    // The pass ends at 90 % of the interval; wait for it.
+    while inventory.last_full_pass().is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pass.abort();
+    let after = rss_kib();
+
+    let calls = registry.calls.lock().expect("lock");
+    let watched: Vec<(&String, &(usize, usize))> = calls
+        .iter()
+        .filter(|(r, _)| r.starts_with("team-"))
+        .collect();
+    let distinct_blobs = SHARED + IMAGES_PER_REPO * (BLOBS - SHARED);
+    let bound = (IMAGES_PER_REPO.div_ceil(100), distinct_blobs.div_ceil(100));
+    let over: Vec<_> = watched
+        .iter()
+        .filter(|(_, c)| c.0 > bound.0 || c.1 > bound.1)
+        .collect();
+    let (get, check): (usize, usize) = watched
+        .iter()
+        .fold((0, 0), |acc, (_, c)| (acc.0 + c.0, acc.1 + c.1));
+    let view = inventory.view();
+    let outcomes: BTreeSet<&str> = view
+        .workloads
+        .iter()
+        .flat_map(|w| w.containers.iter().map(|c| c.outcome.as_str()))
+        .collect();
+
+    println!("inventory: {objects} objects ({} workloads), {images} distinct images in {REPOS} repositories", view.workloads.len());
+    println!("one full re-verification: {} repositories asked, {get} BatchGetImage + {check} BatchCheckLayerAvailability; bound per repository {} + {} ({} distinct blobs); repositories over the bound: {}; outcomes {outcomes:?}",
+        watched.len(), bound.0, bound.1, distinct_blobs, over.len());
+    println!("memory: webhook idle {:.1} MiB; with the inventory {:.1} MiB (+{:.1}); after a pass {:.1} MiB (+{:.1} over idle)",
+        idle as f64 / 1024.0, filled as f64 / 1024.0, filled.saturating_sub(idle) as f64 / 1024.0,
+        after as f64 / 1024.0, after.saturating_sub(idle) as f64 / 1024.0);
+    println!(
+        "warm admission at 1000/s, no pass: {} reviews, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        quiet.len(),
+        pct(&quiet, 0.5),
+        pct(&quiet, 0.99),
+        pct(&quiet, 1.0)
+    );
+    println!("warm admission at 1000/s, during a pass: {} reviews, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        busy.len(), pct(&busy, 0.5), pct(&busy, 0.99), pct(&busy, 1.0));
+}
