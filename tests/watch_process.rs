@@ -123,6 +123,7 @@ async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
         holder(&api).starts_with("beta-")
     })
     .await;
+    eprintln!("beta took over {took:?} after alpha was killed (lease 3s)");
     assert!(took <= Duration::from_secs(15), "{took:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while leader_gauge(&beta).await != Some(1) {
