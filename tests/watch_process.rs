@@ -235,3 +235,39 @@ async fn report_prints_the_inventory_and_exits_like_check() {
     let out = report(&gone.path().join("missing"), &moto, "json");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_with_sigterm_gives_the_lease_up() {
+    let api = FakeApiServer::start().await;
+    put_deployment(&api, "shop", "web", "nginx:1", "sha256:11");
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = api.kubeconfig(dir.path());
+    let mut alpha = replica(&kubeconfig, "alpha");
+    wait_for("alpha leading", Duration::from_secs(30), || {
+        holder(&api).starts_with("alpha-")
+    })
+    .await;
+    let beta = replica(&kubeconfig, "beta");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &alpha.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    // Released before the 3 s lease could have run out by itself.
+    wait_for("the Lease released", Duration::from_millis(2500), || {
+        !holder(&api).starts_with("alpha-")
+    })
+    .await;
+    let exit = alpha.child.wait().expect("alpha exits");
+    assert_eq!(exit.code(), Some(0));
+    wait_for("beta leading", Duration::from_secs(10), || {
+        holder(&api).starts_with("beta-")
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader_gauge(&beta).await != Some(1) {
+        assert!(Instant::now() < deadline, "beta never reported leading");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

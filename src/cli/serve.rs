@@ -153,7 +153,7 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
         },
         decision_log,
         ready_when: credentials.map(|keeper| credentials_gate(keeper, args.credentials_wait)),
-        controller,
+        controller: controller.clone(),
     };
     let running = server::start_webhook(engine, config).await?;
     tracing::info!(
@@ -165,6 +165,10 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     );
     wait_for_signal().await;
     running.set_unready();
+    if let Some(controller) = &controller {
+        // The Lease goes to another replica now, not after its duration.
+        controller.stop().await;
+    }
     tracing::info!(delay = ?args.shutdown_delay, "shutting down: unready, still serving until the delay ends");
     tokio::select! {
         () = tokio::time::sleep(args.shutdown_delay) => {}

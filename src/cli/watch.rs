@@ -200,10 +200,17 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         inventory.wait_synced().await;
         tracing::info!("inventory listed: ready");
     });
-    let running =
-        server::start_admin(&built.engine, args.metrics_listen, controller, Some(gate)).await?;
+    let running = server::start_admin(
+        &built.engine,
+        args.metrics_listen,
+        controller.clone(),
+        Some(gate),
+    )
+    .await?;
     tracing::info!(metrics = %running.metrics_addr, "watching");
     wait_for_signal().await;
+    running.set_unready();
+    controller.stop().await;
     running.shutdown();
     running.wait().await;
     tracing::info!("stopped");

@@ -17,6 +17,7 @@ use std::time::Duration;
 use kube::runtime::events::Reporter;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
 
 use crate::engine::{CacheSettings, Engine, EngineSettings};
 pub use crate::metrics::WatchMetrics;
@@ -51,6 +52,9 @@ pub struct WatchSettings {
 pub struct Controller {
     pub inventory: Arc<Inventory>,
     pub metrics: Arc<WatchMetrics>,
+    stop: Arc<watch::Sender<bool>>,
+    /// True once the verifier has stopped and the Lease is given up.
+    done: watch::Receiver<bool>,
 }
 
 /// The engine the controller verifies with: admission's registry behind the background
@@ -107,64 +111,126 @@ impl Controller {
             signals: signals.clone(),
             metrics: metrics.clone(),
         };
-        tokio::spawn(lead(client, settings, verifier, signals, metrics.clone()));
-        Controller { inventory, metrics }
+        let (stop, stopped) = watch::channel(false);
+        let (released, done) = watch::channel(false);
+        let leader = Leader {
+            client,
+            settings,
+            verifier,
+            signals,
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(lead(leader, stopped, released));
+        Controller {
+            inventory,
+            metrics,
+            stop: Arc::new(stop),
+            done,
+        }
+    }
+
+    /// Stops verifying and gives the Lease up (bounded), for a shutdown: the next leader
+    /// takes over at once.
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        let mut done = self.done.clone();
+        let _ = tokio::time::timeout(RELEASE_WAIT * 2, done.wait_for(|d| *d)).await;
     }
 }
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LONGEST_RETRY: Duration = Duration::from_secs(60);
+/// At most how long stopping waits for the Lease to be released.
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
 
-/// Verifies while this replica holds the Lease (always, without leader election).
-async fn lead(
+type Renewer =
+    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>;
+
+/// The verifier's part: verifies while this replica holds the Lease (always, without
+/// leader election), until stopped; then gives the Lease up, so that another replica
+/// takes over at once instead of after the lease duration.
+async fn lead(leader: Leader, mut stop: watch::Receiver<bool>, released: watch::Sender<bool>) {
+    let mut renewer: Option<Renewer> = None;
+    tokio::select! {
+        () = leader.lead(&mut renewer) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    // The future above is gone, and with it the Lease's receiver: the renewer releases the
+    // Lease and ends.
+    if let Some(renewer) = renewer {
+        match tokio::time::timeout(RELEASE_WAIT, renewer).await {
+            Ok(Ok(Ok(_))) => tracing::info!("Lease released"),
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "cannot release the Lease; it runs out by itself")
+            }
+            _ => tracing::warn!("the Lease was not released in time; it runs out by itself"),
+        }
+    }
+    leader.metrics.leader.set(0);
+    released.send_replace(true);
+}
+
+/// What verifying as the leader needs.
+struct Leader {
     client: Client,
     settings: WatchSettings,
     verifier: Verifier,
     signals: Arc<Signals>,
     metrics: Arc<WatchMetrics>,
-) {
-    if !settings.leader_election {
-        metrics.leader.set(1);
-        verifier.run().await;
-        return;
+}
+
+impl Leader {
+    async fn lead(&self, renewer: &mut Option<Renewer>) {
+        if !self.settings.leader_election {
+            self.metrics.leader.set(1);
+            self.verifier.run().await;
+            return;
+        }
+        let manager = self.lease_manager().await;
+        let (mut leading, handle) = manager.watch().await;
+        *renewer = Some(handle);
+        loop {
+            if !*leading.borrow_and_update() {
+                if leading.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            self.metrics.leader.set(1);
+            tracing::info!(identity = %self.settings.identity, "leading the re-verification");
+            tokio::select! {
+                () = self.verifier.run() => {}
+                _ = leading.wait_for(|l| !*l) => {}
+            }
+            self.metrics.leader.set(0);
+            self.signals.step_down();
+            tracing::info!(identity = %self.settings.identity, "no longer leading the re-verification");
+        }
     }
-    let duration = settings.lease_duration.as_secs().max(2);
-    let mut retry = FIRST_RETRY;
-    let manager = loop {
-        let built = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-            .with_namespace(settings.lease_namespace.as_str())
-            .with_identity(settings.identity.as_str())
-            .with_duration(duration)
-            // Renewed this long before it runs out: a third of the lease.
-            .with_grace((duration / 3).max(1))
-            .build()
-            .await;
-        match built {
-            Ok(m) => break m,
-            Err(e) => {
-                tracing::warn!(error = %e, lease = LEASE_NAME, namespace = %settings.lease_namespace, retry = ?retry, "cannot reach the Lease; retrying");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(LONGEST_RETRY);
+
+    /// The Lease's manager, retried with back-off while the API server cannot be reached.
+    async fn lease_manager(&self) -> kube_lease_manager::LeaseManager {
+        let settings = &self.settings;
+        let duration = settings.lease_duration.as_secs().max(2);
+        let mut retry = FIRST_RETRY;
+        loop {
+            let built = LeaseManagerBuilder::new(self.client.clone(), LEASE_NAME)
+                .with_namespace(settings.lease_namespace.as_str())
+                .with_identity(settings.identity.as_str())
+                .with_duration(duration)
+                // Renewed this long before it runs out: a third of the lease.
+                .with_grace((duration / 3).max(1))
+                .build()
+                .await;
+            match built {
+                Ok(m) => return m,
+                Err(e) => {
+                    tracing::warn!(error = %e, lease = LEASE_NAME, namespace = %settings.lease_namespace, retry = ?retry, "cannot reach the Lease; retrying");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(LONGEST_RETRY);
+                }
             }
         }
-    };
-    let (mut leading, _renewer) = manager.watch().await;
-    loop {
-        if !*leading.borrow_and_update() {
-            if leading.changed().await.is_err() {
-                return;
-            }
-            continue;
-        }
-        metrics.leader.set(1);
-        tracing::info!(identity = %settings.identity, "leading the re-verification");
-        tokio::select! {
-            () = verifier.run() => {}
-            _ = leading.wait_for(|l| !*l) => {}
-        }
-        metrics.leader.set(0);
-        signals.step_down();
-        tracing::info!(identity = %settings.identity, "no longer leading the re-verification");
     }
 }
 
