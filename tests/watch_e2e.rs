@@ -441,3 +441,72 @@ async fn inventory_without_the_controller_says_how_to_start_it() {
     assert_eq!(r.status(), 404);
     assert!(r.text().await.expect("text").contains("--watch"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_watched_namespaces_and_no_workload_series_when_asked() {
+    let api = FakeApiServer::start().await;
+    for ns in ["a", "b", "c"] {
+        put_deployment(&api, ns, &format!("web-{ns}"), "nginx:1", "sha256:11");
+    }
+    // Only a and b, minus b: namespaced watches of a alone.
+    let only = WatchSettings {
+        namespaces: Namespaces {
+            only: vec!["a".into(), "b".into()],
+            excluded: ["b".to_owned()].into_iter().collect(),
+        },
+        workload_metrics: false,
+        ..settings("replica-e", false)
+    };
+    let ctl = start(&api, only).await;
+    ctl.wait_outcome("web-a", "skipped").await;
+    let view = ctl.inventory().await;
+    let names: Vec<&str> = view.workloads.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["web-a"], "{view:?}");
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/a/pods?")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.contains("/namespaces/b/") || r.starts_with("GET /api/v1/pods?")),
+        "{requests:?}"
+    );
+    let metrics = ctl.metrics().await;
+    assert!(
+        !metrics.contains("ecr_preflight_workload_images{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"ecr_preflight_images_in_use{outcome="skipped"} 1"#),
+        "{metrics}"
+    );
+
+    // Every namespace but c.
+    let api = FakeApiServer::start().await;
+    for ns in ["a", "c"] {
+        put_deployment(&api, ns, &format!("web-{ns}"), "nginx:1", "sha256:11");
+    }
+    let all_but = WatchSettings {
+        namespaces: Namespaces {
+            only: Vec::new(),
+            excluded: ["c".to_owned()].into_iter().collect(),
+        },
+        ..settings("replica-f", false)
+    };
+    let ctl = start(&api, all_but).await;
+    ctl.wait_outcome("web-a", "skipped").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let view = ctl.inventory().await;
+    assert!(
+        view.workloads.iter().all(|w| w.namespace != "c"),
+        "{view:?}"
+    );
+    assert!(api
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("GET /api/v1/pods?")));
+}

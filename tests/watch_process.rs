@@ -271,3 +271,54 @@ async fn a_replica_stopped_with_sigterm_gives_the_lease_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn bad_controller_flags_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = dir.path().join("none");
+    for (args, says) in [
+        (
+            vec!["watch", "--recheck-interval", "500ms"],
+            "--recheck-interval",
+        ),
+        (
+            vec!["watch", "--watch-ecr-calls-per-second", "0"],
+            "--watch-ecr-calls-per-second",
+        ),
+        (vec!["watch", "--lease-duration", "1s"], "--lease-duration"),
+        (
+            vec!["watch", "--workload-metrics", "maybe"],
+            "--workload-metrics",
+        ),
+        (
+            vec!["report", "--watch-ecr-calls-per-second", "NaN"],
+            "--watch-ecr-calls-per-second",
+        ),
+        (
+            vec![
+                "serve",
+                "--watch",
+                "--insecure-self-signed",
+                "--recheck-interval",
+                "0s",
+            ],
+            "--recheck-interval",
+        ),
+    ] {
+        let out = command(&kubeconfig, &common::refused_endpoint())
+            .args(&args)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    // The environment works as the flags do.
+    let out = command(&kubeconfig, &common::refused_endpoint())
+        .arg("watch")
+        .env("ECR_PREFLIGHT_RECHECK_INTERVAL", "10ms")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--recheck-interval"));
+}
