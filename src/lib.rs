@@ -5,7 +5,8 @@
 //! the body to `admission` (the review in, the response out), which finds the images with
 //! `workload`, checks them with the `engine` against a `registry`, and decides with
 //! `decision`; `report` holds what the engine found. `watch` is the controller: the images
-//! in use, re-verified with the same engine. `cli` is the command line, `logging` and
+//! in use, re-verified with the same engine; `lifecycle` forecasts when a repository's
+//! lifecycle policy will act on an image. `cli` is the command line, `logging` and
 //! `metrics` what the process tells.
 #![forbid(unsafe_code)]
 // Input never panics the server: no unwrap, expect, panic or unchecked indexing outside tests.
@@ -23,6 +24,7 @@ pub mod decision;
 pub mod engine;
 pub mod image;
 mod json;
+pub mod lifecycle;
 pub mod logging;
 pub mod manifest;
 mod metrics;
