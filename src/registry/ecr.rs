@@ -12,7 +12,7 @@ use aws_sdk_ecr::config::{
     retry::RetryConfig, timeout::TimeoutConfig, IdentityCache, Region, SharedCredentialsProvider,
 };
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecr::types::{ImageIdentifier, LayerAvailability};
+use aws_sdk_ecr::types::{DescribeImagesFilter, ImageIdentifier, LayerAvailability, TagStatus};
 use aws_sdk_ecr::Client;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -20,9 +20,10 @@ use futures::FutureExt;
 use super::credentials::{CredentialKeeper, KeptCredentials};
 use super::{
     BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
-    LayerDetail, LayerFailure, Registry, RegistryError,
+    LayerDetail, LayerFailure, LifecycleFacts, Registry, RegistryError, MAX_DESCRIBED_IMAGES,
 };
 use crate::image::{EcrRegistry, ImageId, RepositoryKey};
+use crate::lifecycle::ImageFacts;
 use crate::manifest::ACCEPTED_MEDIA_TYPES;
 
 /// How the SDK clients are made.
@@ -376,4 +377,100 @@ where
             message: err.to_string().chars().take(200).collect(),
         },
     }
+}
+
+impl LifecycleFacts for EcrApi {
+    fn lifecycle_policy<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        async move {
+            let answer = self
+                .client_of(&repo.registry)
+                .get_lifecycle_policy()
+                .set_registry_id(registry_id(repo))
+                .repository_name(&repo.repository)
+                .send()
+                .await
+                .map_err(|e| {
+                    map_error(
+                        e,
+                        repo,
+                        "ecr:GetLifecyclePolicy",
+                        self.credentials.as_deref(),
+                    )
+                });
+            match answer {
+                Ok(out) => Ok(out.lifecycle_policy_text().map(str::to_owned)),
+                Err(RegistryError::Service { code, .. })
+                    if code == "LifecyclePolicyNotFoundException" =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        .boxed()
+    }
+
+    fn describe_images<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Vec<ImageFacts>, RegistryError>> {
+        async move {
+            let client = self.client_of(&repo.registry);
+            let mut facts: Vec<ImageFacts> = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let out = client
+                    .describe_images()
+                    .set_registry_id(registry_id(repo))
+                    .repository_name(&repo.repository)
+                    .filter(
+                        DescribeImagesFilter::builder()
+                            .tag_status(TagStatus::Any)
+                            .build(),
+                    )
+                    .max_results(1000)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        map_error(e, repo, "ecr:DescribeImages", self.credentials.as_deref())
+                    })?;
+                facts.extend(out.image_details().iter().filter_map(image_facts));
+                if facts.len() > MAX_DESCRIBED_IMAGES {
+                    return Err(RegistryError::Service {
+                        code: "TooManyImages".to_owned(),
+                        message: format!(
+                            "DescribeImages listed more than {MAX_DESCRIBED_IMAGES} images"
+                        ),
+                    });
+                }
+                match out.next_token().filter(|t| !t.is_empty()) {
+                    Some(next) => token = Some(next.to_owned()),
+                    None => return Ok(facts),
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// One DescribeImages entry as the evaluator reads it. Without a push time the image counts
+/// as pushed at the epoch: the reading that warns earliest.
+fn image_facts(d: &aws_sdk_ecr::types::ImageDetail) -> Option<ImageFacts> {
+    use aws_sdk_ecr::types::ImageStatus;
+    let secs = |t: &aws_sdk_ecr::primitives::DateTime| t.secs();
+    Some(ImageFacts {
+        digest: d.image_digest()?.to_owned(),
+        tags: d.image_tags().to_vec(),
+        pushed_at: d.image_pushed_at().map_or(0, secs),
+        last_pulled: d.last_recorded_pull_time().map(secs),
+        archived: matches!(
+            d.image_status(),
+            Some(ImageStatus::Archived | ImageStatus::Activating)
+        ),
+        archived_at: d.last_archived_at().map(secs),
+    })
 }

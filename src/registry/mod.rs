@@ -9,6 +9,7 @@ pub mod ecr;
 use futures::future::BoxFuture;
 
 use crate::image::{ImageId, RepositoryKey};
+use crate::lifecycle::ImageFacts;
 
 /// ECR allows at most 100 image ids per `BatchGetImage` and 100 digests per
 /// `BatchCheckLayerAvailability` call.
@@ -124,3 +125,23 @@ pub trait Registry: Send + Sync + 'static {
         digests: &'a [String],
     ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>>;
 }
+
+/// What lifecycle forecasts need from ECR: a repository's lifecycle policy and its images.
+pub trait LifecycleFacts: Send + Sync + 'static {
+    /// The policy's text (GetLifecyclePolicy); `None` when the repository has none.
+    fn lifecycle_policy<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>>;
+
+    /// Every image of the repository, archived ones included (DescribeImages, every page;
+    /// at most [`MAX_DESCRIBED_IMAGES`]).
+    fn describe_images<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Vec<ImageFacts>, RegistryError>>;
+}
+
+/// Images read of one repository at most: ECR's own limit is 20,000 a repository, so more
+/// is a wrong answer, not a repository to keep in memory.
+pub const MAX_DESCRIBED_IMAGES: usize = 100_000;
