@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use crate::image::{ImageId, ImageTarget};
 use crate::report::{Finding, ImageReport, NotFound, Outcome, PlatformCheck};
 use crate::workload::ContainerKind;
 
@@ -352,8 +353,11 @@ fn platform_problems(who: &str, image: &str, p: &PlatformCheck) -> Vec<(Severity
     }
     if !p.archived.is_empty() {
         let l = format!("{at}: image archived; restore it before pulling");
+        let restore = restore_command(image)
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
         let detail = format!(
-            "{l} ({} of {} blobs archived: {})",
+            "{l}{restore} ({} of {} blobs archived: {})",
             p.archived.len(),
             p.total,
             digest_list(&p.archived, false)
@@ -372,4 +376,20 @@ fn platform_problems(who: &str, image: &str, p: &PlatformCheck) -> Vec<(Severity
         out.push((Severity::Unknown, l.clone(), l));
     }
     out
+}
+
+/// The AWS CLI command that restores an archived ECR image to standard storage (minutes to
+/// hours; pulls fail until it is done). `None` for a reference outside ECR.
+pub fn restore_command(image: &str) -> Option<String> {
+    let ImageTarget::Ecr { repo, id } = ImageTarget::classify(image).ok()? else {
+        return None;
+    };
+    let image_id = match id {
+        ImageId::Tag(t) => format!("imageTag={t}"),
+        ImageId::Digest(d) => format!("imageDigest={d}"),
+    };
+    Some(format!(
+        "aws ecr update-image-storage-class --registry-id {} --region {} --repository-name {} --image-id {image_id} --target-storage-class STANDARD",
+        repo.registry.account, repo.registry.region, repo.repository
+    ))
 }

@@ -257,3 +257,19 @@ fn warnings_stay_within_the_api_server_limits() {
         &message[message.len() - 40..]
     );
 }
+
+#[test]
+fn the_restore_command_names_the_image_as_referenced() {
+    use ecr_preflight::decision::restore_command;
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    assert_eq!(
+        restore_command(&format!("210987654321.dkr.ecr.eu-west-1.amazonaws.com/team/app@{digest}")).as_deref(),
+        Some(format!("aws ecr update-image-storage-class --registry-id 210987654321 --region eu-west-1 --repository-name team/app --image-id imageDigest={digest} --target-storage-class STANDARD").as_str())
+    );
+    assert!(
+        restore_command("123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1")
+            .is_some_and(|c| c.contains("--image-id imageTag=1 "))
+    );
+    assert_eq!(restore_command("nginx:1.27"), None);
+    assert_eq!(restore_command("not a reference"), None);
+}

@@ -63,6 +63,15 @@ async fn archived_blobs_make_the_image_archived() {
         "{message}"
     );
     assert!(message.contains(&blobs[2]));
+    // The denial says how to restore it.
+    assert!(
+        message.contains("aws ecr update-image-storage-class --registry-id 123456789012 --region us-east-1 --repository-name team/app --image-id imageTag="),
+        "{message}"
+    );
+    assert!(
+        message.contains("--target-storage-class STANDARD"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
