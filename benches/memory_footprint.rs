@@ -107,20 +107,6 @@ impl Registry for Synthetic {
     }
 }
 
-/// (VmRSS, VmHWM) in KiB.
-fn rss() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// A Pod CREATE review naming `images`.
 fn review(images: &[String]) -> String {
     let containers: Vec<serde_json::Value> = images
@@ -167,7 +153,7 @@ async fn main() {
         "https://localhost:{}/validate",
         running.webhook_addr.expect("webhook listener").port()
     );
-    let (idle, idle_peak) = rss();
+    let (idle, idle_peak) = common::rss();
     println!(
         "webhook idle (in-process, with its HTTPS client): VmRSS {idle} KiB, VmHWM {idle_peak} KiB"
     );
@@ -191,7 +177,7 @@ async fn main() {
         .await;
     assert!(reports.iter().all(|r| r.outcome() == Outcome::Ok));
     let (tags, manifests, blobs) = engine.cache_sizes();
-    let (now, peak) = rss();
+    let (now, peak) = common::rss();
     println!("cached: {blobs} blob entries, {manifests} manifests, {tags} tags");
     println!(
         "webhook with caches: VmRSS {now} KiB ({:.1} MiB), VmHWM {peak} KiB ({:.1} MiB)",

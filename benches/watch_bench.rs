@@ -148,18 +148,6 @@ impl Registry for Counting {
     }
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")
-                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
-            })
-        })
-        .unwrap_or(0)
-}
-
 /// 2,000 Deployments, their ReplicaSets and 10,000 Pods, as the watchers would project them.
 fn fill(inventory: &Inventory) {
     for r in 0..REPOS {
@@ -324,11 +312,11 @@ fn main() {
     });
     assert!(answer.contains("\"allowed\":true"), "{answer}");
     std::thread::sleep(Duration::from_millis(500));
-    let idle = rss_kib();
+    let idle = common::rss().0;
 
     let inventory = Inventory::new(0);
     fill(&inventory);
-    let filled = rss_kib();
+    let filled = common::rss().0;
     let objects = inventory.objects();
     let images = inventory.images().len();
 
@@ -362,7 +350,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
     }
     pass.abort();
-    let after = rss_kib();
+    let after = common::rss().0;
 
     let calls = registry.calls.lock().expect("lock");
     let watched: Vec<(&String, &(usize, usize))> = calls

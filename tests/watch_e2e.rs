@@ -20,23 +20,17 @@ struct Running {
     admin: String,
     http: reqwest::Client,
     controller: Controller,
-    _server: server::Running,
+    server: server::Running,
+    /// The webhook's self-signed certificate.
+    cert: String,
 }
 
-async fn engines(rate: f64, settings: &WatchSettings) -> (Arc<Engine>, Arc<Engine>) {
+async fn engines(settings: &WatchSettings) -> (Arc<Engine>, Arc<Engine>) {
     let registry: Arc<dyn Registry> =
         Arc::new(common::server::registry(None, Duration::from_secs(3)).await);
     let engine_settings = EngineSettings::new(vec!["linux/amd64".parse().expect("platform")]);
     let admission = Engine::new(registry.clone(), engine_settings.clone());
-    let background = watch::background_engine(
-        &admission,
-        registry,
-        &engine_settings,
-        &WatchSettings {
-            calls_per_second: rate,
-            ..settings.clone()
-        },
-    );
+    let background = watch::background_engine(&admission, registry, &engine_settings, settings);
     (Arc::new(admission), Arc::new(background))
 }
 
@@ -53,10 +47,11 @@ fn settings(identity: &str, leader_election: bool) -> WatchSettings {
     }
 }
 
-/// The webhook and the controller in one process, as `serve --watch` runs them.
-async fn start(api: &FakeApiServer, settings: WatchSettings) -> Running {
-    let (admission, background) = engines(settings.calls_per_second, &settings).await;
-    let controller = Controller::start(api.client(), background, settings);
+/// The webhook and the controller in one process, as `serve --watch` runs them, the
+/// controller reading the cluster through `client`.
+async fn start(client: kube::Client, settings: WatchSettings) -> Running {
+    let (admission, background) = engines(&settings).await;
+    let controller = Controller::start(client, background, settings);
     let (cert, key) = server::tls::self_signed_pem().expect("cert");
     server::tls::install_crypto_provider();
     let key =
@@ -73,7 +68,8 @@ async fn start(api: &FakeApiServer, settings: WatchSettings) -> Running {
         admin: format!("http://{}", running.metrics_addr),
         http: reqwest::Client::new(),
         controller,
-        _server: running,
+        server: running,
+        cert,
     }
 }
 
@@ -158,7 +154,7 @@ async fn a_deleted_image_flips_the_workload_once_and_a_repush_flips_it_back() {
         .await;
     let api = FakeApiServer::start().await;
     put_deployment(&api, "shop", "web", &pushed.reference(), &pushed.digest);
-    let ctl = start(&api, settings("replica-a", true)).await;
+    let ctl = start(api.client(), settings("replica-a", true)).await;
 
     let view = ctl.wait_outcome("web", "ok").await;
     let w = &view["workloads"][0];
@@ -258,7 +254,7 @@ async fn a_tag_repushed_onto_a_broken_manifest_is_missing_and_drifted() {
         .await;
     let api = FakeApiServer::start().await;
     put_deployment(&api, "shop", "api", &good.reference(), &good.digest);
-    let ctl = start(&api, settings("replica-b", false)).await;
+    let ctl = start(api.client(), settings("replica-b", false)).await;
     ctl.wait_outcome("api", "ok").await;
 
     let seed = format!("{repo}-2");
@@ -291,7 +287,7 @@ async fn a_tag_repushed_onto_a_broken_manifest_is_missing_and_drifted() {
 async fn a_dropped_watch_resumes_and_an_expired_one_relists() {
     let api = FakeApiServer::start().await;
     put_deployment(&api, "a", "one", "nginx:1", "sha256:11");
-    let ctl = start(&api, settings("replica-c", false)).await;
+    let ctl = start(api.client(), settings("replica-c", false)).await;
     ctl.wait_outcome("one", "skipped").await;
     let lists = |api: &FakeApiServer| {
         api.requests()
@@ -358,23 +354,9 @@ async fn an_api_server_that_comes_up_late_is_waited_for_while_the_webhook_serves
         format!("http://{addr}").parse().expect("url"),
     ))
     .expect("client");
-    let settings = settings("replica-d", true);
-    let (admission, background) = engines(50.0, &settings).await;
-    let controller = Controller::start(client, background, settings);
-    let (cert, key) = server::tls::self_signed_pem().expect("cert");
-    server::tls::install_crypto_provider();
-    let certified =
-        server::tls::certified_key(cert.as_bytes(), key.as_bytes(), "c".as_ref(), "k".as_ref())
-            .expect("key");
-    let config = WebhookConfig {
-        controller: Some(controller.clone()),
-        ..common::server::loopback_config(CertStore::new(certified))
-    };
-    let running = server::start_webhook(admission, config)
-        .await
-        .expect("start");
-    let http = reqwest::Client::new();
-    let admin = format!("http://{}", running.metrics_addr);
+    let ctl = start(client, settings("replica-d", true)).await;
+    let http = &ctl.http;
+    let admin = &ctl.admin;
     let ready = http
         .get(format!("{admin}/readyz"))
         .send()
@@ -385,10 +367,10 @@ async fn an_api_server_that_comes_up_late_is_waited_for_while_the_webhook_serves
         200,
         "the webhook is ready without the API server"
     );
-    let https = common::server::client(&cert, false);
+    let https = common::server::client(&ctl.cert, false);
     let url = format!(
         "https://localhost:{}/validate",
-        running.webhook_addr.expect("webhook").port()
+        ctl.server.webhook_addr.expect("webhook").port()
     );
     let review = common::pod_review(&[("app", "nginx:1")]);
     let answer: Value = https
@@ -401,21 +383,14 @@ async fn an_api_server_that_comes_up_late_is_waited_for_while_the_webhook_serves
         .await
         .expect("json");
     assert_eq!(answer["response"]["allowed"], true);
-    assert!(!controller.inventory.is_synced());
+    assert!(!ctl.controller.inventory.is_synced());
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let api = FakeApiServer::start_on(addr).await;
     put_deployment(&api, "late", "web", "nginx:1", "sha256:11");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let view: InventoryView = http
-            .get(format!("{admin}/inventory"))
-            .send()
-            .await
-            .expect("inv")
-            .json()
-            .await
-            .expect("json");
+        let view = ctl.inventory().await;
         if view.workloads.iter().any(|w| w.name == "web") {
             break;
         }
@@ -457,7 +432,7 @@ async fn only_the_watched_namespaces_and_no_workload_series_when_asked() {
         workload_metrics: false,
         ..settings("replica-e", false)
     };
-    let ctl = start(&api, only).await;
+    let ctl = start(api.client(), only).await;
     ctl.wait_outcome("web-a", "skipped").await;
     let view = ctl.inventory().await;
     let names: Vec<&str> = view.workloads.iter().map(|w| w.name.as_str()).collect();
@@ -497,7 +472,7 @@ async fn only_the_watched_namespaces_and_no_workload_series_when_asked() {
         },
         ..settings("replica-f", false)
     };
-    let ctl = start(&api, all_but).await;
+    let ctl = start(api.client(), all_but).await;
     ctl.wait_outcome("web-a", "skipped").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let view = ctl.inventory().await;

@@ -65,6 +65,18 @@ async fn leader_gauge(r: &Replica) -> Option<u8> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Waits (10 s at most) until `replica` reports leading on its metrics.
+async fn wait_until_leading(replica: &Replica) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader_gauge(replica).await != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never reported leading"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn holder(api: &FakeApiServer) -> String {
     api.objects("Lease")
         .first()
@@ -125,11 +137,7 @@ async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
     .await;
     eprintln!("beta took over {took:?} after alpha was killed (lease 3s)");
     assert!(took <= Duration::from_secs(15), "{took:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while leader_gauge(&beta).await != Some(1) {
-        assert!(Instant::now() < deadline, "beta never reported leading");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_leading(&beta).await;
 }
 
 fn report(kubeconfig: &Path, endpoint: &str, format: &str) -> Output {
@@ -265,11 +273,7 @@ async fn a_replica_stopped_with_sigterm_gives_the_lease_up() {
         holder(&api).starts_with("beta-")
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while leader_gauge(&beta).await != Some(1) {
-        assert!(Instant::now() < deadline, "beta never reported leading");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_leading(&beta).await;
 }
 
 #[test]

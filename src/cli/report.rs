@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 
 use super::engine_args::EngineArgs;
 use super::watch::{kube_client, ScopeFlags};
-use crate::decision::{problems_of, ContainerFinding, Severity};
+use crate::decision::Severity;
 use crate::watch::state::Row;
 use crate::watch::{verify, watchers, Budgeted, InventoryView};
 
@@ -60,19 +60,9 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
 
 /// 1 when an image in use is broken, else 3 when ECR could not answer for one, else 0.
 fn exit_code(rows: &[Row]) -> u8 {
-    let severities = rows.iter().flat_map(|row| match &row.verified {
+    let severities = rows.iter().flat_map(|row| match row.problems() {
         None => vec![Severity::Unknown],
-        Some(v) => {
-            let finding = ContainerFinding {
-                container: &row.container.name,
-                kind: row.container.kind,
-                report: &v.report,
-            };
-            problems_of(&finding)
-                .into_iter()
-                .map(|p| p.severity)
-                .collect()
-        }
+        Some(problems) => problems.into_iter().map(|p| p.severity).collect(),
     });
     // Severity orders Broken first.
     match severities.min() {

@@ -289,6 +289,16 @@ impl Store {
         workloads
     }
 
+    /// Every distinct image in use: the images of the workloads, read straight from the
+    /// projections (every container of the store belongs to some workload), without
+    /// attributing them.
+    pub fn images(&self) -> BTreeSet<Box<str>> {
+        self.objects
+            .values()
+            .flat_map(|p| p.containers.iter().map(|c| c.image.clone()))
+            .collect()
+    }
+
     /// The object at the top of `owner`'s chain of controllers, as far as the store knows
     /// it (an owner not watched, or not yet seen, is where the chain stops).
     fn top_level(&self, owner: &Owner) -> (ObjectKey, Identity) {

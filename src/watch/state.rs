@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::inventory::{ObjectKey, Projection, Store, Workload, WorkloadContainer};
-use crate::decision::{problems_of, ContainerFinding};
+use crate::decision::{problems_of, ContainerFinding, Problem};
 use crate::image::{ImageId, ImageTarget};
 use crate::report::{ImageReport, Outcome};
 use crate::workload::WorkloadKind;
@@ -40,17 +40,22 @@ impl Row {
             .map_or(Outcome::Unknown, |v| v.report.outcome())
     }
 
-    /// What is wrong, in the webhook's words; `None` when nothing is.
-    pub fn problem(&self) -> Option<String> {
-        let Some(verified) = &self.verified else {
-            return Some("not verified yet".to_owned());
-        };
-        let finding = ContainerFinding {
+    /// The problems of its image, in the webhook's words; `None` until it has been verified.
+    pub fn problems(&self) -> Option<Vec<Problem>> {
+        let verified = self.verified.as_ref()?;
+        Some(problems_of(&ContainerFinding {
             container: &self.container.name,
             kind: self.container.kind,
             report: &verified.report,
+        }))
+    }
+
+    /// What is wrong, one line per problem; `None` when nothing is.
+    pub fn problem(&self) -> Option<String> {
+        let Some(problems) = self.problems() else {
+            return Some("not verified yet".to_owned());
         };
-        let lines: Vec<String> = problems_of(&finding).into_iter().map(|p| p.line).collect();
+        let lines: Vec<String> = problems.into_iter().map(|p| p.line).collect();
         (!lines.is_empty()).then(|| lines.join("; "))
     }
 
@@ -138,10 +143,7 @@ impl Inventory {
 
     /// Every distinct image in use, sorted.
     pub fn images(&self) -> BTreeSet<Box<str>> {
-        self.workloads()
-            .into_iter()
-            .flat_map(|w| w.containers.into_iter().map(|c| c.image))
-            .collect()
+        lock(&self.store).images()
     }
 
     pub fn record(&self, verified: impl IntoIterator<Item = Verified>) {

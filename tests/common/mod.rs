@@ -92,3 +92,17 @@ pub fn refused_endpoint() -> String {
     drop(listener);
     url
 }
+
+/// This process's resident memory, (VmRSS, VmHWM) in KiB: for the benchmarks.
+pub fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
