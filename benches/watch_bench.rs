@@ -30,7 +30,10 @@ use ecr_preflight::registry::{
 use ecr_preflight::server::tls::{self, CertStore};
 use ecr_preflight::server::{self, WebhookConfig};
 use ecr_preflight::watch::inventory::{key_of, project_pod, project_workload};
-use ecr_preflight::watch::{self, Inventory, Namespaces, Signals, Verifier, WatchSettings};
+use ecr_preflight::watch::{
+    self, ExpirySettings, Inventory, Namespaces, Signals, Verifier, WatchSettings,
+    DEFAULT_EXPIRY_WARNING,
+};
 use ecr_preflight::workload::WorkloadKind;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -268,6 +271,7 @@ fn main() {
         lease_namespace: "default".into(),
         lease_duration: Duration::from_secs(15),
         identity: "bench".into(),
+        expiry: ExpirySettings::default(),
     };
     let background = Arc::new(watch::background_engine(
         &admission,
@@ -330,13 +334,19 @@ fn main() {
     ));
 
     let metrics = Arc::new(Default::default());
-    let verifier = Verifier {
-        engine: background,
-        inventory: inventory.clone(),
+    let verifier = Verifier::new(
+        background,
+        inventory.clone(),
         interval,
-        signals: Arc::new(Signals::new(Arc::clone(&metrics), true, None)),
+        Arc::new(Signals::new(
+            Arc::clone(&metrics),
+            true,
+            DEFAULT_EXPIRY_WARNING,
+            None,
+        )),
         metrics,
-    };
+        &ExpirySettings::default(),
+    );
     let pass = server_rt.spawn(async move { verifier.run().await });
     let busy = client_rt.block_on(load(
         client.clone(),

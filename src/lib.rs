@@ -6,7 +6,8 @@
 //! `workload`, checks them with the `engine` against a `registry`, and decides with
 //! `decision`; `report` holds what the engine found. `watch` is the controller: the images
 //! in use, re-verified with the same engine; `lifecycle` forecasts when a repository's
-//! lifecycle policy will act on an image. `cli` is the command line, `logging` and
+//! lifecycle policy will act on an image, and `expiry` reads those forecasts for the images
+//! a workload names. `cli` is the command line, `logging` and
 //! `metrics` what the process tells.
 #![forbid(unsafe_code)]
 // Input never panics the server: no unwrap, expect, panic or unchecked indexing outside tests.
@@ -22,6 +23,7 @@ pub mod admission;
 pub mod cli;
 pub mod decision;
 pub mod engine;
+pub mod expiry;
 pub mod image;
 mod json;
 pub mod lifecycle;

@@ -192,6 +192,21 @@ pub struct WorkloadLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExpiryLabels {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    pub container: String,
+    /// `expire` or `archive`.
+    pub action: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepositoryLabels {
+    pub repository: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -213,6 +228,10 @@ pub struct WatchMetrics {
     pub leader: Gauge,
     pub objects: Gauge,
     pub events: Family<ReasonLabels, Counter>,
+    /// When a lifecycle rule will act on a workload container's image (leader only).
+    pub workload_expiry: Family<ExpiryLabels, Gauge>,
+    /// Images on which a lifecycle policy preview and the forecast disagree.
+    pub preview_disagreements: Family<RepositoryLabels, Counter>,
 }
 
 impl WatchMetrics {
@@ -259,6 +278,16 @@ impl WatchMetrics {
             "ecr_preflight_watch_events",
             "Kubernetes Events posted, by reason",
             self.events.clone(),
+        );
+        r.register(
+            "ecr_preflight_workload_image_expiry_timestamp_seconds",
+            "When a lifecycle rule will expire or archive a workload container's image (Unix time; absent when none will; the leader only)",
+            self.workload_expiry.clone(),
+        );
+        r.register(
+            "ecr_preflight_lifecycle_preview_disagreements",
+            "Images a lifecycle policy preview and the forecast disagree on (--lifecycle-preview)",
+            self.preview_disagreements.clone(),
         );
     }
 }

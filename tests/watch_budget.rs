@@ -14,7 +14,10 @@ use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::registry::BlobState;
 use ecr_preflight::report::Outcome;
 use ecr_preflight::watch::inventory::{key_of, project_workload};
-use ecr_preflight::watch::{self, Inventory, Namespaces, Signals, Verifier, WatchSettings};
+use ecr_preflight::watch::{
+    self, ExpirySettings, Inventory, Namespaces, Signals, Verifier, WatchSettings,
+    DEFAULT_EXPIRY_WARNING,
+};
 use ecr_preflight::workload::WorkloadKind;
 use k8s_openapi::api::core::v1::PodSpec;
 use tokio::time::Instant;
@@ -29,6 +32,7 @@ fn settings(rate: f64, interval: Duration) -> WatchSettings {
         lease_namespace: "default".into(),
         lease_duration: Duration::from_secs(15),
         identity: "test".into(),
+        expiry: ExpirySettings::default(),
     }
 }
 
@@ -168,13 +172,19 @@ async fn a_pass_is_spread_over_the_interval_and_the_next_asks_afresh() {
         );
     }
     let metrics = Arc::new(Default::default());
-    let verifier = Verifier {
-        engine: background,
-        inventory: inventory.clone(),
+    let verifier = Verifier::new(
+        background,
+        inventory.clone(),
         interval,
-        signals: Arc::new(Signals::new(Arc::clone(&metrics), false, None)),
+        Arc::new(Signals::new(
+            Arc::clone(&metrics),
+            false,
+            DEFAULT_EXPIRY_WARNING,
+            None,
+        )),
         metrics,
-    };
+        &ExpirySettings::default(),
+    );
     let start = Instant::now();
     let run = tokio::spawn(async move { verifier.run().await });
     tokio::time::sleep(interval + interval / 2).await;
@@ -237,14 +247,20 @@ async fn access_denied_is_unknown_with_its_reason_and_no_alarm() {
         Some(p),
     );
     let metrics: Arc<ecr_preflight::watch::WatchMetrics> = Arc::new(Default::default());
-    let signals = Arc::new(Signals::new(Arc::clone(&metrics), true, None));
-    let verifier = Verifier {
-        engine: background,
-        inventory: inventory.clone(),
-        interval: Duration::from_secs(60),
-        signals: signals.clone(),
-        metrics: metrics.clone(),
-    };
+    let signals = Arc::new(Signals::new(
+        Arc::clone(&metrics),
+        true,
+        DEFAULT_EXPIRY_WARNING,
+        None,
+    ));
+    let verifier = Verifier::new(
+        background,
+        inventory.clone(),
+        Duration::from_secs(60),
+        signals.clone(),
+        metrics.clone(),
+        &ExpirySettings::default(),
+    );
     let run = tokio::spawn(async move { verifier.run().await });
     tokio::time::sleep(Duration::from_secs(90)).await;
     run.abort();

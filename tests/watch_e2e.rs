@@ -11,9 +11,12 @@ use aws_sdk_ecr::types::ImageIdentifier;
 use common::fake_apiserver::{put_deployment, FakeApiServer};
 use common::seed::{Breakage, Pushed, Seeder, DOCKER_MANIFEST};
 use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::expiry;
 use ecr_preflight::registry::Registry;
 use ecr_preflight::server::{self, tls::CertStore, WebhookConfig};
-use ecr_preflight::watch::{self, Controller, InventoryView, Namespaces, WatchSettings};
+use ecr_preflight::watch::{
+    self, Controller, ExpirySettings, InventoryView, Namespaces, WatchSettings,
+};
 use serde_json::{json, Value};
 
 struct Running {
@@ -44,6 +47,7 @@ fn settings(identity: &str, leader_election: bool) -> WatchSettings {
         lease_namespace: "ecr-preflight".to_owned(),
         lease_duration: Duration::from_secs(15),
         identity: identity.to_owned(),
+        expiry: ExpirySettings::default(),
     }
 }
 
@@ -94,6 +98,19 @@ impl Running {
             .text()
             .await
             .expect("text")
+    }
+
+    /// Polls /metrics until `ready` holds (bounded); the last answer.
+    async fn wait_metrics(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let metrics = self.metrics().await;
+            if ready(&metrics) {
+                return metrics;
+            }
+            assert!(Instant::now() < deadline, "never came: {metrics}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Polls /inventory until `name`'s container shows `outcome` (bounded).
@@ -484,4 +501,139 @@ async fn only_the_watched_namespaces_and_no_workload_series_when_asked() {
         .requests()
         .iter()
         .any(|r| r.starts_with("GET /api/v1/pods?")));
+}
+
+/// Puts `rules` as `repository`'s lifecycle policy in the emulator.
+async fn put_policy(seeder: &Seeder, repository: &str, rules: Value) {
+    seeder
+        .client
+        .put_lifecycle_policy()
+        .repository_name(repository)
+        .lifecycle_policy_text(json!({ "rules": rules }).to_string())
+        .send()
+        .await
+        .expect("put lifecycle policy");
+}
+
+/// When the emulator says `pushed` was pushed (Unix seconds).
+async fn pushed_at(seeder: &Seeder, pushed: &Pushed) -> i64 {
+    let out = seeder
+        .client
+        .describe_images()
+        .repository_name(&pushed.repository)
+        .image_ids(ImageIdentifier::builder().image_tag(&pushed.tag).build())
+        .send()
+        .await
+        .expect("describe images");
+    out.image_details()[0]
+        .image_pushed_at()
+        .expect("push time")
+        .secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_rule_due_within_the_warning_is_told_once_with_its_rule_and_time() {
+    let seeder = Seeder::new(&common::moto::endpoint());
+    let repo = common::unique("watch/expiring");
+    let pushed = seeder
+        .image(&repo, "v1", &repo, 2, DOCKER_MANIFEST, Breakage::default())
+        .await;
+    put_policy(
+        &seeder,
+        &repo,
+        json!([
+            {"rulePriority": 1, "description": "keep releases", "selection": {"tagStatus": "tagged", "tagPrefixList": ["release-"], "countType": "imageCountMoreThan", "countNumber": 10}, "action": {"type": "expire"}},
+            {"rulePriority": 2, "description": "three days for the rest", "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 3}, "action": {"type": "expire"}}
+        ]),
+    )
+    .await;
+    let due = pushed_at(&seeder, &pushed).await + 3 * 86_400;
+    // A repository without a policy: nothing will act on its image.
+    let kept_repo = common::unique("watch/kept");
+    let kept = seeder
+        .image(
+            &kept_repo,
+            "v1",
+            &kept_repo,
+            1,
+            DOCKER_MANIFEST,
+            Breakage::default(),
+        )
+        .await;
+    let api = FakeApiServer::start().await;
+    put_deployment(&api, "shop", "web", &pushed.reference(), &pushed.digest);
+    put_deployment(&api, "shop", "kept", &kept.reference(), &kept.digest);
+    let ctl = start(api.client(), settings("replica-x", false)).await;
+
+    ctl.wait_outcome("web", "ok").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let view = loop {
+        let view = serde_json::to_value(ctl.inventory().await).expect("json");
+        if !view["workloads"][1]["containers"][0]["expires_at"].is_null() {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "no forecast: {view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let web = &view["workloads"][1];
+    assert_eq!(web["name"], "web", "{view}");
+    let c = &web["containers"][0];
+    assert_eq!(c["expires_at"], expiry::rfc3339(due), "{c}");
+    assert_eq!(c["expiry_action"], "expire");
+    assert_eq!(c["expiry_rule"]["priority"], 2);
+    assert_eq!(c["expiry_rule"]["description"], "three days for the rest");
+    assert_eq!(c["expiry_rule"]["digest"], pushed.digest);
+    let other = &view["workloads"][0];
+    assert_eq!(other["name"], "kept");
+    assert!(other["containers"][0]["expires_at"].is_null(), "{other}");
+    assert!(other["containers"][0]["expiry_rule"].is_null(), "{other}");
+
+    let series = format!(
+        r#"ecr_preflight_workload_image_expiry_timestamp_seconds{{namespace="shop",kind="Deployment",name="web",container="app",action="expire"}} {due}"#
+    );
+    let metrics = ctl.wait_metrics(|m| m.contains(&series)).await;
+    assert!(
+        !metrics
+            .contains(r#"expiry_timestamp_seconds{namespace="shop",kind="Deployment",name="kept""#),
+        "{metrics}"
+    );
+
+    // Several passes later: one Warning, naming the image, the rule, the time and the way out.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let posted = events(&api, "web");
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    let (kind, reason, note) = &posted[0];
+    assert_eq!(
+        (kind.as_str(), reason.as_str()),
+        ("Warning", "ImageExpiring")
+    );
+    for part in [
+        pushed.reference(),
+        "lifecycle rule 2 (three days for the rest)".to_owned(),
+        expiry::rfc3339(due),
+        "expired".to_owned(),
+        "pin the workload by digest".to_owned(),
+        "re-tag".to_owned(),
+    ] {
+        assert!(note.contains(&part), "{part} not in {note}");
+    }
+    assert!(events(&api, "kept").is_empty());
+
+    // The rule changed to spare the image: the series goes, and nothing more is posted.
+    put_policy(
+        &seeder,
+        &repo,
+        json!([{"rulePriority": 1, "description": "untagged only", "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 3}, "action": {"type": "expire"}}]),
+    )
+    .await;
+    ctl.wait_metrics(|m| !m.contains("ecr_preflight_workload_image_expiry_timestamp_seconds{"))
+        .await;
+    let view = ctl.inventory().await;
+    assert!(
+        view.workloads
+            .iter()
+            .all(|w| w.containers[0].expires_at.is_none()),
+        "{view:?}"
+    );
+    assert_eq!(events(&api, "web").len(), 1);
 }

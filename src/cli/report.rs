@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use super::engine_args::EngineArgs;
 use super::watch::{kube_client, ScopeFlags};
 use crate::decision::Severity;
+use crate::expiry;
 use crate::watch::state::Row;
 use crate::watch::{verify, watchers, Budgeted, InventoryView};
 
@@ -73,7 +74,7 @@ fn exit_code(rows: &[Row]) -> u8 {
 }
 
 fn table(rows: &[Row]) -> String {
-    let mut lines: Vec<[String; 7]> = vec![[
+    let mut lines: Vec<[String; 8]> = vec![[
         "NAMESPACE".into(),
         "KIND".into(),
         "NAME".into(),
@@ -81,6 +82,7 @@ fn table(rows: &[Row]) -> String {
         "IMAGE".into(),
         "OUTCOME".into(),
         "DRIFT".into(),
+        "EXPIRES".into(),
     ]];
     let mut problems = Vec::new();
     for row in rows {
@@ -93,12 +95,35 @@ fn table(rows: &[Row]) -> String {
             row.container.image.to_string(),
             row.outcome().as_str().to_owned(),
             if row.drift() { "yes" } else { "no" }.to_owned(),
+            row.expiry.as_ref().map_or_else(
+                || "-".to_owned(),
+                |e| {
+                    let f = &e.forecast;
+                    format!(
+                        "{} {} (rule {})",
+                        expiry::rfc3339(f.at),
+                        f.action.as_str(),
+                        f.rule_priority
+                    )
+                },
+            ),
         ]);
         if let Some(p) = row.problem() {
             problems.push(format!("{}/{}/{}: {p}", w.namespace, w.kind, w.name));
         }
+        if let Some(e) = &row.expiry {
+            problems.push(format!(
+                "{}/{}/{}: container {}: {} will be {}",
+                w.namespace,
+                w.kind,
+                w.name,
+                row.container.name,
+                row.container.image,
+                e.sentence()
+            ));
+        }
     }
-    let mut widths = [0usize; 7];
+    let mut widths = [0usize; 8];
     for line in &lines {
         for (w, cell) in widths.iter_mut().zip(line) {
             *w = (*w).max(cell.chars().count());

@@ -14,7 +14,7 @@ use super::process::{credentials_gate, wait_for_signal};
 use crate::engine::Engine;
 use crate::registry::Registry;
 use crate::server::{self, ReadyGate};
-use crate::watch::{self, Controller, Namespaces, WatchSettings};
+use crate::watch::{self, Controller, ExpirySettings, Namespaces, WatchSettings};
 
 /// The controller's flags.
 #[derive(Debug, Clone, Args)]
@@ -39,6 +39,26 @@ pub struct WatchFlags {
     /// How long the Lease holds without renewal; another replica takes over after it.
     #[arg(long, env = "ECR_PREFLIGHT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    #[command(flatten)]
+    pub expiry: ExpiryFlags,
+    /// Cross-check each repository's forecast with a lifecycle policy preview of ECR's own
+    /// (needs ecr:StartLifecyclePolicyPreview and ecr:GetLifecyclePolicyPreview).
+    #[arg(long, env = "ECR_PREFLIGHT_LIFECYCLE_PREVIEW", default_value_t = false,
+        action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub lifecycle_preview: bool,
+    /// Start restoring archived images that running workloads use, once per image (needs
+    /// ecr:UpdateImageStorageClass; a restore is billed per GB retrieved).
+    #[arg(long, env = "ECR_PREFLIGHT_RESTORE_ARCHIVED_IN_USE", default_value_t = false,
+        action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub restore_archived_in_use: bool,
+}
+
+/// How far ahead a lifecycle rule's action on an image is told.
+#[derive(Debug, Clone, Args)]
+pub struct ExpiryFlags {
+    /// Tell of a lifecycle rule that will expire or archive an image in use within this.
+    #[arg(long, env = "ECR_PREFLIGHT_EXPIRY_WARNING", default_value = "7d", value_parser = parse_duration)]
+    pub expiry_warning: Duration,
 }
 
 /// Which namespaces the controller and `report` look at, and how fast they ask ECR.
@@ -109,6 +129,11 @@ impl WatchFlags {
                 .unwrap_or_else(own_namespace),
             lease_duration: self.lease_duration,
             identity: watch::identity(),
+            expiry: ExpirySettings {
+                warning: self.expiry.expiry_warning,
+                preview: self.lifecycle_preview,
+                restore_archived: self.restore_archived_in_use,
+            },
         }
     }
 }
@@ -166,6 +191,9 @@ pub fn start_controller(
         watch::background_engine(engine, registry, &engine_args.engine_settings(), &settings);
     tracing::info!(
         interval = ?settings.recheck_interval,
+        expiry_warning = ?settings.expiry.warning,
+        lifecycle_preview = settings.expiry.preview,
+        restore_archived_in_use = settings.expiry.restore_archived,
         calls_per_second = settings.calls_per_second,
         leader_election = settings.leader_election,
         lease_namespace = %settings.lease_namespace,

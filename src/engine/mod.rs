@@ -19,9 +19,9 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use crate::image::{ImageId, ImageTarget, RepositoryKey};
-use crate::manifest::Platform;
+use crate::manifest::{Manifest, Platform};
 use crate::metrics::EngineMetrics;
-use crate::registry::Registry;
+use crate::registry::{LifecycleFacts, Registry};
 use crate::report::{Finding, ImageReport, Outcome};
 pub use cache::CacheSettings;
 use cache::Caches;
@@ -139,6 +139,29 @@ impl Engine {
             } => self.caller.caches.tag(&Arc::new(repo), &t),
             ImageTarget::Other(_) => None,
         }
+    }
+
+    /// The lifecycle calls of the registry, when it has them.
+    pub fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
+        self.caller.registry.lifecycle()
+    }
+
+    /// The digests of what `image` named when it was last checked (within the caches'
+    /// lifetime): the manifest its tag resolved to and, for an index, every child.
+    pub fn manifest_digests(&self, image: &str) -> Vec<String> {
+        let Ok(ImageTarget::Ecr { repo, .. }) = ImageTarget::classify(image) else {
+            return Vec::new();
+        };
+        let Some(digest) = self.resolved_digest(image) else {
+            return Vec::new();
+        };
+        let mut digests = vec![digest.to_string()];
+        if let Some(manifest) = self.caller.caches.manifest(&Arc::new(repo), &digest) {
+            if let Manifest::Index { children } = manifest.as_ref() {
+                digests.extend(children.iter().map(|c| c.digest.clone()));
+            }
+        }
+        digests
     }
 
     /// ECR call and cache metrics, for registration with the webhook's.

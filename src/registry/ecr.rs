@@ -12,7 +12,10 @@ use aws_sdk_ecr::config::{
     retry::RetryConfig, timeout::TimeoutConfig, IdentityCache, Region, SharedCredentialsProvider,
 };
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecr::types::{DescribeImagesFilter, ImageIdentifier, LayerAvailability, TagStatus};
+use aws_sdk_ecr::types::{
+    DescribeImagesFilter, ImageIdentifier, LayerAvailability, LifecyclePolicyPreviewStatus,
+    TagStatus, TargetStorageClass,
+};
 use aws_sdk_ecr::Client;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -20,10 +23,11 @@ use futures::FutureExt;
 use super::credentials::{CredentialKeeper, KeptCredentials};
 use super::{
     BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
-    LayerDetail, LayerFailure, LifecycleFacts, Registry, RegistryError, MAX_DESCRIBED_IMAGES,
+    LayerDetail, LayerFailure, LifecycleFacts, Preview, PreviewAction, Registry, RegistryError,
+    MAX_DESCRIBED_IMAGES,
 };
 use crate::image::{EcrRegistry, ImageId, RepositoryKey};
-use crate::lifecycle::ImageFacts;
+use crate::lifecycle::{Action, ImageFacts};
 use crate::manifest::ACCEPTED_MEDIA_TYPES;
 
 /// How the SDK clients are made.
@@ -162,19 +166,17 @@ impl EcrApi {
 }
 
 impl Registry for EcrApi {
+    fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
+        Some(self)
+    }
+
     fn batch_get_image<'a>(
         &'a self,
         repo: &'a RepositoryKey,
         ids: &'a [ImageId],
     ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
         async move {
-            let image_ids = ids
-                .iter()
-                .map(|id| match id {
-                    ImageId::Tag(t) => ImageIdentifier::builder().image_tag(t).build(),
-                    ImageId::Digest(d) => ImageIdentifier::builder().image_digest(d).build(),
-                })
-                .collect();
+            let image_ids = ids.iter().map(identifier).collect();
             let out = self
                 .client_of(&repo.registry)
                 .batch_get_image()
@@ -298,6 +300,13 @@ impl Registry for EcrApi {
 }
 
 /// The registry id to send: none when the account is not known (the caller's own).
+fn identifier(id: &ImageId) -> ImageIdentifier {
+    match id {
+        ImageId::Tag(t) => ImageIdentifier::builder().image_tag(t).build(),
+        ImageId::Digest(d) => ImageIdentifier::builder().image_digest(d).build(),
+    }
+}
+
 fn registry_id(repo: &RepositoryKey) -> Option<String> {
     Some(repo.registry.account.clone()).filter(|a| !a.is_empty())
 }
@@ -455,6 +464,102 @@ impl LifecycleFacts for EcrApi {
         }
         .boxed()
     }
+
+    fn restore<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        id: &'a ImageId,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        async move {
+            self.client_of(&repo.registry)
+                .update_image_storage_class()
+                .set_registry_id(registry_id(repo))
+                .repository_name(&repo.repository)
+                .image_id(identifier(id))
+                .target_storage_class(TargetStorageClass::Standard)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    map_error(
+                        e,
+                        repo,
+                        "ecr:UpdateImageStorageClass",
+                        self.credentials.as_deref(),
+                    )
+                })
+        }
+        .boxed()
+    }
+
+    fn start_preview<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        async move {
+            self.client_of(&repo.registry)
+                .start_lifecycle_policy_preview()
+                .set_registry_id(registry_id(repo))
+                .repository_name(&repo.repository)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    map_error(
+                        e,
+                        repo,
+                        "ecr:StartLifecyclePolicyPreview",
+                        self.credentials.as_deref(),
+                    )
+                })
+        }
+        .boxed()
+    }
+
+    fn preview<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Preview, RegistryError>> {
+        async move {
+            let client = self.client_of(&repo.registry);
+            let mut actions: Vec<PreviewAction> = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let out = client
+                    .get_lifecycle_policy_preview()
+                    .set_registry_id(registry_id(repo))
+                    .repository_name(&repo.repository)
+                    .max_results(100)
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        map_error(
+                            e,
+                            repo,
+                            "ecr:GetLifecyclePolicyPreview",
+                            self.credentials.as_deref(),
+                        )
+                    })?;
+                match out.status() {
+                    Some(LifecyclePolicyPreviewStatus::Complete) => {}
+                    Some(LifecyclePolicyPreviewStatus::InProgress) | None => {
+                        return Ok(Preview::InProgress)
+                    }
+                    Some(other) => return Ok(Preview::Failed(other.as_str().to_owned())),
+                }
+                actions.extend(out.preview_results().iter().filter_map(preview_action));
+                if actions.len() > MAX_DESCRIBED_IMAGES {
+                    return Ok(Preview::Failed("more than 100,000 results".to_owned()));
+                }
+                match out.next_token().filter(|t| !t.is_empty()) {
+                    Some(next) => token = Some(next.to_owned()),
+                    None => return Ok(Preview::Complete(actions)),
+                }
+            }
+        }
+        .boxed()
+    }
 }
 
 /// One DescribeImages entry as the evaluator reads it. Without a push time the image counts
@@ -472,5 +577,21 @@ fn image_facts(d: &aws_sdk_ecr::types::ImageDetail) -> Option<ImageFacts> {
             Some(ImageStatus::Archived | ImageStatus::Activating)
         ),
         archived_at: d.last_archived_at().map(secs),
+    })
+}
+
+/// One preview result as the cross-check reads it; results without a digest or a known
+/// action are left out.
+fn preview_action(r: &aws_sdk_ecr::types::LifecyclePolicyPreviewResult) -> Option<PreviewAction> {
+    use aws_sdk_ecr::types::ImageActionType;
+    let action = match r.action()?.r#type()? {
+        ImageActionType::Expire => Action::Expire,
+        ImageActionType::Transition => Action::Archive,
+        _ => return None,
+    };
+    Some(PreviewAction {
+        digest: r.image_digest()?.to_owned(),
+        rule_priority: u32::try_from(r.applied_rule_priority()?).ok()?,
+        action,
     })
 }

@@ -124,6 +124,12 @@ pub trait Registry: Send + Sync + 'static {
         repo: &'a RepositoryKey,
         digests: &'a [String],
     ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>>;
+
+    /// The lifecycle calls of the same registry, when it has them (ECR does; a registry
+    /// that only serves manifests and blobs does not).
+    fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
+        None
+    }
 }
 
 /// What lifecycle forecasts need from ECR: a repository's lifecycle policy and its images.
@@ -140,6 +146,44 @@ pub trait LifecycleFacts: Send + Sync + 'static {
         &'a self,
         repo: &'a RepositoryKey,
     ) -> BoxFuture<'a, Result<Vec<ImageFacts>, RegistryError>>;
+
+    /// Starts moving an archived image back to standard storage (UpdateImageStorageClass).
+    fn restore<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        id: &'a ImageId,
+    ) -> BoxFuture<'a, Result<(), RegistryError>>;
+
+    /// Starts a lifecycle policy preview of the repository's own policy
+    /// (StartLifecyclePolicyPreview).
+    fn start_preview<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<(), RegistryError>>;
+
+    /// The preview's state and, once complete, what it would act on
+    /// (GetLifecyclePolicyPreview, every page).
+    fn preview<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Preview, RegistryError>>;
+}
+
+/// A lifecycle policy preview as ECR reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preview {
+    InProgress,
+    /// The images ECR's evaluator would act on now.
+    Complete(Vec<PreviewAction>),
+    Failed(String),
+}
+
+/// One image a preview says a rule acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewAction {
+    pub digest: String,
+    pub rule_priority: u32,
+    pub action: crate::lifecycle::Action,
 }
 
 /// Images read of one repository at most: ECR's own limit is 20,000 a repository, so more

@@ -11,7 +11,10 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::image::{EcrRegistry, ImageId, RepositoryKey};
-use crate::registry::{BatchGetImageOutput, LayerAvailabilityOutput, Registry, RegistryError};
+use crate::lifecycle::ImageFacts;
+use crate::registry::{
+    BatchGetImageOutput, LayerAvailabilityOutput, LifecycleFacts, Preview, Registry, RegistryError,
+};
 
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(60);
@@ -56,6 +59,31 @@ impl Budgeted {
         tokio::time::sleep_until(at).await;
     }
 
+    /// A call answered with `pages` pages (DescribeImages) costs one turn a page: the
+    /// pages after the first push the next call back.
+    fn charge(&self, registry: &EcrRegistry, pages: usize) {
+        let extra = u32::try_from(pages.saturating_sub(1)).unwrap_or(u32::MAX);
+        if extra == 0 {
+            return;
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.get_mut(registry) {
+            slot.next += self.spacing * extra;
+        }
+    }
+
+    /// One call of the inner registry in its turn.
+    async fn spend<T>(
+        &self,
+        registry: &EcrRegistry,
+        call: impl std::future::Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        self.turn(registry).await;
+        let result = call.await;
+        self.answered(registry, &result);
+        result
+    }
+
     /// Throttled: nothing leaves for a while, longer each time; any other answer resets it.
     fn answered<T>(&self, registry: &EcrRegistry, result: &Result<T, RegistryError>) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -78,12 +106,7 @@ impl Registry for Budgeted {
         repo: &'a RepositoryKey,
         ids: &'a [ImageId],
     ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
-        Box::pin(async move {
-            self.turn(&repo.registry).await;
-            let result = self.inner.batch_get_image(repo, ids).await;
-            self.answered(&repo.registry, &result);
-            result
-        })
+        Box::pin(self.spend(&repo.registry, self.inner.batch_get_image(repo, ids)))
     }
 
     fn batch_check_layer_availability<'a>(
@@ -91,14 +114,81 @@ impl Registry for Budgeted {
         repo: &'a RepositoryKey,
         digests: &'a [String],
     ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
+        Box::pin(self.spend(
+            &repo.registry,
+            self.inner.batch_check_layer_availability(repo, digests),
+        ))
+    }
+
+    fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
+        self.inner.lifecycle().map(|_| self as &dyn LifecycleFacts)
+    }
+}
+
+/// The inner registry's lifecycle calls, within the same budget. Only reached through
+/// [`Registry::lifecycle`], which answers `None` when the inner registry has none.
+impl Budgeted {
+    fn facts(&self) -> Result<&dyn LifecycleFacts, RegistryError> {
+        self.inner
+            .lifecycle()
+            .ok_or_else(|| RegistryError::Service {
+                code: "Unsupported".to_owned(),
+                message: "this registry has no lifecycle calls".to_owned(),
+            })
+    }
+}
+
+/// DescribeImages answers at most this many images a page.
+const DESCRIBE_PAGE: usize = 1000;
+
+impl LifecycleFacts for Budgeted {
+    fn lifecycle_policy<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        Box::pin(self.spend(&repo.registry, async {
+            self.facts()?.lifecycle_policy(repo).await
+        }))
+    }
+
+    fn describe_images<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Vec<ImageFacts>, RegistryError>> {
         Box::pin(async move {
-            self.turn(&repo.registry).await;
-            let result = self
-                .inner
-                .batch_check_layer_availability(repo, digests)
-                .await;
-            self.answered(&repo.registry, &result);
-            result
+            let images = self
+                .spend(&repo.registry, async {
+                    self.facts()?.describe_images(repo).await
+                })
+                .await?;
+            self.charge(&repo.registry, images.len().div_ceil(DESCRIBE_PAGE));
+            Ok(images)
         })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        id: &'a ImageId,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(self.spend(&repo.registry, async {
+            self.facts()?.restore(repo, id).await
+        }))
+    }
+
+    fn start_preview<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(self.spend(&repo.registry, async {
+            self.facts()?.start_preview(repo).await
+        }))
+    }
+
+    fn preview<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Preview, RegistryError>> {
+        Box::pin(self.spend(&repo.registry, async { self.facts()?.preview(repo).await }))
     }
 }

@@ -6,6 +6,7 @@
 
 mod budget;
 pub mod inventory;
+mod preview;
 mod signals;
 pub mod state;
 pub mod verify;
@@ -45,7 +46,32 @@ pub struct WatchSettings {
     pub lease_duration: Duration,
     /// This replica's name in the Lease and in its Events.
     pub identity: String,
+    pub expiry: ExpirySettings,
 }
+
+/// What the controller does with lifecycle forecasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpirySettings {
+    /// An `ImageExpiring` Event once a rule will act on an image in use within this.
+    pub warning: Duration,
+    /// Cross-check each forecast with a lifecycle policy preview.
+    pub preview: bool,
+    /// Start restoring archived images that running workloads use.
+    pub restore_archived: bool,
+}
+
+impl Default for ExpirySettings {
+    fn default() -> Self {
+        ExpirySettings {
+            warning: DEFAULT_EXPIRY_WARNING,
+            preview: false,
+            restore_archived: false,
+        }
+    }
+}
+
+/// `--expiry-warning`'s default: a week.
+pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
 
 /// A running controller: what the admin listener shows.
 #[derive(Clone)]
@@ -102,15 +128,17 @@ impl Controller {
         let signals = Arc::new(Signals::new(
             metrics.clone(),
             settings.workload_metrics,
+            settings.expiry.warning,
             Some(events),
         ));
-        let verifier = Verifier {
+        let verifier = Verifier::new(
             engine,
-            inventory: inventory.clone(),
-            interval: settings.recheck_interval,
-            signals: signals.clone(),
-            metrics: metrics.clone(),
-        };
+            inventory.clone(),
+            settings.recheck_interval,
+            signals.clone(),
+            metrics.clone(),
+            &settings.expiry,
+        );
         let (stop, stopped) = watch::channel(false);
         let (released, done) = watch::channel(false);
         let leader = Leader {

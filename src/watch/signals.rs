@@ -1,6 +1,8 @@
 //! What the leader tells after each verification: the per-workload and per-outcome
 //! metrics, and an Event on a workload when one of its images breaks (Warning
-//! `ImageUnavailable`) or recovers (Normal `ImageAvailable`), on transitions only.
+//! `ImageUnavailable`) or recovers (Normal `ImageAvailable`), on transitions only; when a
+//! lifecycle rule will act on one within the warning (Warning `ImageExpiring`, once); and
+//! when the restore of an archived one starts (Normal `ImageRestoreStarted`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,9 @@ use kube::Client;
 use super::inventory::ObjectKey;
 use super::state::{Inventory, Row};
 use crate::decision::truncate;
-use crate::metrics::{OutcomeLabels, ReasonLabels, WatchMetrics, WorkloadLabels};
+use crate::expiry::{self, Expiry};
+use crate::lifecycle::Action;
+use crate::metrics::{ExpiryLabels, OutcomeLabels, ReasonLabels, WatchMetrics, WorkloadLabels};
 use crate::report::Outcome;
 
 /// Where Events go.
@@ -29,14 +33,38 @@ enum Seen {
     Broken(Outcome),
 }
 
+/// What an Event tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tell {
+    Seen(Seen),
+    Expiring(Expiry),
+    RestoreStarted,
+}
+
 type RowKey = (ObjectKey, Box<str>, Box<str>);
 
 pub struct Signals {
     metrics: Arc<WatchMetrics>,
     workload_metrics: bool,
+    expiry_warning: Duration,
     events: Option<EventSink>,
     seen: Mutex<HashMap<RowKey, Seen>>,
     series: Mutex<HashSet<WorkloadLabels>>,
+    /// Rows told `ImageExpiring` while their forecast stays within the warning.
+    warned: Mutex<HashSet<RowKey>>,
+    expiry_series: Mutex<HashSet<ExpiryLabels>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn row_key(row: &Row) -> RowKey {
+    (
+        row.workload.key.clone(),
+        row.container.name.clone(),
+        row.container.image.clone(),
+    )
 }
 
 /// An Event's note is at most 1 kB.
@@ -47,14 +75,18 @@ impl Signals {
     pub fn new(
         metrics: Arc<WatchMetrics>,
         workload_metrics: bool,
+        expiry_warning: Duration,
         events: Option<EventSink>,
     ) -> Self {
         Signals {
             metrics,
             workload_metrics,
+            expiry_warning,
             events,
             seen: Mutex::default(),
             series: Mutex::default(),
+            warned: Mutex::default(),
+            expiry_series: Mutex::default(),
         }
     }
 
@@ -66,12 +98,22 @@ impl Signals {
         let changed = tokio::task::spawn_blocking(move || {
             let rows = inventory.rows();
             this.set_metrics(&rows);
-            this.transitions(rows)
+            this.set_expiry_metrics(&rows);
+            let mut tell = this.expiring(&rows);
+            tell.extend(this.transitions(rows));
+            tell
         })
         .await
         .unwrap_or_default();
         for (row, event) in changed {
             self.post(&row, event).await;
+        }
+    }
+
+    /// The restore of an archived image started: a Normal Event on each workload using it.
+    pub async fn restore_started(&self, rows: impl Iterator<Item = &Row>) {
+        for row in rows {
+            self.post(row, Tell::RestoreStarted).await;
         }
     }
 
@@ -82,7 +124,62 @@ impl Signals {
             self.metrics.workload_images.remove(&labels);
         }
         self.metrics.images_in_use.clear();
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for labels in lock(&self.expiry_series).drain() {
+            self.metrics.workload_expiry.remove(&labels);
+        }
+        lock(&self.seen).clear();
+        lock(&self.warned).clear();
+    }
+
+    /// One series per workload container whose image a rule will act on.
+    fn set_expiry_metrics(&self, rows: &[Row]) {
+        let fresh: HashMap<ExpiryLabels, i64> = rows
+            .iter()
+            .filter_map(|row| {
+                let e = row.expiry.as_ref()?;
+                let labels = ExpiryLabels {
+                    namespace: row.workload.key.namespace.to_string(),
+                    kind: row.workload.key.kind.to_string(),
+                    name: row.workload.key.name.to_string(),
+                    container: row.container.name.to_string(),
+                    action: e.forecast.action.as_str(),
+                };
+                Some((labels, e.forecast.at))
+            })
+            .collect();
+        let mut series = lock(&self.expiry_series);
+        for gone in series.iter().filter(|l| !fresh.contains_key(*l)) {
+            self.metrics.workload_expiry.remove(gone);
+        }
+        for (labels, at) in &fresh {
+            self.metrics.workload_expiry.get_or_create(labels).set(*at);
+        }
+        *series = fresh.into_keys().collect();
+    }
+
+    /// Rows whose forecast came within the warning since last time; a row whose forecast
+    /// left it (re-tagged, rule changed) is told again when it comes back.
+    fn expiring(&self, rows: &[Row]) -> Vec<(Row, Tell)> {
+        let now = expiry::now();
+        let mut warned = lock(&self.warned);
+        let mut within: HashSet<RowKey> = HashSet::new();
+        let mut tell = Vec::new();
+        for row in rows {
+            let Some(e) = row
+                .expiry
+                .as_ref()
+                .filter(|e| e.within(now, self.expiry_warning))
+            else {
+                continue;
+            };
+            let key = row_key(row);
+            if !warned.contains(&key) {
+                tell.push((row.clone(), Tell::Expiring(e.clone())));
+            }
+            within.insert(key);
+        }
+        *warned = within;
+        tell
     }
 
     fn set_metrics(&self, rows: &[Row]) {
@@ -129,16 +226,12 @@ impl Signals {
 
     /// The rows whose image broke or recovered since last time. An image not yet verified,
     /// or that ECR could not answer for, changes nothing: it is neither.
-    fn transitions(&self, rows: Vec<Row>) -> Vec<(Row, Seen)> {
+    fn transitions(&self, rows: Vec<Row>) -> Vec<(Row, Tell)> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut changed = Vec::new();
         let mut present: HashSet<RowKey> = HashSet::new();
         for row in rows {
-            let key: RowKey = (
-                row.workload.key.clone(),
-                row.container.name.clone(),
-                row.container.image.clone(),
-            );
+            let key = row_key(&row);
             present.insert(key.clone());
             let now = match row.outcome() {
                 Outcome::Unknown => continue,
@@ -152,25 +245,34 @@ impl Signals {
                 (None, Seen::Fine) => false,
             };
             if tell {
-                changed.push((row, now));
+                changed.push((row, Tell::Seen(now)));
             }
         }
         seen.retain(|k, _| present.contains(k));
         changed
     }
 
-    async fn post(&self, row: &Row, now: Seen) {
-        let (type_, reason, note) = match now {
-            Seen::Broken(_) => (
+    async fn post(&self, row: &Row, tell: Tell) {
+        let (type_, reason, note) = match tell {
+            Tell::Seen(Seen::Broken(_)) => (
                 EventType::Warning,
                 "ImageUnavailable",
                 row.problem().unwrap_or_default(),
             ),
-            Seen::Fine => (
+            Tell::Seen(Seen::Fine) => (
                 EventType::Normal,
                 "ImageAvailable",
                 format!(
                     "container {}: {} is available again in ECR",
+                    row.container.name, row.container.image
+                ),
+            ),
+            Tell::Expiring(e) => (EventType::Warning, "ImageExpiring", expiring_note(row, &e)),
+            Tell::RestoreStarted => (
+                EventType::Normal,
+                "ImageRestoreStarted",
+                format!(
+                    "container {}: {} is archived; its restore to standard storage has started (ECR takes up to hours; pulls fail until it completes)",
                     row.container.name, row.container.image
                 ),
             ),
@@ -216,4 +318,23 @@ impl Signals {
             Err(_) => tracing::warn!(reason, "posting the Event timed out"),
         }
     }
+}
+
+/// What will happen to the image, when, by which rule, and how to keep it.
+fn expiring_note(row: &Row, e: &Expiry) -> String {
+    let whose = if row.container.image.ends_with(&*e.digest) {
+        String::new()
+    } else {
+        format!(" (image {})", e.digest)
+    };
+    let keep = match e.forecast.action {
+        Action::Expire => "To keep it",
+        Action::Archive => "To keep it pullable",
+    };
+    format!(
+        "container {}: {}{whose} will be {}. {keep}: re-tag it with a tag the rule does not select (a protected prefix), pin the workload by digest to an image the policy keeps, or change the rule.",
+        row.container.name,
+        row.container.image,
+        e.sentence()
+    )
 }

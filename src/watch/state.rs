@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::inventory::{ObjectKey, Projection, Store, Workload, WorkloadContainer};
 use crate::decision::{problems_of, ContainerFinding, Problem};
+use crate::expiry::{self, Expiry};
 use crate::image::{ImageId, ImageTarget};
 use crate::report::{ImageReport, Outcome};
 use crate::workload::WorkloadKind;
@@ -30,6 +31,8 @@ pub struct Row {
     pub workload: Arc<Workload>,
     pub container: WorkloadContainer,
     pub verified: Option<Verified>,
+    /// When a lifecycle rule will first act on its image.
+    pub expiry: Option<Expiry>,
 }
 
 impl Row {
@@ -79,6 +82,8 @@ impl Row {
 pub struct Inventory {
     store: Mutex<Store>,
     verified: Mutex<HashMap<Box<str>, Verified>>,
+    /// Images in use a lifecycle rule will act on.
+    expiry: Mutex<HashMap<Box<str>, Expiry>>,
     /// When the last full re-verification finished.
     full_pass: Mutex<Option<SystemTime>>,
     /// Watchers that have not finished their first list.
@@ -95,6 +100,7 @@ impl Inventory {
         Arc::new(Inventory {
             store: Mutex::default(),
             verified: Mutex::default(),
+            expiry: Mutex::default(),
             full_pass: Mutex::default(),
             unsynced: watch::Sender::new(watchers),
         })
@@ -153,6 +159,17 @@ impl Inventory {
         }
     }
 
+    /// The forecasts of images whose repositories were read: `None` forgets an earlier one.
+    pub fn record_expiry(&self, forecasts: impl IntoIterator<Item = (String, Option<Expiry>)>) {
+        let mut map = lock(&self.expiry);
+        for (image, expiry) in forecasts {
+            match expiry {
+                Some(e) => map.insert(image.into(), e),
+                None => map.remove(image.as_str()),
+            };
+        }
+    }
+
     pub fn is_verified(&self, image: &str) -> bool {
         lock(&self.verified).contains_key(image)
     }
@@ -160,6 +177,7 @@ impl Inventory {
     /// A full pass ended: forgets images no longer in use.
     pub fn full_pass_done(&self, at: SystemTime, in_use: &HashSet<Box<str>>) {
         lock(&self.verified).retain(|image, _| in_use.contains(image));
+        lock(&self.expiry).retain(|image, _| in_use.contains(image));
         *lock(&self.full_pass) = Some(at);
     }
 
@@ -171,6 +189,7 @@ impl Inventory {
     pub fn rows(&self) -> Vec<Row> {
         let workloads = self.workloads();
         let verified = lock(&self.verified);
+        let expiry = lock(&self.expiry);
         workloads
             .into_iter()
             .flat_map(|w| {
@@ -182,6 +201,7 @@ impl Inventory {
                         workload: w.clone(),
                         container: c.clone(),
                         verified: verified.get(&*c.image).cloned(),
+                        expiry: expiry.get(&*c.image).cloned(),
                     })
                     .collect();
                 rows
@@ -221,6 +241,32 @@ pub struct ContainerView {
     pub problem: Option<String>,
     pub drift: bool,
     pub verified_at: Option<String>,
+    /// When a lifecycle rule will first act on the image (RFC 3339), `null` when none will.
+    pub expires_at: Option<String>,
+    /// `expire` or `archive`.
+    pub expiry_action: Option<String>,
+    pub expiry_rule: Option<ExpiryRule>,
+}
+
+/// The lifecycle rule that will act on an image, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExpiryRule {
+    pub priority: u32,
+    pub description: Option<String>,
+    pub reason: String,
+    /// The image it acts on: the one in use, or a child of its index.
+    pub digest: String,
+}
+
+impl ExpiryRule {
+    fn of(e: &Expiry) -> Self {
+        ExpiryRule {
+            priority: e.forecast.rule_priority,
+            description: e.forecast.rule_description.clone(),
+            reason: e.forecast.why.clone(),
+            digest: e.digest.clone(),
+        }
+    }
 }
 
 impl InventoryView {
@@ -253,6 +299,12 @@ impl InventoryView {
                     problem: row.problem(),
                     drift: row.drift(),
                     verified_at: row.verified.as_ref().map(|v| rfc3339(v.at)),
+                    expires_at: row.expiry.as_ref().map(|e| expiry::rfc3339(e.forecast.at)),
+                    expiry_action: row
+                        .expiry
+                        .as_ref()
+                        .map(|e| e.forecast.action.as_str().to_owned()),
+                    expiry_rule: row.expiry.as_ref().map(ExpiryRule::of),
                 });
             }
         }

@@ -5,16 +5,20 @@
 //! between two repositories' turns (a new workload) are verified at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::preview::Previews;
 use super::signals::Signals;
 use super::state::{Inventory, Verified};
+use super::ExpirySettings;
 use crate::engine::Engine;
+use crate::expiry::{self, RepositoryForecast};
 use crate::image::{ImageTarget, RepositoryKey};
 use crate::metrics::WatchMetrics;
+use crate::report::Outcome;
 
 /// The last repository of a pass starts this far into the interval, so that the pass ends
 /// before the next begins even when ECR is slow.
@@ -28,16 +32,56 @@ const NEW_IMAGE_POLL: Duration = Duration::from_secs(1);
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Verifier {
-    pub engine: Arc<Engine>,
-    pub inventory: Arc<Inventory>,
-    pub interval: Duration,
-    pub signals: Arc<Signals>,
-    pub metrics: Arc<WatchMetrics>,
+    engine: Arc<Engine>,
+    inventory: Arc<Inventory>,
+    interval: Duration,
+    signals: Arc<Signals>,
+    metrics: Arc<WatchMetrics>,
+    /// The preview cross-check, when enabled.
+    previews: Option<Previews>,
+    restore_archived: bool,
+    /// Archived images whose restore was started (never again) or refused (again next
+    /// pass).
+    restores: Mutex<Restores>,
+}
+
+#[derive(Default)]
+struct Restores {
+    started: HashSet<Box<str>>,
+    refused: HashSet<Box<str>>,
 }
 
 impl Verifier {
+    pub fn new(
+        engine: Arc<Engine>,
+        inventory: Arc<Inventory>,
+        interval: Duration,
+        signals: Arc<Signals>,
+        metrics: Arc<WatchMetrics>,
+        expiry: &ExpirySettings,
+    ) -> Self {
+        let previews = expiry
+            .preview
+            .then(|| Previews::new(engine.clone(), metrics.clone()));
+        Verifier {
+            engine,
+            inventory,
+            interval,
+            signals,
+            metrics,
+            previews,
+            restore_archived: expiry.restore_archived,
+            restores: Mutex::default(),
+        }
+    }
+
     async fn verify(&self, images: Vec<String>) {
-        record(&self.engine, &self.inventory, images, REPOSITORY_DEADLINE).await;
+        let forecasts = record(&self.engine, &self.inventory, images, REPOSITORY_DEADLINE).await;
+        if let Some(previews) = &self.previews {
+            for (repo, forecast) in forecasts {
+                previews.offer(repo, forecast);
+            }
+        }
     }
 
     /// Passes, one an interval, until the task is dropped (leadership lost, shutdown).
@@ -61,6 +105,11 @@ impl Verifier {
     /// One full pass started at `start`: each repository at its turn.
     async fn pass(&self, start: Instant) {
         let began = SystemTime::now();
+        self.restores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refused
+            .clear();
         let groups = by_repository(self.images().await);
         let planned: HashSet<String> = groups.iter().flatten().cloned().collect();
         let turns = groups.len().max(1) as f64;
@@ -122,6 +171,52 @@ impl Verifier {
             .objects
             .set(i64::try_from(self.inventory.objects()).unwrap_or(i64::MAX));
         self.signals.publish(&self.inventory).await;
+        if self.restore_archived {
+            self.restore_archived().await;
+        }
+    }
+
+    /// Starts restoring each archived image in use, once (`--restore-archived-in-use`), and
+    /// tells every workload that uses it.
+    async fn restore_archived(&self) {
+        let Some(facts) = self.engine.lifecycle() else {
+            return;
+        };
+        let rows = self.inventory.rows();
+        let archived: BTreeSet<&str> = rows
+            .iter()
+            .filter(|r| r.outcome() == Outcome::Archived)
+            .map(|r| &*r.container.image)
+            .collect();
+        for image in archived {
+            {
+                let restores = self.restores.lock().unwrap_or_else(|p| p.into_inner());
+                if restores.started.contains(image) || restores.refused.contains(image) {
+                    continue;
+                }
+            }
+            let Ok(ImageTarget::Ecr { repo, id }) = ImageTarget::classify(image) else {
+                continue;
+            };
+            let started = facts.restore(&repo, &id).await;
+            {
+                let mut restores = self.restores.lock().unwrap_or_else(|p| p.into_inner());
+                match &started {
+                    Ok(()) => restores.started.insert(image.into()),
+                    Err(_) => restores.refused.insert(image.into()),
+                };
+            }
+            match started {
+                Ok(()) => {
+                    tracing::info!(image, "restore of an archived image in use started");
+                    let users = rows.iter().filter(|r| &*r.container.image == image);
+                    self.signals.restore_started(users).await;
+                }
+                Err(e) => {
+                    tracing::warn!(image, error = %e, "cannot start restoring an archived image in use; trying again next pass");
+                }
+            }
+        }
     }
 
     /// The images in use, gathered on a blocking thread (a walk over every workload).
@@ -138,18 +233,43 @@ fn unix_seconds(at: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Checks `images` now (within `budget`) and records what ECR said in `inventory`.
-pub async fn record(engine: &Engine, inventory: &Inventory, images: Vec<String>, budget: Duration) {
+/// Checks `images` now (within `budget`) and records what ECR said in `inventory`; then,
+/// when the registry has lifecycle calls, when a rule will act on each (within the same
+/// budget). Returns the forecast of each repository whose policy was read.
+pub async fn record(
+    engine: &Engine,
+    inventory: &Inventory,
+    images: Vec<String>,
+    budget: Duration,
+) -> Vec<(RepositoryKey, RepositoryForecast)> {
     if images.is_empty() {
-        return;
+        return Vec::new();
     }
-    let reports = engine.check(&images, Instant::now() + budget).await;
+    let deadline = Instant::now() + budget;
+    let reports = engine.check(&images, deadline).await;
     let at = SystemTime::now();
     inventory.record(reports.into_iter().map(|report| Verified {
         resolved: engine.resolved_digest(&report.image),
         report,
         at,
     }));
+    let Some(facts) = engine.lifecycle() else {
+        return Vec::new();
+    };
+    let digests_of = |image: &str| engine.manifest_digests(image);
+    let forecasting = expiry::forecast_images(facts, &images, digests_of, expiry::now());
+    let Ok(forecasts) = tokio::time::timeout_at(deadline, forecasting).await else {
+        tracing::warn!(
+            images = images.len(),
+            "reading lifecycle policies timed out; forecasts kept from before"
+        );
+        return Vec::new();
+    };
+    for (repo, error) in &forecasts.errors {
+        tracing::warn!(repository = %repo, error = %error, "cannot forecast the lifecycle policy's actions; forecasts kept from before");
+    }
+    inventory.record_expiry(forecasts.images);
+    forecasts.repositories
 }
 
 /// Images grouped by repository, repositories in a stable order; images that are not ECR's

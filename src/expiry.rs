@@ -1,0 +1,175 @@
+//! Lifecycle forecasts for images by reference, shared by the controller and `check
+//! --lifecycle`: each repository's policy and images fetched through the registry seam,
+//! evaluated by [`crate::lifecycle::forecast`], and read for the image a reference names.
+//!
+//! The image a reference names is the one DescribeImages lists under its tag or digest,
+//! the manifest the tag resolved to when it was last checked, and, for an index, each of
+//! its children. ECR's documentation does not say whether a rule spares an index's
+//! children (they are untagged images of their own): the reading that warns earlier is that
+//! it does not, so an index expires with the first of its children.
+
+use std::collections::BTreeMap;
+
+use crate::image::{ImageId, ImageTarget, RepositoryKey};
+use crate::lifecycle::{self, Action, Forecast, ImageFacts, Policy, PolicyError, UnixSeconds};
+use crate::registry::{LifecycleFacts, RegistryError};
+
+/// When and how a lifecycle rule will first act on an image in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiry {
+    pub forecast: Forecast,
+    /// The image the rule acts on: the one named, or one of an index's children.
+    pub digest: String,
+}
+
+impl Expiry {
+    /// The forecast falls within `warning` of `now` (or is already due).
+    pub fn within(&self, now: UnixSeconds, warning: std::time::Duration) -> bool {
+        let warning = i64::try_from(warning.as_secs()).unwrap_or(i64::MAX);
+        self.forecast.at <= now.saturating_add(warning)
+    }
+
+    /// "expired by lifecycle rule 2 (keep 30 images) at 2026-12-03T10:00:00Z: why".
+    pub fn sentence(&self) -> String {
+        let f = &self.forecast;
+        let verb = match f.action {
+            Action::Expire => "expired",
+            Action::Archive => "archived",
+        };
+        let rule = match &f.rule_description {
+            Some(d) if !d.is_empty() => format!("lifecycle rule {} ({d})", f.rule_priority),
+            _ => format!("lifecycle rule {}", f.rule_priority),
+        };
+        format!("{verb} by {rule} at {}: {}", rfc3339(f.at), f.why)
+    }
+}
+
+/// `2026-11-30T19:33:33Z`.
+pub fn rfc3339(at: UnixSeconds) -> String {
+    jiff::Timestamp::from_second(at).map_or_else(|_| at.to_string(), |t| t.to_string())
+}
+
+/// Why a repository's forecast could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpiryError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// One repository's images and the forecast of each.
+#[derive(Debug, Clone)]
+pub struct RepositoryForecast {
+    images: Vec<ImageFacts>,
+    forecasts: Vec<Option<Forecast>>,
+    pub at: UnixSeconds,
+}
+
+impl RepositoryForecast {
+    pub fn new(policy: &Policy, images: Vec<ImageFacts>, now: UnixSeconds) -> Self {
+        let forecasts = lifecycle::forecast(policy, &images, now);
+        RepositoryForecast {
+            images,
+            forecasts,
+            at: now,
+        }
+    }
+
+    /// The first action on the image `id` names or on any of `digests`; the earliest, and
+    /// of two at once the higher priority's.
+    pub fn of(&self, id: &ImageId, digests: &[String]) -> Option<Expiry> {
+        let named = |image: &ImageFacts| match id {
+            ImageId::Tag(t) => image.tags.iter().any(|x| x == t),
+            ImageId::Digest(d) => image.digest == *d,
+        };
+        self.images
+            .iter()
+            .zip(&self.forecasts)
+            .filter(|(image, _)| named(image) || digests.contains(&image.digest))
+            .filter_map(|(image, f)| {
+                Some(Expiry {
+                    forecast: f.clone()?,
+                    digest: image.digest.clone(),
+                })
+            })
+            .min_by_key(|e| (e.forecast.at, e.forecast.rule_priority))
+    }
+
+    /// The images a rule acts on at the time of the forecast (due now), with the action:
+    /// what a lifecycle policy preview run at that time would list.
+    pub fn due_now(&self) -> BTreeMap<String, Action> {
+        self.images
+            .iter()
+            .zip(&self.forecasts)
+            .filter_map(|(image, f)| {
+                let f = f.as_ref().filter(|f| f.at <= self.at)?;
+                Some((image.digest.clone(), f.action))
+            })
+            .collect()
+    }
+}
+
+/// The forecast of one repository: `None` when it has no lifecycle policy.
+pub async fn forecast_repository(
+    facts: &dyn LifecycleFacts,
+    repo: &RepositoryKey,
+    now: UnixSeconds,
+) -> Result<Option<RepositoryForecast>, ExpiryError> {
+    let Some(text) = facts.lifecycle_policy(repo).await? else {
+        return Ok(None);
+    };
+    let policy = Policy::parse(&text)?;
+    let images = facts.describe_images(repo).await?;
+    Ok(Some(RepositoryForecast::new(&policy, images, now)))
+}
+
+/// What forecasting a set of images found.
+#[derive(Debug, Default)]
+pub struct Forecasts {
+    /// Every ECR image asked for whose repository could be read, with its expiry (`None`:
+    /// no rule will act on it).
+    pub images: Vec<(String, Option<Expiry>)>,
+    /// Each repository forecast, for the preview's cross-check.
+    pub repositories: Vec<(RepositoryKey, RepositoryForecast)>,
+    /// Repositories that could not be read, and why.
+    pub errors: Vec<(RepositoryKey, ExpiryError)>,
+}
+
+/// Forecasts for `images` (references), a repository at a time; `digests_of` gives the
+/// digests a reference last resolved to (see [`crate::engine::Engine::manifest_digests`]).
+/// References that are not ECR images are left out.
+pub async fn forecast_images(
+    facts: &dyn LifecycleFacts,
+    images: &[String],
+    digests_of: impl Fn(&str) -> Vec<String>,
+    now: UnixSeconds,
+) -> Forecasts {
+    let mut by_repo: BTreeMap<RepositoryKey, Vec<(&String, ImageId)>> = BTreeMap::new();
+    for image in images {
+        if let Ok(ImageTarget::Ecr { repo, id }) = ImageTarget::classify(image) {
+            by_repo.entry(repo).or_default().push((image, id));
+        }
+    }
+    let mut out = Forecasts::default();
+    for (repo, named) in by_repo {
+        match forecast_repository(facts, &repo, now).await {
+            Ok(found) => {
+                for (image, id) in named {
+                    let expiry = found.as_ref().and_then(|f| f.of(&id, &digests_of(image)));
+                    out.images.push((image.clone(), expiry));
+                }
+                if let Some(found) = found {
+                    out.repositories.push((repo, found));
+                }
+            }
+            Err(e) => out.errors.push((repo, e)),
+        }
+    }
+    out
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now() -> UnixSeconds {
+    jiff::Timestamp::now().as_second()
+}
