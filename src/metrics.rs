@@ -243,6 +243,20 @@ impl WatchMetrics {
             .sum()
     }
 
+    /// Events posted (or that would have been) with `reason`.
+    pub fn events_of(&self, reason: &'static str) -> u64 {
+        self.events.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// Images a lifecycle policy preview of `repository` and the forecast disagreed on, in
+    /// all; `None` before its first cross-check.
+    pub fn disagreements(&self, repository: &str) -> Option<u64> {
+        let labels = RepositoryLabels {
+            repository: repository.to_owned(),
+        };
+        self.preview_disagreements.get(&labels).map(|c| c.get())
+    }
+
     fn register(&self, r: &mut Registry) {
         r.register(
             "ecr_preflight_workload_images",

@@ -1,15 +1,16 @@
 //! An in-memory registry behind the seam, counting its calls: for engine tests that need
 //! answers the emulator cannot give (ARCHIVED, throttling, access denied, odd failures).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use ecr_preflight::image::{ImageId, RepositoryKey};
+use ecr_preflight::lifecycle::ImageFacts;
 use ecr_preflight::registry::{
     BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
-    Registry, RegistryError,
+    LifecycleFacts, Preview, Registry, RegistryError,
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -40,6 +41,96 @@ pub struct MemoryRegistry {
     pub latency: Mutex<Duration>,
     /// Every call, in the order made.
     pub log: Mutex<Vec<Call>>,
+    /// Whether the registry has lifecycle calls (off: as a registry without them).
+    pub has_lifecycle: AtomicBool,
+    /// Repository → lifecycle policy text.
+    pub policies: Mutex<HashMap<String, String>>,
+    /// Repository → what DescribeImages lists.
+    pub described: Mutex<HashMap<String, Vec<ImageFacts>>>,
+    /// Repository → the answers GetLifecyclePolicyPreview gives, in order (the last
+    /// repeats).
+    pub previews: Mutex<HashMap<String, VecDeque<Preview>>>,
+    /// What UpdateImageStorageClass answers (`None`: success).
+    pub restore_error: Mutex<Option<RegistryError>>,
+}
+
+/// A lifecycle call's log entry.
+fn lifecycle_call(
+    registry: &MemoryRegistry,
+    operation: &'static str,
+    repo: &RepositoryKey,
+    key: String,
+) {
+    registry.record(
+        operation,
+        repo,
+        std::iter::once(key).filter(|k| !k.is_empty()),
+    );
+}
+
+impl LifecycleFacts for MemoryRegistry {
+    fn lifecycle_policy<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        lifecycle_call(self, "GetLifecyclePolicy", repo, String::new());
+        let policy = self
+            .policies
+            .lock()
+            .expect("lock")
+            .get(&repo.repository)
+            .cloned();
+        async move { Ok(policy) }.boxed()
+    }
+
+    fn describe_images<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Vec<ImageFacts>, RegistryError>> {
+        lifecycle_call(self, "DescribeImages", repo, String::new());
+        let images = self
+            .described
+            .lock()
+            .expect("lock")
+            .get(&repo.repository)
+            .cloned()
+            .unwrap_or_default();
+        async move { Ok(images) }.boxed()
+    }
+
+    fn restore<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        id: &'a ImageId,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        lifecycle_call(self, "UpdateImageStorageClass", repo, id.to_string());
+        let answer = self.restore_error.lock().expect("lock").clone();
+        async move { answer.map_or(Ok(()), Err) }.boxed()
+    }
+
+    fn start_preview<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        lifecycle_call(self, "StartLifecyclePolicyPreview", repo, String::new());
+        async move { Ok(()) }.boxed()
+    }
+
+    fn preview<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Preview, RegistryError>> {
+        lifecycle_call(self, "GetLifecyclePolicyPreview", repo, String::new());
+        let mut previews = self.previews.lock().expect("lock");
+        let answers = previews.entry(repo.repository.clone()).or_default();
+        let answer = if answers.len() > 1 {
+            answers.pop_front()
+        } else {
+            answers.front().cloned()
+        };
+        let answer = answer.unwrap_or_else(|| Preview::Failed("no preview seeded".into()));
+        async move { Ok(answer) }.boxed()
+    }
 }
 
 /// One call as the registry saw it.
@@ -171,6 +262,12 @@ impl MemoryRegistry {
 }
 
 impl Registry for MemoryRegistry {
+    fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
+        self.has_lifecycle
+            .load(Ordering::SeqCst)
+            .then_some(self as &dyn LifecycleFacts)
+    }
+
     fn batch_get_image<'a>(
         &'a self,
         repo: &'a RepositoryKey,
