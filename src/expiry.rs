@@ -44,6 +44,28 @@ impl Expiry {
     }
 }
 
+/// The lifecycle rule that will act on an image, and why: as `/inventory`, `report` and
+/// `check --lifecycle` show it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ExpiryRule {
+    pub priority: u32,
+    pub description: Option<String>,
+    pub reason: String,
+    /// The image it acts on: the one named, or a child of its index.
+    pub digest: String,
+}
+
+impl ExpiryRule {
+    pub fn of(e: &Expiry) -> Self {
+        ExpiryRule {
+            priority: e.forecast.rule_priority,
+            description: e.forecast.rule_description.clone(),
+            reason: e.forecast.why.clone(),
+            digest: e.digest.clone(),
+        }
+    }
+}
+
 /// `2026-11-30T19:33:33Z`.
 pub fn rfc3339(at: UnixSeconds) -> String {
     jiff::Timestamp::from_second(at).map_or_else(|_| at.to_string(), |t| t.to_string())

@@ -358,3 +358,152 @@ fn usage_errors_exit_2() {
     let out = Command::new(BIN).args(["check"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Puts `rules` as `repository`'s lifecycle policy in the emulator.
+async fn put_policy(seeder: &Seeder, repository: &str, rules: serde_json::Value) {
+    seeder
+        .client
+        .put_lifecycle_policy()
+        .repository_name(repository)
+        .lifecycle_policy_text(serde_json::json!({ "rules": rules }).to_string())
+        .send()
+        .await
+        .expect("put lifecycle policy");
+}
+
+#[tokio::test]
+async fn lifecycle_reports_an_image_a_rule_expires_within_the_warning_and_fails_only_when_asked() {
+    let endpoint = common::moto::endpoint();
+    let s = Seeder::new(&endpoint);
+    let repo = unique("check/lifecycle");
+    let soon = s
+        .image(
+            &format!("{repo}/soon"),
+            "v1",
+            "soon",
+            1,
+            OCI_MANIFEST,
+            INTACT,
+        )
+        .await;
+    let later = s
+        .image(
+            &format!("{repo}/later"),
+            "v1",
+            "later",
+            1,
+            OCI_MANIFEST,
+            INTACT,
+        )
+        .await;
+    let rule = |days: u32, description: &str| serde_json::json!([{"rulePriority": 5, "description": description, "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": days}, "action": {"type": "expire"}}]);
+    put_policy(&s, &soon.repository, rule(3, "three days")).await;
+    put_policy(&s, &later.repository, rule(30, "a month")).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write(
+        dir.path(),
+        "app.yaml",
+        &format!(
+            "{}---\n{}",
+            deployment("soon", &soon.reference()),
+            deployment("later", &later.reference())
+        ),
+    );
+
+    // Reported, exit code unchanged.
+    let out = check(&["--lifecycle", "-o", "json", &file], None, &endpoint);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    let result = |name: &str| {
+        v["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .expect("row")
+    };
+    let r = result("soon");
+    assert_eq!(r["expiring"], true, "{r}");
+    assert_eq!(r["expiry_action"], "expire");
+    assert_eq!(r["expiry_rule"]["priority"], 5);
+    assert_eq!(r["expiry_rule"]["description"], "three days");
+    assert!(
+        r["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{r}"
+    );
+    let message = r["expiry_message"].as_str().expect("message");
+    assert!(
+        message.contains("will be expired by lifecycle rule 5 (three days)"),
+        "{message}"
+    );
+    let r = result("later");
+    assert!(
+        r["expires_at"].is_string(),
+        "a forecast, beyond the warning: {r}"
+    );
+    assert!(r["expiring"].is_null(), "{r}");
+    assert_eq!(v["summary"]["expiring"], 1);
+    assert_eq!(v["summary"]["lifecycle_errors"], 0);
+
+    // A shorter warning: nothing within it.
+    let out = check(
+        &[
+            "--lifecycle",
+            "--expiry-warning",
+            "1d",
+            "--fail-on-expiry",
+            "-o",
+            "json",
+            &file,
+        ],
+        None,
+        &endpoint,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json(&out)["summary"]["expiring"], 0);
+
+    // --fail-on-expiry: exit 1; the table and the annotations name the image and the rule.
+    let out = check(&["--lifecycle", "--fail-on-expiry", &file], None, &endpoint);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("EXPIRES"), "{table}");
+    assert!(table.contains("expiring:"), "{table}");
+    assert!(table.contains(&soon.reference()), "{table}");
+    let out = check(
+        &["--lifecycle", "--fail-on-expiry", "-o", "github", &file],
+        None,
+        &endpoint,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let annotations: Vec<&str> = text.lines().filter(|l| l.starts_with("::")).collect();
+    assert_eq!(annotations.len(), 1, "{text}");
+    assert!(annotations[0].starts_with("::error file="), "{text}");
+    assert!(
+        annotations[0].contains("lifecycle rule 5 (three days)"),
+        "{text}"
+    );
+    let out = check(&["--lifecycle", "-o", "github", &file], None, &endpoint);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("::warning file="));
+
+    // Without --lifecycle: no forecast at all.
+    let out = check(&["-o", "json", &file], None, &endpoint);
+    let v = json(&out);
+    assert!(v["results"][0]["expires_at"].is_null(), "{v}");
+    assert!(v["summary"]["expiring"].is_null(), "{v}");
+}
+
+#[test]
+fn fail_on_expiry_needs_lifecycle() {
+    let out = check(&["--fail-on-expiry", "x.yaml"], None, "http://127.0.0.1:1");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--lifecycle"), "{err}");
+}

@@ -182,6 +182,41 @@ async fn report_prints_the_inventory_and_exits_like_check() {
     assert_eq!(c["outcome"], "ok");
     assert_eq!(c["running_digests"][0], good.digest.as_str());
     assert_eq!(c["drift"], false);
+    assert!(c["expires_at"].is_null(), "no policy yet: {c}");
+
+    // A lifecycle rule that expires it in two days: shown with its rule, the exit code unchanged.
+    seeder
+        .client
+        .put_lifecycle_policy()
+        .repository_name(&repo)
+        .lifecycle_policy_text(
+            serde_json::json!({"rules": [{"rulePriority": 3, "description": "two days", "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 2}, "action": {"type": "expire"}}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("put policy");
+    let out = report(&kubeconfig, &moto, "json");
+    assert_eq!(out.status.code(), Some(0));
+    let view: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let c = &view["workloads"][0]["containers"][0];
+    assert!(
+        c["expires_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{c}"
+    );
+    assert_eq!(c["expiry_action"], "expire");
+    assert_eq!(c["expiry_rule"]["priority"], 3);
+    assert_eq!(c["expiry_rule"]["description"], "two days");
+    let out = report(&kubeconfig, &moto, "table");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("EXPIRES") && table.contains("expire (rule 3)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("will be expired by lifecycle rule 3 (two days)"),
+        "{table}"
+    );
 
     // A CronJob (its Jobs long gone) whose image lost a layer: broken, exit 1.
     let broken = seeder

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::inventory::{ObjectKey, Projection, Store, Workload, WorkloadContainer};
 use crate::decision::{problems_of, ContainerFinding, Problem};
-use crate::expiry::{self, Expiry};
+use crate::expiry::{self, Expiry, ExpiryRule};
 use crate::image::{ImageId, ImageTarget};
 use crate::report::{ImageReport, Outcome};
 use crate::workload::WorkloadKind;
@@ -246,27 +246,6 @@ pub struct ContainerView {
     /// `expire` or `archive`.
     pub expiry_action: Option<String>,
     pub expiry_rule: Option<ExpiryRule>,
-}
-
-/// The lifecycle rule that will act on an image, and why.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ExpiryRule {
-    pub priority: u32,
-    pub description: Option<String>,
-    pub reason: String,
-    /// The image it acts on: the one in use, or a child of its index.
-    pub digest: String,
-}
-
-impl ExpiryRule {
-    fn of(e: &Expiry) -> Self {
-        ExpiryRule {
-            priority: e.forecast.rule_priority,
-            description: e.forecast.rule_description.clone(),
-            reason: e.forecast.why.clone(),
-            digest: e.digest.clone(),
-        }
-    }
 }
 
 impl InventoryView {
