@@ -2,8 +2,9 @@
 # End to end with no AWS account: start the ECR API emulator, seed one intact and one
 # broken image, start a stand-in Kubernetes API server with a Deployment and a CronJob on
 # them, start the webhook with its controller (serve --watch), post sample AdmissionReviews
-# and print each decision; then show the controller's inventory, delete the Deployment's
-# image from ECR, and show the controller noticing (inventory, Event, report).
+# and print each decision; then show the controller's inventory, put a lifecycle policy and
+# show its forecast, delete the Deployment's image from ECR, and show the controller noticing
+# (inventory, Events, report).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -72,6 +73,9 @@ for w in json.load(sys.stdin)["workloads"]:
     for c in w["containers"]:
         line = "/".join((w["namespace"], w["kind"], w["name"])) + "  " + c["name"] + ": " + c["outcome"]
         print(line + ("  (" + c["problem"] + ")" if c["problem"] else ""))
+        if c.get("expires_at"):
+            r = c["expiry_rule"]
+            print("    lifecycle rule %d (%s) will %s it at %s" % (r["priority"], r["description"], c["expiry_action"], c["expires_at"]))
 '
 }
 outcome_of_web() {
@@ -84,6 +88,23 @@ printf '\n==> the controller verified every image the cluster runs (GET /invento
 until [ "$(outcome_of_web)" = "ok" ]; do sleep 0.2; done
 inventory
 
+printf '\n==> putting a lifecycle policy on demo/shop: expire every image 5 days after its push\n'
+"$VENV/bin/python" - "$MOTO_ENDPOINT" <<'PY'
+import json, sys, boto3
+ecr = boto3.client("ecr", endpoint_url=sys.argv[1], region_name="us-east-1")
+ecr.put_lifecycle_policy(repositoryName="demo/shop", lifecyclePolicyText=json.dumps({"rules": [
+    {"rulePriority": 1, "description": "five days at most", "selection": {"tagStatus": "any",
+     "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 5}, "action": {"type": "expire"}}]}))
+PY
+expiry_of_web() {
+    curl -fsS "http://127.0.0.1:$admin/inventory" | python3 -c '
+import json, sys
+print(next((c["expires_at"] or "" for w in json.load(sys.stdin)["workloads"] if w["name"] == "web" for c in w["containers"]), ""))'
+}
+until [ -n "$(expiry_of_web)" ]; do sleep 0.2; done
+printf '==> the next pass forecasts it for the images in use (within the 7-day warning: an ImageExpiring Event):\n'
+inventory
+
 printf '\n==> deleting demo/shop:1.0 from ECR (BatchDeleteImage), as a lifecycle policy would\n'
 "$VENV/bin/python" - "$MOTO_ENDPOINT" <<'PY'
 import sys, boto3
@@ -93,7 +114,7 @@ PY
 until [ "$(outcome_of_web)" = "not_found" ]; do sleep 0.2; done
 printf '==> within one interval, the inventory says so:\n'
 inventory
-printf '\n==> and the controller posted a Warning Event on each broken workload (events.k8s.io/v1), once:\n'
+printf '\n==> and the controller posted Warning Events (events.k8s.io/v1), once each: the forecast, then the breakage:\n'
 curl -fsS "$api/apis/events.k8s.io/v1/namespaces/shop/events" | python3 -c '
 import json, sys
 for e in json.load(sys.stdin)["items"]:

@@ -49,7 +49,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         .engine
         .background(budgeted, args.engine.engine_settings());
     let images: Vec<String> = inventory.images().into_iter().map(String::from).collect();
-    verify::record(&engine, &inventory, images, REPORT_DEADLINE).await;
+    verify::record(&engine, &inventory, images, REPORT_DEADLINE, true).await;
     let rows = inventory.rows();
     let view = InventoryView::of(Some(SystemTime::now()), &rows);
     match args.output {

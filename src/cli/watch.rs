@@ -39,6 +39,11 @@ pub struct WatchFlags {
     /// How long the Lease holds without renewal; another replica takes over after it.
     #[arg(long, env = "ECR_PREFLIGHT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// Forecast when each repository's lifecycle policy will expire or archive the images in
+    /// use (needs ecr:GetLifecyclePolicy and ecr:DescribeImages).
+    #[arg(long, env = "ECR_PREFLIGHT_LIFECYCLE_FORECAST", default_value_t = true,
+        action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub lifecycle_forecast: bool,
     #[command(flatten)]
     pub expiry: ExpiryFlags,
     /// Cross-check each repository's forecast with a lifecycle policy preview of ECR's own
@@ -112,6 +117,12 @@ impl WatchFlags {
         if self.lease_duration < Duration::from_secs(2) {
             return Err("--lease-duration must be at least 2s".into());
         }
+        if self.lifecycle_preview && !self.lifecycle_forecast {
+            return Err(
+                "--lifecycle-preview cross-checks the forecast: it needs --lifecycle-forecast"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -130,6 +141,7 @@ impl WatchFlags {
             lease_duration: self.lease_duration,
             identity: watch::identity(),
             expiry: ExpirySettings {
+                forecast: self.lifecycle_forecast,
                 warning: self.expiry.expiry_warning,
                 preview: self.lifecycle_preview,
                 restore_archived: self.restore_archived_in_use,

@@ -188,9 +188,7 @@ impl Registry for EcrApi {
                 ))
                 .send()
                 .await
-                .map_err(|e| {
-                    map_error(e, repo, "ecr:BatchGetImage", self.credentials.as_deref())
-                })?;
+                .map_err(self.failed(repo, "ecr:BatchGetImage"))?;
             let images = out
                 .images()
                 .iter()
@@ -239,14 +237,7 @@ impl Registry for EcrApi {
                 .set_layer_digests(Some(digests.to_vec()))
                 .send()
                 .await
-                .map_err(|e| {
-                    map_error(
-                        e,
-                        repo,
-                        "ecr:BatchCheckLayerAvailability",
-                        self.credentials.as_deref(),
-                    )
-                })?;
+                .map_err(self.failed(repo, "ecr:BatchCheckLayerAvailability"))?;
             let mut blobs = Vec::with_capacity(digests.len());
             let mut layers = Vec::new();
             let mut failures = Vec::new();
@@ -314,6 +305,20 @@ fn registry_id(repo: &RepositoryKey) -> Option<String> {
 /// Types an SDK error by its service code or failure kind. A call that never reached ECR
 /// while the keeper has no valid credentials failed for that reason: said so, rather than
 /// "request could not be sent".
+impl EcrApi {
+    /// The typed error of a failed call of `operation` on `repo`.
+    fn failed<'a, E>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        operation: &'static str,
+    ) -> impl FnOnce(SdkError<E, HttpResponse>) -> RegistryError + 'a
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        move |e| map_error(e, repo, operation, self.credentials.as_deref())
+    }
+}
+
 fn map_error<E>(
     err: SdkError<E, HttpResponse>,
     repo: &RepositoryKey,
@@ -401,14 +406,7 @@ impl LifecycleFacts for EcrApi {
                 .repository_name(&repo.repository)
                 .send()
                 .await
-                .map_err(|e| {
-                    map_error(
-                        e,
-                        repo,
-                        "ecr:GetLifecyclePolicy",
-                        self.credentials.as_deref(),
-                    )
-                });
+                .map_err(self.failed(repo, "ecr:GetLifecyclePolicy"));
             match answer {
                 Ok(out) => Ok(out.lifecycle_policy_text().map(str::to_owned)),
                 Err(RegistryError::Service { code, .. })
@@ -444,9 +442,7 @@ impl LifecycleFacts for EcrApi {
                     .set_next_token(token.take())
                     .send()
                     .await
-                    .map_err(|e| {
-                        map_error(e, repo, "ecr:DescribeImages", self.credentials.as_deref())
-                    })?;
+                    .map_err(self.failed(repo, "ecr:DescribeImages"))?;
                 facts.extend(out.image_details().iter().filter_map(image_facts));
                 if facts.len() > MAX_DESCRIBED_IMAGES {
                     return Err(RegistryError::Service {
@@ -480,14 +476,7 @@ impl LifecycleFacts for EcrApi {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| {
-                    map_error(
-                        e,
-                        repo,
-                        "ecr:UpdateImageStorageClass",
-                        self.credentials.as_deref(),
-                    )
-                })
+                .map_err(self.failed(repo, "ecr:UpdateImageStorageClass"))
         }
         .boxed()
     }
@@ -504,14 +493,7 @@ impl LifecycleFacts for EcrApi {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| {
-                    map_error(
-                        e,
-                        repo,
-                        "ecr:StartLifecyclePolicyPreview",
-                        self.credentials.as_deref(),
-                    )
-                })
+                .map_err(self.failed(repo, "ecr:StartLifecyclePolicyPreview"))
         }
         .boxed()
     }
@@ -533,14 +515,7 @@ impl LifecycleFacts for EcrApi {
                     .set_next_token(token.take())
                     .send()
                     .await
-                    .map_err(|e| {
-                        map_error(
-                            e,
-                            repo,
-                            "ecr:GetLifecyclePolicyPreview",
-                            self.credentials.as_deref(),
-                        )
-                    })?;
+                    .map_err(self.failed(repo, "ecr:GetLifecyclePolicyPreview"))?;
                 match out.status() {
                     Some(LifecyclePolicyPreviewStatus::Complete) => {}
                     Some(LifecyclePolicyPreviewStatus::InProgress) | None => {

@@ -52,6 +52,8 @@ pub struct WatchSettings {
 /// What the controller does with lifecycle forecasts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpirySettings {
+    /// Forecast when lifecycle policies act on the images in use.
+    pub forecast: bool,
     /// An `ImageExpiring` Event once a rule will act on an image in use within this.
     pub warning: Duration,
     /// Cross-check each forecast with a lifecycle policy preview.
@@ -63,6 +65,7 @@ pub struct ExpirySettings {
 impl Default for ExpirySettings {
     fn default() -> Self {
         ExpirySettings {
+            forecast: true,
             warning: DEFAULT_EXPIRY_WARNING,
             preview: false,
             restore_archived: false,

@@ -39,6 +39,8 @@ pub struct Verifier {
     metrics: Arc<WatchMetrics>,
     /// The preview cross-check, when enabled.
     previews: Option<Previews>,
+    /// Forecast lifecycle policies' actions.
+    forecast: bool,
     restore_archived: bool,
     /// Archived images whose restore was started (never again) or refused (again next
     /// pass).
@@ -70,13 +72,21 @@ impl Verifier {
             signals,
             metrics,
             previews,
+            forecast: expiry.forecast,
             restore_archived: expiry.restore_archived,
             restores: Mutex::default(),
         }
     }
 
     async fn verify(&self, images: Vec<String>) {
-        let forecasts = record(&self.engine, &self.inventory, images, REPOSITORY_DEADLINE).await;
+        let forecasts = record(
+            &self.engine,
+            &self.inventory,
+            images,
+            REPOSITORY_DEADLINE,
+            self.forecast,
+        )
+        .await;
         if let Some(previews) = &self.previews {
             for (repo, forecast) in forecasts {
                 previews.offer(repo, forecast);
@@ -234,13 +244,14 @@ fn unix_seconds(at: SystemTime) -> f64 {
 }
 
 /// Checks `images` now (within `budget`) and records what ECR said in `inventory`; then,
-/// when the registry has lifecycle calls, when a rule will act on each (within the same
-/// budget). Returns the forecast of each repository whose policy was read.
+/// with `forecast` and when the registry has lifecycle calls, when a rule will act on each
+/// (within the same budget). Returns the forecast of each repository whose policy was read.
 pub async fn record(
     engine: &Engine,
     inventory: &Inventory,
     images: Vec<String>,
     budget: Duration,
+    forecast: bool,
 ) -> Vec<(RepositoryKey, RepositoryForecast)> {
     if images.is_empty() {
         return Vec::new();
@@ -253,7 +264,7 @@ pub async fn record(
         report,
         at,
     }));
-    let Some(facts) = engine.lifecycle() else {
+    let Some(facts) = engine.lifecycle().filter(|_| forecast) else {
         return Vec::new();
     };
     let digests_of = |image: &str| engine.manifest_digests(image);
@@ -265,8 +276,14 @@ pub async fn record(
         );
         return Vec::new();
     };
-    for (repo, error) in &forecasts.errors {
-        tracing::warn!(repository = %repo, error = %error, "cannot forecast the lifecycle policy's actions; forecasts kept from before");
+    // One line for all: a role without ecr:GetLifecyclePolicy fails every repository.
+    if let Some((repo, error)) = forecasts.errors.first() {
+        tracing::warn!(
+            repositories = forecasts.errors.len(),
+            first = %repo,
+            error = %error,
+            "cannot forecast lifecycle policies' actions; forecasts kept from before"
+        );
     }
     inventory.record_expiry(forecasts.images);
     forecasts.repositories

@@ -38,6 +38,9 @@ def check_default(objs):
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert "--watch" in c["args"] and "--recheck-interval=900s" in c["args"]
     assert "--lease-namespace=ecr-preflight" in c["args"] and "--lease-duration=15s" in c["args"]
+    assert "--expiry-warning=604800s" in c["args"], "a week by default"
+    assert "--lifecycle-forecast=true" in c["args"]
+    assert "--lifecycle-preview=false" in c["args"] and "--restore-archived-in-use=false" in c["args"]
     assert pod["automountServiceAccountToken"] is True, "the controller reads the cluster"
     assert {e["name"] for e in c["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
     check_rbac(objs)
@@ -119,17 +122,22 @@ def check_all_features(objs):
     args = pod["containers"][0]["args"]
     assert "--watch-namespaces=shop,payments" in args and "--exclude-namespaces=kube-system" in args
     assert "--workload-metrics=false" in args and "--recheck-interval=600s" in args
+    assert "--expiry-warning=1209600s" in args
+    assert "--lifecycle-preview=true" in args and "--restore-archived-in-use=true" in args
     rule = one(objs, "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "prometheus"
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert set(alerts) == {"ImageUnavailable", "ImageReverificationStalled"}, alerts
+    assert set(alerts) == {"ImageUnavailable", "ImageReverificationStalled", "ImageExpiringSoon"}, alerts
+    assert "ecr_preflight_workload_image_expiry_timestamp_seconds" in alerts["ImageExpiringSoon"]["expr"]
+    assert alerts["ImageExpiringSoon"]["expr"].endswith("< 1209600"), "the warning of the values"
     assert alerts["ImageUnavailable"]["for"] == "15m"
     assert "> 1200" in alerts["ImageReverificationStalled"]["expr"], "two intervals of 600 s"
     dash = one(objs, "ConfigMap")
     assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
     import json
     titles = [p["title"] for p in json.loads(dash["data"]["ecr-preflight.json"])["panels"]]
-    assert {"Images in use by outcome", "Broken workloads", "ECR calls by source"} <= set(titles), titles
+    assert {"Images in use by outcome", "Broken workloads", "ECR calls by source",
+            "Images in use a lifecycle rule will expire or archive"} <= set(titles), titles
     np = one(objs, "NetworkPolicy")
     assert [r["ports"][0]["port"] for r in np["spec"]["ingress"]] == ["webhook", "metrics"]
 

@@ -298,34 +298,8 @@ pub fn table(rows: &Rows, errors: &[InputError], summary: &Summary) -> String {
         })
         .collect();
     let mut out = aligned(&header, &cells);
-    let problems: Vec<&Row> = rows.rows.iter().filter(|r| !r.message.is_empty()).collect();
-    if !problems.is_empty() {
-        out.push_str("\nproblems:\n");
-        for r in problems {
-            let _ = writeln!(
-                out,
-                "  {}#{} {}: {}",
-                r.file,
-                r.document,
-                object(r),
-                r.message
-            );
-        }
-    }
-    let expiring: Vec<&Row> = rows.rows.iter().filter(|r| r.expiring).collect();
-    if !expiring.is_empty() {
-        out.push_str("\nexpiring:\n");
-        for r in expiring {
-            let _ = writeln!(
-                out,
-                "  {}#{} {}: {}",
-                r.file,
-                r.document,
-                object(r),
-                r.expiry_message
-            );
-        }
-    }
+    section(&mut out, "problems", rows.rows, |r| &r.message);
+    section(&mut out, "expiring", rows.rows, |r| &r.expiry_message);
     if !rows.lifecycle_errors.is_empty() {
         out.push_str("\nlifecycle policies not read:\n");
         for e in rows.lifecycle_errors {
@@ -340,6 +314,25 @@ pub fn table(rows: &Rows, errors: &[InputError], summary: &Summary) -> String {
     }
     let _ = writeln!(out, "\n{}", summary.line());
     out
+}
+
+/// A titled list of the rows whose `text` is not empty, with their file and object.
+fn section(out: &mut String, title: &str, rows: &[Row], text: impl Fn(&Row) -> &String) {
+    let mut lines = rows.iter().filter(|r| !text(r).is_empty()).peekable();
+    if lines.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(out, "\n{title}:");
+    for r in lines {
+        let _ = writeln!(
+            out,
+            "  {}#{} {}: {}",
+            r.file,
+            r.document,
+            object(r),
+            text(r)
+        );
+    }
 }
 
 /// "2026-12-03T10:00:00Z expire (rule 2)", or "-".
