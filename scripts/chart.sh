@@ -26,6 +26,23 @@ for version in 1.31.0 1.34.0; do
 done
 "$VENV/bin/python" "$chart/ci/assert_rendered.py" "$work/default.yaml" "$work/all.yaml"
 
+# The example IAM policies name exactly the actions the code calls (the all-features one),
+# and the default one only the read actions of what is on by default.
+"$VENV/bin/python" - "$chart/examples" src/registry/ecr.rs <<'PY'
+import json, re, sys
+examples, source = sys.argv[1], sys.argv[2]
+def actions(name):
+    policy = json.load(open(f"{examples}/{name}"))
+    return {a for s in policy["Statement"] for a in s["Action"]}
+called = set(re.findall(r'"(ecr:[A-Za-z]+)"', open(source).read()))
+everything = actions("iam-policy-all-features.json")
+assert everything == called, f"policy {sorted(everything)} != code {sorted(called)}"
+default = actions("iam-policy.json")
+assert default == {"ecr:BatchGetImage", "ecr:BatchCheckLayerAvailability",
+                   "ecr:GetLifecyclePolicy", "ecr:DescribeImages"}, sorted(default)
+print("IAM examples: the code's", len(called), "actions")
+PY
+
 # The plain manifests: the chart with cert-manager certificates (Helm's generated keys
 # change on every render and must never be committed).
 render_manifests() {
