@@ -7,7 +7,10 @@
 //! - resident memory of the webhook after serving the load, then with the inventory, then
 //!   after a pass (its results, the controller's caches and per-workload series);
 //! - warm admission latency at 1,000 reviews/s (open loop, from a second runtime), without
-//!   and while a pass runs.
+//!   and while a pass runs;
+//! - the lifecycle calls of the pass (bound: 1 GetLifecyclePolicy + 1 DescribeImages page a
+//!   repository; each repository lists 100 images, a policy of two rules) and the forecasts
+//!   it made for the images in use.
 //!
 //! The registry behind the seam makes its answers up and counts the calls; the inventory is
 //! fed the projections the watchers would make (no API server).
@@ -23,9 +26,10 @@ use std::time::Duration;
 
 use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::image::{ImageId, RepositoryKey};
+use ecr_preflight::lifecycle::ImageFacts;
 use ecr_preflight::registry::{
-    BatchGetImageOutput, BlobState, FetchedManifest, LayerAvailabilityOutput, Registry,
-    RegistryError,
+    BatchGetImageOutput, BlobState, FetchedManifest, LayerAvailabilityOutput, LifecycleFacts,
+    Preview, Registry, RegistryError,
 };
 use ecr_preflight::server::tls::{self, CertStore};
 use ecr_preflight::server::{self, WebhookConfig};
@@ -88,9 +92,110 @@ fn manifest(repo: &str, tag: &str) -> String {
 #[derive(Default)]
 struct Counting {
     calls: Mutex<HashMap<String, (usize, usize)>>,
+    /// GetLifecyclePolicy and DescribeImages calls per repository.
+    lifecycle_calls: Mutex<HashMap<String, (usize, usize)>>,
+}
+
+/// Images each repository lists: its images in use and older builds.
+const LISTED: usize = 100;
+const DAY: i64 = 86_400;
+/// Older builds beyond the newest 50 expire; every image expires 90 days after its push.
+const POLICY: &str = r#"{"rules": [
+    {"rulePriority": 1, "description": "keep 50 builds", "selection": {"tagStatus": "tagged", "tagPrefixList": ["build-"], "countType": "imageCountMoreThan", "countNumber": 50}, "action": {"type": "expire"}},
+    {"rulePriority": 2, "description": "90 days", "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 90}, "action": {"type": "expire"}}]}"#;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Counting {
+    fn count(&self, repo: &RepositoryKey, describe: bool) {
+        let mut calls = self.lifecycle_calls.lock().expect("lock");
+        let entry = calls.entry(repo.repository.clone()).or_default();
+        if describe {
+            entry.1 += 1;
+        } else {
+            entry.0 += 1;
+        }
+    }
+}
+
+impl LifecycleFacts for Counting {
+    fn lifecycle_policy<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
+        self.count(repo, false);
+        async { Ok(Some(POLICY.to_owned())) }.boxed()
+    }
+
+    fn describe_images<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Vec<ImageFacts>, RegistryError>> {
+        self.count(repo, true);
+        let r: usize = repo
+            .repository
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let now = now();
+        let images = (0..LISTED)
+            .map(|k| {
+                // The images in use by their manifests' digests; the builds by any other.
+                let (tag, pushed, image_digest) = if k < IMAGES_PER_REPO {
+                    let tag = format!("v1.{k}.{r}");
+                    let d = digest(&manifest(&repo.repository, &tag));
+                    (tag, now - (k as i64 + 1) * DAY, d)
+                } else {
+                    let tag = format!("build-{k}");
+                    let d = digest(&format!("{}:{tag}", repo.repository));
+                    (tag, now - (k as i64 + 10) * DAY, d)
+                };
+                ImageFacts {
+                    digest: image_digest,
+                    tags: vec![tag],
+                    pushed_at: pushed,
+                    last_pulled: None,
+                    archived: false,
+                    archived_at: None,
+                }
+            })
+            .collect();
+        async { Ok(images) }.boxed()
+    }
+
+    fn restore<'a>(
+        &'a self,
+        _: &'a RepositoryKey,
+        _: &'a ImageId,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        async { Err(RegistryError::Timeout) }.boxed()
+    }
+
+    fn start_preview<'a>(
+        &'a self,
+        _: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        async { Err(RegistryError::Timeout) }.boxed()
+    }
+
+    fn preview<'a>(
+        &'a self,
+        _: &'a RepositoryKey,
+    ) -> BoxFuture<'a, Result<Preview, RegistryError>> {
+        async { Err(RegistryError::Timeout) }.boxed()
+    }
 }
 
 impl Registry for Counting {
+    fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
+        Some(self)
+    }
+
     fn batch_get_image<'a>(
         &'a self,
         repo: &'a RepositoryKey,
@@ -389,6 +494,23 @@ fn main() {
     println!("memory: webhook idle {:.1} MiB; with the inventory {:.1} MiB (+{:.1}); after a pass {:.1} MiB (+{:.1} over idle)",
         idle as f64 / 1024.0, filled as f64 / 1024.0, filled.saturating_sub(idle) as f64 / 1024.0,
         after as f64 / 1024.0, after.saturating_sub(idle) as f64 / 1024.0);
+    let lifecycle = registry.lifecycle_calls.lock().expect("lock");
+    let (policies, described) = lifecycle
+        .values()
+        .fold((0, 0), |acc, c| (acc.0 + c.0, acc.1 + c.1));
+    let lifecycle_over = lifecycle.values().filter(|c| c.0 > 1 || c.1 > 1).count();
+    let forecast: Vec<_> = view
+        .workloads
+        .iter()
+        .flat_map(|w| &w.containers)
+        .filter(|c| c.expires_at.is_some())
+        .collect();
+    let rules: BTreeSet<u32> = forecast
+        .iter()
+        .filter_map(|c| c.expiry_rule.as_ref().map(|r| r.priority))
+        .collect();
+    println!("lifecycle: {} repositories, {policies} GetLifecyclePolicy + {described} DescribeImages ({LISTED} images each); repositories over 1 + 1: {lifecycle_over}; forecasts on {} of {} workload containers, by rules {rules:?}",
+        lifecycle.len(), forecast.len(), view.workloads.iter().map(|w| w.containers.len()).sum::<usize>());
     println!(
         "warm admission at 1000/s, no pass: {} reviews, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         quiet.len(),
