@@ -13,8 +13,8 @@ use aws_sdk_ecr::config::{
 };
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::types::{
-    DescribeImagesFilter, ImageIdentifier, LayerAvailability, LifecyclePolicyPreviewStatus,
-    TagStatus, TargetStorageClass,
+    DescribeImagesFilter, ImageIdentifier, ImageStatusFilter, LayerAvailability,
+    LifecyclePolicyPreviewStatus, TagStatus, TargetStorageClass,
 };
 use aws_sdk_ecr::Client;
 use futures::future::BoxFuture;
@@ -433,9 +433,12 @@ impl LifecycleFacts for EcrApi {
                     .describe_images()
                     .set_registry_id(registry_id(repo))
                     .repository_name(&repo.repository)
+                    // Archived images too: by default DescribeImages lists active ones only,
+                    // and archive rules count archived images.
                     .filter(
                         DescribeImagesFilter::builder()
                             .tag_status(TagStatus::Any)
+                            .image_status(ImageStatusFilter::Any)
                             .build(),
                     )
                     .max_results(1000)
