@@ -7,7 +7,7 @@
 //! `decision`; `report` holds what the engine found. `watch` is the controller: the images
 //! in use, re-verified with the same engine; `lifecycle` forecasts when a repository's
 //! lifecycle policy will act on an image, and `expiry` reads those forecasts for the images
-//! a workload names. `cli` is the command line, `logging` and
+//! a workload names; `platforms` says which platforms a pod can land on. `cli` is the command line, `logging` and
 //! `metrics` what the process tells.
 #![forbid(unsafe_code)]
 // Input never panics the server: no unwrap, expect, panic or unchecked indexing outside tests.
@@ -30,6 +30,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod manifest;
 mod metrics;
+pub mod platforms;
 pub mod registry;
 pub mod report;
 pub mod server;
