@@ -6,6 +6,7 @@
 
 mod budget;
 pub mod inventory;
+pub mod nodes;
 mod preview;
 mod signals;
 pub mod state;
@@ -80,6 +81,8 @@ pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
 #[derive(Clone)]
 pub struct Controller {
     pub inventory: Arc<Inventory>,
+    /// The cluster's nodes and NodePools: the platforms pods can land on.
+    pub cluster: Arc<nodes::ClusterFacts>,
     pub metrics: Arc<WatchMetrics>,
     stop: Arc<watch::Sender<bool>>,
     /// True once the verifier has stopped and the Lease is given up.
@@ -121,6 +124,8 @@ impl Controller {
         let inventory = Inventory::new(watchers::count(&namespaces));
         let metrics = Arc::new(WatchMetrics::default());
         watchers::spawn_all(&client, &namespaces, &inventory);
+        let cluster = nodes::ClusterFacts::new();
+        nodes::spawn(&client, &cluster);
         let events = EventSink {
             client: client.clone(),
             reporter: Reporter {
@@ -154,6 +159,7 @@ impl Controller {
         tokio::spawn(lead(leader, stopped, released));
         Controller {
             inventory,
+            cluster,
             metrics,
             stop: Arc::new(stop),
             done,

@@ -64,6 +64,8 @@ struct Data {
     compacted: u64,
     /// New watches are answered 503 (the API server is restarting, say).
     refuse_watches: bool,
+    /// Resources (plurals) the API server does not serve (a CRD not installed): 404.
+    absent: std::collections::HashSet<String>,
     requests: Vec<String>,
 }
 
@@ -101,6 +103,8 @@ fn kind_of(plural: &str) -> &'static str {
         "leases" => "Lease",
         "events" => "Event",
         "namespaces" => "Namespace",
+        "nodes" => "Node",
+        "nodepools" => "NodePool",
         _ => "Unknown",
     }
 }
@@ -126,6 +130,8 @@ pub fn resource_of(kind: &str) -> Resource {
         "CronJob" => ("apis/batch/v1", "cronjobs"),
         "Lease" => ("apis/coordination.k8s.io/v1", "leases"),
         "Event" => ("apis/events.k8s.io/v1", "events"),
+        "Node" => ("api/v1", "nodes"),
+        "NodePool" => ("apis/karpenter.sh/v1", "nodepools"),
         other => panic!("no resource for {other}"),
     };
     Resource::new(prefix, plural)
@@ -183,9 +189,10 @@ impl FakeApiServer {
     pub fn put(&self, mut object: Value) -> Value {
         let kind = object["kind"].as_str().expect("kind").to_owned();
         let resource = resource_of(&kind);
+        // Cluster-scoped objects (Nodes, NodePools) have none.
         let ns = object["metadata"]["namespace"]
             .as_str()
-            .expect("namespace")
+            .unwrap_or_default()
             .to_owned();
         let name = object["metadata"]["name"]
             .as_str()
@@ -227,6 +234,16 @@ impl FakeApiServer {
     /// While set, new watches are answered 503 Service Unavailable.
     pub fn refuse_watches(&self, refuse: bool) {
         self.shared.data.lock().expect("lock").refuse_watches = refuse;
+    }
+
+    /// Serves `plural` (`false`: answers 404 for it, as for a CRD not installed).
+    pub fn serve_resource(&self, plural: &str, served: bool) {
+        let mut data = self.shared.data.lock().expect("lock");
+        if served {
+            data.absent.remove(plural);
+        } else {
+            data.absent.insert(plural.to_owned());
+        }
     }
 
     /// Forgets the history: a watch resuming from an older resourceVersion gets 410 Gone.
@@ -360,6 +377,19 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let Some(target) = parse_path(uri.path()) else {
         return status(404, "NotFound", &format!("no route {}", uri.path()));
     };
+    if shared
+        .data
+        .lock()
+        .expect("lock")
+        .absent
+        .contains(&target.resource.plural)
+    {
+        return status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    }
     let body = axum::body::to_bytes(request.into_body(), 8 << 20)
         .await
         .unwrap_or_default();

@@ -64,7 +64,7 @@ def check_default(objs):
 
 
 def check_rbac(objs):
-    """Least privilege: read the workload kinds, write Events, and only its own Lease."""
+    """Least privilege: read the workload kinds, Nodes and NodePools, write Events, and only its own Lease."""
     cr = one(objs, "ClusterRole")
     verbs = {(g, r): tuple(rule["verbs"]) for rule in cr["rules"] for g in rule["apiGroups"]
              for r in rule["resources"]}
@@ -73,6 +73,7 @@ def check_rbac(objs):
                      ("apps", "deployments"): read, ("apps", "statefulsets"): read,
                      ("apps", "daemonsets"): read, ("apps", "replicasets"): read,
                      ("batch", "jobs"): read, ("batch", "cronjobs"): read,
+                     ("", "nodes"): read, ("karpenter.sh", "nodepools"): read,
                      ("events.k8s.io", "events"): ("create", "patch")}, verbs
     role = one(objs, "Role")
     assert role["metadata"]["namespace"] == "ecr-preflight"

@@ -1,0 +1,237 @@
+//! The cluster's platforms: Nodes and, where the CRD is installed, Karpenter NodePools
+//! (`karpenter.sh/v1`), each projected to the labels and taints the placement check reads
+//! (src/platforms). Two kube-runtime watchers fill one store; a cluster without Karpenter
+//! answers 404 for NodePools, which counts as none (and is asked again with back-off, so a
+//! CRD installed later is picked up).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::platforms::{Cluster, NodeFacts, PoolFacts, Requirement, Taint, TaintEffect};
+
+/// Nodes and NodePools as last seen, and whether each watcher has listed once.
+#[derive(Default)]
+struct Facts {
+    nodes: BTreeMap<String, NodeFacts>,
+    pools: BTreeMap<String, PoolFacts>,
+}
+
+pub struct ClusterFacts {
+    facts: Mutex<Facts>,
+    /// The Node watcher has listed once: before, the cluster's platforms are unknown.
+    nodes_listed: watch::Sender<bool>,
+}
+
+impl ClusterFacts {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ClusterFacts {
+            facts: Mutex::default(),
+            nodes_listed: watch::Sender::new(false),
+        })
+    }
+
+    /// The nodes and NodePools; `None` until the Nodes have been listed once.
+    pub fn cluster(&self) -> Option<Cluster> {
+        if !*self.nodes_listed.borrow() {
+            return None;
+        }
+        let facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+        Some(Cluster {
+            nodes: facts.nodes.values().cloned().collect(),
+            pools: facts.pools.values().cloned().collect(),
+        })
+    }
+
+    /// Returns once the Nodes have been listed.
+    pub async fn wait_listed(&self) {
+        let mut rx = self.nodes_listed.subscribe();
+        let _ = rx.wait_for(|l| *l).await;
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Facts)) {
+        change(&mut self.facts.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+}
+
+/// The NodePool resource of Karpenter v1.
+pub fn node_pool_resource() -> ApiResource {
+    ApiResource {
+        group: "karpenter.sh".into(),
+        version: "v1".into(),
+        api_version: "karpenter.sh/v1".into(),
+        kind: "NodePool".into(),
+        plural: "nodepools".into(),
+    }
+}
+
+/// Starts the Node and NodePool watchers; they run until the process ends.
+pub fn spawn(client: &Client, facts: &Arc<ClusterFacts>) {
+    tokio::spawn(watch_nodes(Api::all(client.clone()), facts.clone()));
+    let pools: Api<DynamicObject> = Api::all_with(client.clone(), &node_pool_resource());
+    tokio::spawn(watch_pools(pools, facts.clone()));
+}
+
+async fn watch_nodes(api: Api<Node>, facts: Arc<ClusterFacts>) {
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut listed = BTreeMap::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => listed.clear(),
+            Ok(Event::InitApply(n)) => {
+                let n = project_node(&n);
+                listed.insert(n.name.clone(), n);
+            }
+            Ok(Event::InitDone) => {
+                let fresh = std::mem::take(&mut listed);
+                tracing::debug!(nodes = fresh.len(), "nodes listed");
+                facts.update(|f| f.nodes = fresh);
+                facts.nodes_listed.send_replace(true);
+            }
+            Ok(Event::Apply(n)) => {
+                let n = project_node(&n);
+                facts.update(|f| {
+                    f.nodes.insert(n.name.clone(), n);
+                });
+            }
+            Ok(Event::Delete(n)) => {
+                let name = n.metadata.name.unwrap_or_default();
+                facts.update(|f| {
+                    f.nodes.remove(&name);
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "watching Nodes failed; retrying"),
+        }
+    }
+}
+
+async fn watch_pools(api: Api<DynamicObject>, facts: Arc<ClusterFacts>) {
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut listed = BTreeMap::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => listed.clear(),
+            Ok(Event::InitApply(o)) => {
+                if let Some(p) = project_pool(&o) {
+                    listed.insert(p.name.clone(), p);
+                }
+            }
+            Ok(Event::InitDone) => {
+                let fresh = std::mem::take(&mut listed);
+                tracing::debug!(node_pools = fresh.len(), "NodePools listed");
+                facts.update(|f| f.pools = fresh);
+            }
+            Ok(Event::Apply(o)) => {
+                if let Some(p) = project_pool(&o) {
+                    facts.update(|f| {
+                        f.pools.insert(p.name.clone(), p);
+                    });
+                }
+            }
+            Ok(Event::Delete(o)) => {
+                let name = o.metadata.name.unwrap_or_default();
+                facts.update(|f| {
+                    f.pools.remove(&name);
+                });
+            }
+            Err(e) if is_not_found(&e) => {
+                // No Karpenter here: no NodePools. Asked again with back-off.
+                facts.update(|f| f.pools.clear());
+                tracing::debug!("no NodePool resource (Karpenter not installed)");
+            }
+            Err(e) => tracing::warn!(error = %e, "watching NodePools failed; retrying"),
+        }
+    }
+}
+
+fn is_not_found(e: &watcher::Error) -> bool {
+    let api = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s,
+        _ => return false,
+    };
+    api.code == 404
+}
+
+/// A Node's labels and taints.
+pub fn project_node(node: &Node) -> NodeFacts {
+    NodeFacts {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        taints: node
+            .spec
+            .iter()
+            .flat_map(|s| s.taints.iter().flatten())
+            .filter_map(|t| {
+                Some(Taint {
+                    key: t.key.clone(),
+                    value: t.value.clone(),
+                    effect: TaintEffect::parse(&t.effect)?,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// A NodePool's template; `None` without a name.
+pub fn project_pool(object: &DynamicObject) -> Option<PoolFacts> {
+    let data = &object.data;
+    let labels = at(data, "/spec/template/metadata/labels")
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let requirements = list(at(data, "/spec/template/spec/requirements"))
+        .filter_map(|r| {
+            let values = list(at(r, "/values"))
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            Requirement::new(text(r, "/key")?, text(r, "/operator")?, values)
+        })
+        .collect();
+    let taints = list(at(data, "/spec/template/spec/taints"))
+        .filter_map(|t| {
+            Some(Taint {
+                key: text(t, "/key")?.to_owned(),
+                value: text(t, "/value").map(str::to_owned),
+                effect: TaintEffect::parse(text(t, "/effect")?)?,
+            })
+        })
+        .collect();
+    Some(PoolFacts {
+        name: object.metadata.name.clone()?,
+        labels,
+        requirements,
+        taints,
+    })
+}
+
+const NULL: Value = Value::Null;
+
+fn at<'a>(v: &'a Value, pointer: &str) -> &'a Value {
+    v.pointer(pointer).unwrap_or(&NULL)
+}
+
+fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    at(v, pointer).as_str()
+}
+
+fn list(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
