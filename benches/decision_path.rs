@@ -98,7 +98,7 @@ fn bench(c: &mut Criterion) {
     };
     let budget = Duration::from_secs(3);
     let warm = runtime
-        .block_on(admission::evaluate(&engine, policy, &body, budget))
+        .block_on(admission::evaluate(&engine, policy, None, &body, budget))
         .expect("review");
     assert!(warm
         .verdict
@@ -112,6 +112,7 @@ fn bench(c: &mut Criterion) {
                 .block_on(admission::evaluate(
                     &engine,
                     policy,
+                    None,
                     black_box(&body),
                     budget,
                 ))

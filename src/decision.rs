@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::image::{ImageId, ImageTarget};
-use crate::report::{Finding, ImageReport, NotFound, Outcome, PlatformCheck};
+use crate::manifest::Platform;
+use crate::report::{Finding, ImageReport, NotFound, Outcome, PlatformCheck, PlatformGap};
 use crate::workload::ContainerKind;
 
 /// What the webhook does with problems.
@@ -311,7 +312,81 @@ pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
             .flat_map(|p| platform_problems(&who, image, p))
             .collect(),
     };
-    worded.into_iter().map(problem).collect()
+    let mut problems: Vec<Problem> = worded.into_iter().map(problem).collect();
+    if let Some(gap) = &f.report.gap {
+        let line = format!("{who}: {image}: {}", gap_sentence(gap));
+        problems.push(Problem {
+            severity: Severity::Broken,
+            outcome: Outcome::NoPlatform,
+            short: line.clone(),
+            line,
+        });
+    }
+    problems
+}
+
+/// "could be scheduled on linux/arm64 nodes (3 nodes, NodePool general), image has only
+/// linux/amd64: publish linux/arm64 or add nodeSelector kubernetes.io/arch: amd64".
+fn gap_sentence(gap: &PlatformGap) -> String {
+    let join = |v: Vec<String>, last: &str| match v.split_last() {
+        Some((tail, head)) if !head.is_empty() => format!("{} {last} {tail}", head.join(", ")),
+        _ => v.concat(),
+    };
+    let missing: Vec<String> = gap.missing.iter().map(|l| l.platform.to_string()).collect();
+    let wheres: Vec<String> = gap
+        .missing
+        .iter()
+        .map(|l| format!("{} nodes ({})", l.platform, l.behind()))
+        .collect();
+    let has: Vec<String> = gap.available.iter().map(ToString::to_string).collect();
+    let has = if has.is_empty() {
+        "no platform".to_owned()
+    } else {
+        format!("only {}", has.join(", "))
+    };
+    format!(
+        "could be scheduled on {}, image has {has}: publish {} or {}",
+        join(wheres, "and"),
+        join(missing, "and"),
+        keep_to(gap)
+    )
+}
+
+/// How to keep the pod to the platforms the image has: a node selector on the os or the
+/// architecture when the image has one, else a required node affinity listing them.
+fn keep_to(gap: &PlatformGap) -> String {
+    let distinct = |f: fn(&Platform) -> &str| {
+        let mut v: Vec<&str> = gap.available.iter().map(f).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let oses = distinct(|p| &p.os);
+    let arches = distinct(|p| &p.architecture);
+    let known_os = |l: &&crate::platforms::Landing| oses.contains(&l.platform.os.as_str());
+    let os_missing = gap.missing.iter().any(|l| !known_os(&l));
+    let arch_missing = gap.missing.iter().any(|l| known_os(&l));
+    let mut selector = Vec::new();
+    let mut affinity = Vec::new();
+    for (missing, key, values) in [
+        (os_missing, "kubernetes.io/os", &oses),
+        (arch_missing, "kubernetes.io/arch", &arches),
+    ] {
+        match values.as_slice() {
+            _ if !missing => {}
+            [one] => selector.push(format!("{key}: {one}")),
+            many => affinity.push(format!("{key} In [{}]", many.join(", "))),
+        }
+    }
+    match (selector.is_empty(), affinity.is_empty()) {
+        (false, true) => format!("add nodeSelector {}", selector.join(", ")),
+        (true, false) => format!("add a required node affinity on {}", affinity.join(" and ")),
+        _ => format!(
+            "add nodeSelector {} and a required node affinity on {}",
+            selector.join(", "),
+            affinity.join(" and ")
+        ),
+    }
 }
 
 fn not_found_line(who: &str, image: &str, what: &NotFound) -> String {

@@ -1,8 +1,9 @@
 //! What checking an image found: the report of one image reference, its finding, and the
 //! outcome name that logs, metrics, the CLI and the decision use. A leaf: it imports nothing
-//! of the crate beyond the platform type, so every layer can share it.
+//! of the crate beyond the platform types, so every layer can share it.
 
 use crate::manifest::Platform;
+use crate::platforms::Landing;
 
 /// The result of checking one image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +13,39 @@ pub struct ImageReport {
     pub finding: Finding,
     /// The repository is filled by a pull-through cache rule on first pull.
     pub pull_through: bool,
+    /// Platforms the pod can land on that the image has no manifest for (set where the
+    /// cluster's platforms are known).
+    pub gap: Option<PlatformGap>,
+}
+
+/// Where a pod can land that its image cannot run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformGap {
+    /// Each platform without a manifest, with the nodes and NodePools behind it.
+    pub missing: Vec<Landing>,
+    /// The platforms the image has.
+    pub available: Vec<Platform>,
+}
+
+impl PlatformGap {
+    /// The platforms of `landings` none of `available` runs on; `None` when every one is
+    /// covered. A manifest for the os and architecture covers a platform whatever its
+    /// variant (nodes do not tell theirs).
+    pub fn of(landings: &[Landing], available: &[Platform]) -> Option<Self> {
+        let missing: Vec<Landing> = landings
+            .iter()
+            .filter(|l| {
+                !available
+                    .iter()
+                    .any(|p| p.os == l.platform.os && p.architecture == l.platform.architecture)
+            })
+            .cloned()
+            .collect();
+        (!missing.is_empty()).then(|| PlatformGap {
+            missing,
+            available: available.to_vec(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +133,22 @@ impl Outcome {
 }
 
 impl ImageReport {
+    pub fn new(image: String, finding: Finding, pull_through: bool) -> Self {
+        ImageReport {
+            image,
+            finding,
+            pull_through,
+            gap: None,
+        }
+    }
+
+    /// The finding's outcome; `no_platform` when the image is fine (or ECR could not say)
+    /// but lacks a platform the pod can land on.
     pub fn outcome(&self) -> Outcome {
-        self.finding.outcome()
+        match self.finding.outcome() {
+            Outcome::Ok | Outcome::Unknown if self.gap.is_some() => Outcome::NoPlatform,
+            outcome => outcome,
+        }
     }
 }
 

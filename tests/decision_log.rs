@@ -36,9 +36,15 @@ async fn hostile_strings_stay_inside_one_valid_json_line() {
         owned_objects: OwnedObjects::Audit,
     };
     let body = review.to_string();
-    let reviewed = admission::evaluate(&engine, policy, body.as_bytes(), Duration::from_secs(3))
-        .await
-        .expect("reviewed");
+    let reviewed = admission::evaluate(
+        &engine,
+        policy,
+        None,
+        body.as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("reviewed");
 
     let mut out = Vec::new();
     json_line(

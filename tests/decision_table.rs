@@ -5,7 +5,8 @@ use ecr_preflight::decision::{
     MAX_WARNING_CHARS,
 };
 use ecr_preflight::manifest::Platform;
-use ecr_preflight::report::{Finding, ImageReport, NotFound, PlatformCheck};
+use ecr_preflight::platforms::{Landing, NodePlatform};
+use ecr_preflight::report::{Finding, ImageReport, NotFound, PlatformCheck, PlatformGap};
 use ecr_preflight::workload::ContainerKind;
 
 const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1.4";
@@ -15,11 +16,7 @@ fn d(n: u8) -> String {
 }
 
 fn report(finding: Finding) -> ImageReport {
-    ImageReport {
-        image: IMAGE.to_owned(),
-        finding,
-        pull_through: false,
-    }
+    ImageReport::new(IMAGE.to_owned(), finding, false)
 }
 
 fn checked(
@@ -223,10 +220,9 @@ fn warnings_stay_within_the_api_server_limits() {
         "very-long-path/".repeat(20)
     );
     let reports: Vec<ImageReport> = (0..100)
-        .map(|i| ImageReport {
-            image: format!("{long_image}{i}"),
-            finding: checked(Some("linux/amd64"), 10, (0..10).map(d).collect(), vec![]),
-            pull_through: false,
+        .map(|i| {
+            let finding = checked(Some("linux/amd64"), 10, (0..10).map(d).collect(), vec![]);
+            ImageReport::new(format!("{long_image}{i}"), finding, false)
         })
         .collect();
     let names: Vec<String> = (0..100).map(|i| format!("c{i}")).collect();
@@ -272,4 +268,87 @@ fn the_restore_command_names_the_image_as_referenced() {
     );
     assert_eq!(restore_command("nginx:1.27"), None);
     assert_eq!(restore_command("not a reference"), None);
+}
+
+fn landing(platform: &str, nodes: usize, pools: &[&str]) -> Landing {
+    let (os, arch) = platform.split_once('/').expect("os/arch");
+    Landing {
+        platform: NodePlatform {
+            os: os.into(),
+            architecture: arch.into(),
+        },
+        nodes,
+        pools: pools.iter().map(|p| (*p).to_owned()).collect(),
+    }
+}
+
+fn platforms(list: &[&str]) -> Vec<Platform> {
+    list.iter().map(|p| p.parse().expect("platform")).collect()
+}
+
+/// The problem line of an intact index that lacks platforms the pod can land on.
+fn gap_line(landings: &[Landing], available: &[&str]) -> Option<String> {
+    let mut r = ok();
+    r.gap = PlatformGap::of(landings, &platforms(available));
+    let verdict = run(Mode::Enforce, OnError::Allow, &r);
+    assert_eq!(
+        r.outcome().as_str(),
+        if r.gap.is_some() { "no_platform" } else { "ok" }
+    );
+    verdict.problems.first().map(|p| p.line.clone())
+}
+
+#[test]
+fn a_platform_the_pod_can_land_on_without_a_manifest_is_no_platform_with_the_way_out() {
+    let who = format!("container app: {IMAGE}");
+    type Case<'a> = (&'a str, Vec<Landing>, Vec<&'a str>, Option<String>);
+    let cases: Vec<Case> = vec![
+        ("the issue's example", vec![landing("linux/amd64", 2, &[]), landing("linux/arm64", 3, &["general"])], vec!["linux/amd64"],
+            Some(format!("{who}: could be scheduled on linux/arm64 nodes (3 nodes, NodePool general), image has only linux/amd64: publish linux/arm64 or add nodeSelector kubernetes.io/arch: amd64"))),
+        ("every platform covered (a variant does not matter)", vec![landing("linux/amd64", 2, &[]), landing("linux/arm64", 1, &[])], vec!["linux/amd64", "linux/arm64/v8"], None),
+        ("a windows node the pod tolerates", vec![landing("linux/amd64", 2, &[]), landing("windows/amd64", 1, &[])], vec!["linux/amd64"],
+            Some(format!("{who}: could be scheduled on windows/amd64 nodes (1 node), image has only linux/amd64: publish windows/amd64 or add nodeSelector kubernetes.io/os: linux"))),
+        ("two missing, two available", vec![landing("linux/amd64", 1, &[]), landing("linux/arm64", 1, &[]), landing("linux/ppc64le", 0, &["power"]), landing("linux/s390x", 2, &[])], vec!["linux/amd64", "linux/arm64"],
+            Some(format!("{who}: could be scheduled on linux/ppc64le nodes (NodePool power) and linux/s390x nodes (2 nodes), image has only linux/amd64, linux/arm64: publish linux/ppc64le and linux/s390x or add a required node affinity on kubernetes.io/arch In [amd64, arm64]"))),
+        ("a windows node and an arm64 one", vec![landing("linux/arm64", 1, &[]), landing("windows/amd64", 1, &[])], vec!["linux/amd64"],
+            Some(format!("{who}: could be scheduled on linux/arm64 nodes (1 node) and windows/amd64 nodes (1 node), image has only linux/amd64: publish linux/arm64 and windows/amd64 or add nodeSelector kubernetes.io/os: linux, kubernetes.io/arch: amd64"))),
+    ];
+    for (name, landings, available, want) in cases {
+        assert_eq!(gap_line(&landings, &available), want, "{name}");
+    }
+}
+
+#[test]
+fn a_gap_is_denied_in_enforce_and_warned_in_warn_beside_the_blob_problems() {
+    let mut r = missing();
+    r.gap = PlatformGap::of(
+        &[landing("linux/s390x", 1, &[])],
+        &platforms(&["linux/arm64"]),
+    );
+    assert_eq!(
+        r.outcome().as_str(),
+        "missing",
+        "a missing blob stays the outcome"
+    );
+    let v = run(Mode::Enforce, OnError::Allow, &r);
+    assert_eq!(v.disposition, Disposition::Denied);
+    assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
+    assert!(
+        v.problems[1].line.contains("linux/s390x"),
+        "{:?}",
+        v.problems
+    );
+    let mut fine = ok();
+    fine.gap = r.gap.clone();
+    assert_eq!(
+        run(Mode::Warn, OnError::Allow, &fine).disposition,
+        Disposition::Warned
+    );
+    let mut unknown = unknown();
+    unknown.gap = r.gap.clone();
+    assert_eq!(unknown.outcome().as_str(), "no_platform");
+    assert_eq!(
+        run(Mode::Enforce, OnError::Allow, &unknown).disposition,
+        Disposition::Denied
+    );
 }

@@ -384,9 +384,15 @@ async fn an_object_with_too_many_images_checks_the_first_256_and_says_so() {
         on_error: OnError::Allow,
         owned_objects: OwnedObjects::Audit,
     };
-    let reviewed = evaluate(&engine, policy, body.as_bytes(), Duration::from_secs(3))
-        .await
-        .expect("review");
+    let reviewed = evaluate(
+        &engine,
+        policy,
+        None,
+        body.as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await
+    .expect("review");
     assert_eq!(reviewed.reports.len(), 300);
     let unchecked = reviewed
         .reports

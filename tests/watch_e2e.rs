@@ -637,3 +637,118 @@ async fn a_lifecycle_rule_due_within_the_warning_is_told_once_with_its_rule_and_
     );
     assert_eq!(events(&api, "web").len(), 1);
 }
+
+fn node(name: &str, os: &str, arch: &str, taints: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/os": os, "kubernetes.io/arch": arch}},
+        "spec": {"taints": taints}})
+}
+
+/// A pod review of `image`, with `spec` merged into the pod's spec.
+fn placed_review(image: &str, spec: Value) -> String {
+    let mut review: Value =
+        serde_json::from_str(&common::pod_review(&[("app", image)])).expect("review");
+    if let (Some(pod), Some(extra)) = (
+        review["request"]["object"]["spec"].as_object_mut(),
+        spec.as_object(),
+    ) {
+        pod.extend(extra.clone());
+    }
+    review.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_without_a_manifest_for_a_platform_the_pod_can_land_on_is_denied() {
+    let seeder = Seeder::new(&common::moto::endpoint());
+    let repo = common::unique("platforms/app");
+    let (amd64_only, _) = seeder
+        .index(&repo, "amd64-only", "p1", &[("amd64", Breakage::default())])
+        .await;
+    let (both, _) = seeder
+        .index(
+            &repo,
+            "multi",
+            "p2",
+            &[
+                ("amd64", Breakage::default()),
+                ("arm64", Breakage::default()),
+            ],
+        )
+        .await;
+    let api = FakeApiServer::start().await;
+    api.put(node("a1", "linux", "amd64", json!([])));
+    api.put(node("a2", "linux", "amd64", json!([])));
+    for i in 0..3 {
+        api.put(node(&format!("g{i}"), "linux", "arm64", json!([])));
+    }
+    api.put(node(
+        "win",
+        "windows",
+        "amd64",
+        json!([{"key": "os", "value": "windows", "effect": "NoSchedule"}]),
+    ));
+    api.put(json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "general"},
+        "spec": {"template": {"spec": {"requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]}}}}));
+    let ctl = start(api.client(), settings("replica-p", false)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ctl
+        .controller
+        .cluster
+        .cluster()
+        .is_none_or(|c| c.pools.is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "nodes and NodePools never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let https = common::server::client(&ctl.cert, false);
+    let url = format!(
+        "https://localhost:{}/validate",
+        ctl.server.webhook_addr.expect("webhook").port()
+    );
+    let ask = |review: String| {
+        let (https, url) = (https.clone(), url.clone());
+        async move {
+            let answer: Value = https
+                .post(&url)
+                .body(review)
+                .send()
+                .await
+                .expect("review")
+                .json()
+                .await
+                .expect("json");
+            answer["response"].clone()
+        }
+    };
+
+    // Lands on arm64 too, which the index lacks: denied, saying what to do.
+    let r = ask(placed_review(&amd64_only.reference(), json!({}))).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    let message = r["status"]["message"].as_str().expect("message");
+    let want = format!(
+        "container app: {}: could be scheduled on linux/arm64 nodes (3 nodes, NodePool general), image has only linux/amd64: publish linux/arm64 or add nodeSelector kubernetes.io/arch: amd64",
+        amd64_only.reference()
+    );
+    assert!(message.contains(&want), "{message}");
+    // Kept to amd64: allowed.
+    let amd64 = json!({"nodeSelector": {"kubernetes.io/arch": "amd64"}});
+    let r = ask(placed_review(&amd64_only.reference(), amd64.clone())).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    // With both children: allowed; a Linux pod never needs a windows child (the windows
+    // nodes are tainted and it does not tolerate them).
+    let r = ask(placed_review(&both.reference(), json!({}))).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    // A pod tolerating the windows taint could land there: the index lacks windows/amd64.
+    let tolerates = json!({"tolerations": [{"key": "os", "operator": "Equal", "value": "windows", "effect": "NoSchedule"}]});
+    let r = ask(placed_review(&both.reference(), tolerates)).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    let message = r["status"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("could be scheduled on windows/amd64 nodes (1 node)"),
+        "{message}"
+    );
+    assert!(message.contains("kubernetes.io/os: linux"), "{message}");
+}

@@ -70,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(fast.as_ref().ok(), Some(&reference), "{fast:?}");
     }
     let policy = Policy { mode: Mode::Enforce, on_error: OnError::Allow, owned_objects: OwnedObjects::Audit };
-    if let Ok(reviewed) = runtime().block_on(evaluate(engine(), policy, data, Duration::from_secs(1))) {
+    if let Ok(reviewed) = runtime().block_on(evaluate(engine(), policy, None, data, Duration::from_secs(1))) {
         assert!(reviewed.to_json().is_ok());
     }
 });

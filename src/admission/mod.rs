@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use crate::decision::{self, ContainerFinding, Disposition, Mode, OnError, Verdict};
 use crate::engine::Engine;
 use crate::json::JsonError;
-use crate::report::{Finding, ImageReport};
+use crate::platforms::{ClusterFacts, Placement};
+use crate::report::{Finding, ImageReport, PlatformGap};
 use crate::workload::{self, ContainerImage, WorkloadKind};
 use review::{RequestView, ReviewView};
 
@@ -69,6 +70,9 @@ pub struct Reviewed {
     pub verdict: Option<Verdict>,
     pub effective_mode: Mode,
     pub reports: Vec<ImageReport>,
+    /// Where the platforms a pod can land on came from: `nodes`, `nodes+nodepools`, or
+    /// `flag` (`--platforms`, when the cluster's are not known).
+    pub platform_source: &'static str,
 }
 
 impl Reviewed {
@@ -87,10 +91,13 @@ impl Reviewed {
     }
 }
 
-/// Decides on one AdmissionReview body within `budget`.
+/// Decides on one AdmissionReview body within `budget`; with the cluster's nodes and
+/// NodePools (`cluster`, once listed), also whether each index has a manifest for every
+/// platform the pod can land on.
 pub async fn evaluate(
     engine: &Engine,
     policy: Policy,
+    cluster: Option<&ClusterFacts>,
     body: &[u8],
     budget: Duration,
 ) -> Result<Reviewed, ReviewError> {
@@ -109,12 +116,18 @@ pub async fn evaluate(
         verdict: None,
         effective_mode: policy.mode,
         reports: Vec::new(),
+        platform_source: "flag",
     };
-    let Some(containers) = containers_to_check(request, policy.owned_objects, &mut out)? else {
+    let Some((containers, placement)) =
+        containers_to_check(request, policy.owned_objects, &mut out)?
+    else {
         return Ok(out);
     };
     let images: Vec<String> = containers.iter().map(|c| c.image.to_string()).collect();
     out.reports = check_bounded(engine, images, deadline).await;
+    if let Some((cluster, placement)) = cluster.zip(placement) {
+        check_platforms(engine, cluster, &placement, &mut out);
+    }
     let verdict = decide_for(
         &containers,
         &out.reports,
@@ -126,6 +139,29 @@ pub async fn evaluate(
     Ok(out)
 }
 
+/// Marks each index that lacks a manifest for a platform the pod can land on. Nothing
+/// changes while the cluster's nodes are not listed yet (`--platforms` applies) or where
+/// the pod can land nowhere (not an image's problem).
+fn check_platforms(
+    engine: &Engine,
+    cluster: &ClusterFacts,
+    placement: &Placement,
+    out: &mut Reviewed,
+) {
+    let Some(landings) = cluster.landable(placement).filter(|l| !l.is_empty()) else {
+        return;
+    };
+    out.platform_source = cluster.source();
+    for report in &mut out.reports {
+        if let Some(available) = engine.index_platforms(&report.image) {
+            report.gap = PlatformGap::of(&landings, &available);
+        }
+    }
+}
+
+/// What a request asks to check, and where its pods can land.
+type ToCheck<'a> = (Vec<ContainerImage<'a>>, Option<Placement>);
+
 /// The containers whose images this request asks to check: none for kinds without a pod
 /// template, operations other than CREATE and UPDATE, mirror pods, and images an UPDATE
 /// keeps. Fills in the name from the object, and audits owned objects when so configured.
@@ -133,7 +169,7 @@ fn containers_to_check<'a>(
     request: RequestView<'a>,
     owned_objects: OwnedObjects,
     out: &mut Reviewed,
-) -> Result<Option<Vec<ContainerImage<'a>>>, ReviewError> {
+) -> Result<Option<ToCheck<'a>>, ReviewError> {
     let Some(kind) = out.workload else {
         return Ok(None);
     };
@@ -166,7 +202,7 @@ fn containers_to_check<'a>(
     if workload::has_controller_owner(&object) && owned_objects == OwnedObjects::Audit {
         out.effective_mode = Mode::Audit;
     }
-    Ok(Some(containers))
+    Ok(Some((containers, workload::placement_of(kind, &object))))
 }
 
 /// Reports for `images` (the engine checks each distinct one once), the first
@@ -180,12 +216,9 @@ async fn check_bounded(
     images.dedup();
     let unchecked = images.split_off(images.len().min(MAX_IMAGES_PER_OBJECT));
     let mut reports = engine.check(&images, deadline).await;
-    reports.extend(unchecked.into_iter().map(|image| ImageReport {
-        image,
-        finding: Finding::Unknown(format!(
-            "not checked: the object names more than {MAX_IMAGES_PER_OBJECT} images"
-        )),
-        pull_through: false,
+    reports.extend(unchecked.into_iter().map(|image| {
+        let why = format!("not checked: the object names more than {MAX_IMAGES_PER_OBJECT} images");
+        ImageReport::new(image, Finding::Unknown(why), false)
     }));
     reports
 }

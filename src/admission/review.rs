@@ -284,6 +284,69 @@ pub struct SpecView<'a> {
     pub template: Option<Box<ObjectView<'a>>>,
     #[serde(borrow, default)]
     pub job_template: Option<Box<ObjectView<'a>>>,
+    /// Where the pod can land: read for the platform check.
+    #[serde(borrow, default)]
+    pub node_selector: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    pub affinity: Option<AffinityView<'a>>,
+    #[serde(borrow, default)]
+    pub tolerations: Option<Vec<TolerationView<'a>>>,
+}
+
+/// `affinity`: only the required node affinity matters here.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AffinityView<'a> {
+    #[serde(borrow, default)]
+    pub node_affinity: Option<NodeAffinityView<'a>>,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+pub struct NodeAffinityView<'a> {
+    #[serde(
+        borrow,
+        default,
+        rename = "requiredDuringSchedulingIgnoredDuringExecution"
+    )]
+    pub required: Option<NodeSelectorView<'a>>,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorView<'a> {
+    #[serde(borrow, default)]
+    pub node_selector_terms: Option<Vec<NodeSelectorTermView<'a>>>,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorTermView<'a> {
+    #[serde(borrow, default)]
+    pub match_expressions: Option<Vec<RequirementView<'a>>>,
+    #[serde(borrow, default)]
+    pub match_fields: Option<Vec<RequirementView<'a>>>,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+pub struct RequirementView<'a> {
+    #[serde(borrow, default)]
+    pub key: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub operator: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub values: Option<Vec<Cow<'a, str>>>,
+}
+
+#[derive(Debug, Default, PartialEq, Deserialize)]
+pub struct TolerationView<'a> {
+    #[serde(borrow, default)]
+    pub key: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub operator: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub value: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub effect: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]

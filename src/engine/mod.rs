@@ -164,6 +164,26 @@ impl Engine {
         digests
     }
 
+    /// The platforms of the index `image` named when it was last checked (its children's,
+    /// build attestations left out); `None` for a single-arch image or one not checked.
+    pub fn index_platforms(&self, image: &str) -> Option<Vec<Platform>> {
+        let Ok(ImageTarget::Ecr { repo, .. }) = ImageTarget::classify(image) else {
+            return None;
+        };
+        let digest = self.resolved_digest(image)?;
+        let manifest = self.caller.caches.manifest(&Arc::new(repo), &digest)?;
+        match manifest.as_ref() {
+            Manifest::Index { children } => Some(
+                children
+                    .iter()
+                    .filter(|c| !c.attestation)
+                    .filter_map(|c| c.platform.clone())
+                    .collect(),
+            ),
+            Manifest::Image { .. } => None,
+        }
+    }
+
     /// ECR call and cache metrics, for registration with the webhook's.
     pub(crate) fn metrics(&self) -> &EngineMetrics {
         &self.caller.metrics
@@ -289,11 +309,7 @@ fn in_input_order(
                     (r.finding.clone(), r.pull_through)
                 }),
         };
-        reports.push(ImageReport {
-            image: image.clone(),
-            finding,
-            pull_through,
-        });
+        reports.push(ImageReport::new(image.clone(), finding, pull_through));
     }
     reports
 }

@@ -62,6 +62,7 @@ fn log_with_tracing(r: &Reviewed, elapsed: Duration) {
         name = %r.name,
         mode = %r.effective_mode.as_str(),
         decision = %r.disposition().as_str(),
+        platforms = r.platform_source,
         images = r.reports.len(),
         problems = ?problems,
         duration_ms = millis(elapsed),
@@ -91,6 +92,7 @@ pub fn json_line(out: &mut Vec<u8>, r: &Reviewed, now: SystemTime, elapsed: Dura
         ("name", r.name.as_str()),
         ("mode", r.effective_mode.as_str()),
         ("decision", r.disposition().as_str()),
+        ("platforms", r.platform_source),
     ] {
         out.extend_from_slice(b",\"");
         out.extend_from_slice(key.as_bytes());

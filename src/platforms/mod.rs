@@ -16,12 +16,14 @@
 //! scheduling gates. They narrow where a pod lands but never to a platform the rules above
 //! exclude, so the set is never too small.
 
+mod cluster;
 mod placement;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use placement::{Operator, Placement, Requirement, Taint, TaintEffect, Toleration};
+pub use cluster::ClusterFacts;
+pub use placement::{Operator, Placement, Requirement, Taint, TaintEffect, Term, Toleration};
 
 pub const OS: &str = "kubernetes.io/os";
 pub const ARCH: &str = "kubernetes.io/arch";

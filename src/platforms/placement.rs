@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PodSpec};
 
 use super::{canonical, PoolFacts, ARCH, BETA_ARCH, BETA_OS, OS};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operator {
     In,
     NotIn,
@@ -32,7 +32,7 @@ impl Operator {
 }
 
 /// `key operator values`, as in node affinity and NodePool requirements.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Requirement {
     pub key: String,
     pub operator: Operator,
@@ -89,7 +89,7 @@ impl Requirement {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaintEffect {
     NoSchedule,
     PreferNoSchedule,
@@ -114,7 +114,7 @@ pub struct Taint {
     pub effect: TaintEffect,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Toleration {
     /// `None`: every key (with `exists`).
     pub key: Option<String>,
@@ -139,7 +139,7 @@ impl Toleration {
 }
 
 /// The rules of a pod's spec that decide which nodes it can land on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Placement {
     pub node_selector: BTreeMap<String, String>,
     /// Required node affinity: ORed terms of ANDed requirements. Empty: no affinity.
@@ -149,17 +149,56 @@ pub struct Placement {
     pub tolerations: Vec<Toleration>,
 }
 
+/// One required node-affinity term: its expressions and its fields, `None` where one names
+/// an operator Kubernetes does not know (the term can then not be met).
+pub type Term = (Option<Vec<Requirement>>, Option<Vec<Requirement>>);
+
+impl Toleration {
+    /// From a toleration's fields as the API has them.
+    pub fn new(
+        key: Option<&str>,
+        operator: Option<&str>,
+        value: Option<&str>,
+        effect: Option<&str>,
+    ) -> Self {
+        Toleration {
+            key: key.filter(|k| !k.is_empty()).map(str::to_owned),
+            exists: operator == Some("Exists"),
+            value: value.map(str::to_owned),
+            effect: effect.and_then(TaintEffect::parse),
+        }
+    }
+}
+
 impl Placement {
-    pub fn of(spec: &PodSpec) -> Self {
+    /// From a pod spec's parts: its node selector, its required node-affinity terms and
+    /// its tolerations.
+    pub fn new(
+        node_selector: impl IntoIterator<Item = (String, String)>,
+        terms: impl IntoIterator<Item = Term>,
+        tolerations: Vec<Toleration>,
+    ) -> Self {
         let mut placement = Placement {
-            node_selector: spec
-                .node_selector
-                .iter()
-                .flatten()
-                .map(|(k, v)| (canonical(k).to_owned(), v.clone()))
+            node_selector: node_selector
+                .into_iter()
+                .map(|(k, v)| (canonical(&k).to_owned(), v))
                 .collect(),
+            tolerations,
             ..Placement::default()
         };
+        for term in terms {
+            let (exprs, fields) = match term {
+                (Some(exprs), Some(fields)) => (exprs, fields),
+                // Unmeetable: an empty term matches nothing.
+                _ => (Vec::new(), Vec::new()),
+            };
+            placement.terms.push(exprs);
+            placement.name_fields.push(fields);
+        }
+        placement
+    }
+
+    pub fn of(spec: &PodSpec) -> Self {
         let required = spec
             .affinity
             .as_ref()
@@ -168,35 +207,33 @@ impl Placement {
                 n.required_during_scheduling_ignored_during_execution
                     .as_ref()
             });
-        for term in required
+        let terms = required
             .map(|r| r.node_selector_terms.as_slice())
             .unwrap_or_default()
-        {
-            let exprs = term.match_expressions.iter().flatten();
-            // An unknown operator matches nothing, as the term then cannot be met.
-            let exprs: Option<Vec<Requirement>> = exprs.map(Requirement::of).collect();
-            let fields = term.match_fields.iter().flatten();
-            let fields: Option<Vec<Requirement>> = fields.map(Requirement::of).collect();
-            if let (Some(exprs), Some(fields)) = (exprs, fields) {
-                placement.terms.push(exprs);
-                placement.name_fields.push(fields);
-            } else {
-                placement.terms.push(Vec::new());
-                placement.name_fields.push(Vec::new());
-            }
-        }
-        placement.tolerations = spec
+            .iter()
+            .map(|term| {
+                let exprs = term.match_expressions.iter().flatten().map(Requirement::of);
+                let fields = term.match_fields.iter().flatten().map(Requirement::of);
+                (exprs.collect(), fields.collect())
+            });
+        let tolerations = spec
             .tolerations
             .iter()
             .flatten()
-            .map(|t| Toleration {
-                key: t.key.clone().filter(|k| !k.is_empty()),
-                exists: t.operator.as_deref() == Some("Exists"),
-                value: t.value.clone(),
-                effect: t.effect.as_deref().and_then(TaintEffect::parse),
+            .map(|t| {
+                Toleration::new(
+                    t.key.as_deref(),
+                    t.operator.as_deref(),
+                    t.value.as_deref(),
+                    t.effect.as_deref(),
+                )
             })
             .collect();
-        placement
+        Placement::new(
+            spec.node_selector.clone().unwrap_or_default(),
+            terms,
+            tolerations,
+        )
     }
 
     /// Every `NoSchedule` and `NoExecute` taint is tolerated.

@@ -214,6 +214,7 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
         policy: config.policy,
         timeout: config.timeout,
         decision_log: config.decision_log,
+        cluster: config.controller.as_ref().map(|c| c.cluster.clone()),
     });
     let webhook = bind(config.listen)
         .await

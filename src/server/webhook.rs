@@ -24,6 +24,7 @@ use crate::decision::Mode;
 use crate::engine::Engine;
 use crate::logging::DecisionLog;
 use crate::metrics::{self, AdmissionLabels, Metrics};
+use crate::platforms::ClusterFacts;
 use crate::report::Finding;
 use crate::workload::WorkloadKind;
 
@@ -44,6 +45,8 @@ pub struct WebhookState {
     pub timeout: Duration,
     pub metrics: Arc<Metrics>,
     pub decision_log: DecisionLog,
+    /// The cluster's nodes and NodePools, when the controller runs in this process.
+    pub cluster: Option<Arc<ClusterFacts>>,
 }
 
 /// The webhook as a hyper service; cheap to clone per connection.
@@ -169,7 +172,9 @@ async fn handle(state: &WebhookState, mode: Mode, timeout: Option<&str>, body: &
         mode,
         ..state.policy
     };
-    match admission::evaluate(&state.engine, policy, body, budget(state.timeout, timeout)).await {
+    let cluster = state.cluster.as_deref();
+    let budget = budget(state.timeout, timeout);
+    match admission::evaluate(&state.engine, policy, cluster, body, budget).await {
         Ok(reviewed) => {
             let elapsed = started.elapsed();
             record(&state.metrics, &reviewed, elapsed);

@@ -5,7 +5,7 @@
 //! CRD installed later is picked up).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -14,53 +14,9 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use serde_json::Value;
-use tokio::sync::watch;
 
-use crate::platforms::{Cluster, NodeFacts, PoolFacts, Requirement, Taint, TaintEffect};
-
-/// Nodes and NodePools as last seen, and whether each watcher has listed once.
-#[derive(Default)]
-struct Facts {
-    nodes: BTreeMap<String, NodeFacts>,
-    pools: BTreeMap<String, PoolFacts>,
-}
-
-pub struct ClusterFacts {
-    facts: Mutex<Facts>,
-    /// The Node watcher has listed once: before, the cluster's platforms are unknown.
-    nodes_listed: watch::Sender<bool>,
-}
-
-impl ClusterFacts {
-    pub fn new() -> Arc<Self> {
-        Arc::new(ClusterFacts {
-            facts: Mutex::default(),
-            nodes_listed: watch::Sender::new(false),
-        })
-    }
-
-    /// The nodes and NodePools; `None` until the Nodes have been listed once.
-    pub fn cluster(&self) -> Option<Cluster> {
-        if !*self.nodes_listed.borrow() {
-            return None;
-        }
-        let facts = self.facts.lock().unwrap_or_else(|p| p.into_inner());
-        Some(Cluster {
-            nodes: facts.nodes.values().cloned().collect(),
-            pools: facts.pools.values().cloned().collect(),
-        })
-    }
-
-    /// Returns once the Nodes have been listed.
-    pub async fn wait_listed(&self) {
-        let mut rx = self.nodes_listed.subscribe();
-        let _ = rx.wait_for(|l| *l).await;
-    }
-
-    fn update(&self, change: impl FnOnce(&mut Facts)) {
-        change(&mut self.facts.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-}
+pub use crate::platforms::ClusterFacts;
+use crate::platforms::{NodeFacts, PoolFacts, Requirement, Taint, TaintEffect};
 
 /// The NodePool resource of Karpenter v1.
 pub fn node_pool_resource() -> ApiResource {
@@ -95,20 +51,14 @@ async fn watch_nodes(api: Api<Node>, facts: Arc<ClusterFacts>) {
             Ok(Event::InitDone) => {
                 let fresh = std::mem::take(&mut listed);
                 tracing::debug!(nodes = fresh.len(), "nodes listed");
-                facts.update(|f| f.nodes = fresh);
-                facts.nodes_listed.send_replace(true);
+                facts.nodes_listed(fresh);
             }
             Ok(Event::Apply(n)) => {
                 let n = project_node(&n);
-                facts.update(|f| {
-                    f.nodes.insert(n.name.clone(), n);
-                });
+                facts.node(&n.name.clone(), Some(n));
             }
             Ok(Event::Delete(n)) => {
-                let name = n.metadata.name.unwrap_or_default();
-                facts.update(|f| {
-                    f.nodes.remove(&name);
-                });
+                facts.node(&n.metadata.name.unwrap_or_default(), None);
             }
             Err(e) => tracing::warn!(error = %e, "watching Nodes failed; retrying"),
         }
@@ -131,24 +81,19 @@ async fn watch_pools(api: Api<DynamicObject>, facts: Arc<ClusterFacts>) {
             Ok(Event::InitDone) => {
                 let fresh = std::mem::take(&mut listed);
                 tracing::debug!(node_pools = fresh.len(), "NodePools listed");
-                facts.update(|f| f.pools = fresh);
+                facts.pools_listed(fresh);
             }
             Ok(Event::Apply(o)) => {
                 if let Some(p) = project_pool(&o) {
-                    facts.update(|f| {
-                        f.pools.insert(p.name.clone(), p);
-                    });
+                    facts.pool(&p.name.clone(), Some(p));
                 }
             }
             Ok(Event::Delete(o)) => {
-                let name = o.metadata.name.unwrap_or_default();
-                facts.update(|f| {
-                    f.pools.remove(&name);
-                });
+                facts.pool(&o.metadata.name.unwrap_or_default(), None);
             }
             Err(e) if is_not_found(&e) => {
                 // No Karpenter here: no NodePools. Asked again with back-off.
-                facts.update(|f| f.pools.clear());
+                facts.pools_listed(BTreeMap::new());
                 tracing::debug!("no NodePool resource (Karpenter not installed)");
             }
             Err(e) => tracing::warn!(error = %e, "watching NodePools failed; retrying"),

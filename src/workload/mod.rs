@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 pub(crate) mod kind;
 
-use crate::admission::review::{ContainerView, ObjectView, SpecView};
+use crate::admission::review::{ContainerView, ObjectView, RequirementView, SpecView};
+use crate::platforms::{Placement, Requirement, Toleration};
 pub use kind::{ContainerKind, WorkloadKind};
 
 /// One container and the image it names.
@@ -30,6 +31,48 @@ pub fn pod_spec<'o, 'a>(
         }
         _ => spec.template.as_ref()?.spec.as_ref(),
     }
+}
+
+/// Where the pod (or the pods of the template) can land: its node selector, required node
+/// affinity and tolerations.
+pub fn placement_of(kind: WorkloadKind, object: &ObjectView<'_>) -> Option<Placement> {
+    let spec = pod_spec(kind, object)?;
+    let selector = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    let requirement = |r: &RequirementView<'_>| {
+        let values = r.values.iter().flatten().map(|v| v.to_string()).collect();
+        Requirement::new(&r.key, &r.operator, values)
+    };
+    let terms = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| n.required.as_ref())
+        .and_then(|r| r.node_selector_terms.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let exprs = t.match_expressions.iter().flatten().map(requirement);
+            let fields = t.match_fields.iter().flatten().map(requirement);
+            (exprs.collect(), fields.collect())
+        });
+    let tolerations = spec
+        .tolerations
+        .iter()
+        .flatten()
+        .map(|t| {
+            Toleration::new(
+                t.key.as_deref(),
+                t.operator.as_deref(),
+                t.value.as_deref(),
+                t.effect.as_deref(),
+            )
+        })
+        .collect();
+    Some(Placement::new(selector, terms, tolerations))
 }
 
 /// Every container of a pod spec with an image: containers, init containers (native

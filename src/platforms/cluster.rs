@@ -1,0 +1,132 @@
+//! The cluster's nodes and NodePools as the watchers last saw them (src/watch/nodes.rs
+//! fills this), and the platforms a placement can land on among them, remembered per
+//! placement until the nodes or NodePools change: the pods of one workload share their
+//! placement, so admission computes it once per workload and change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use super::{landable, Cluster, Landing, NodeFacts, Placement, PoolFacts};
+
+/// Placements remembered at most; beyond it the memory starts afresh.
+const REMEMBERED: usize = 4096;
+
+#[derive(Default)]
+struct Facts {
+    nodes: BTreeMap<String, NodeFacts>,
+    pools: BTreeMap<String, PoolFacts>,
+    /// Placements answered since the last change.
+    answers: HashMap<Placement, Arc<Vec<Landing>>>,
+}
+
+impl Facts {
+    fn changed(&mut self) {
+        self.answers.clear();
+    }
+}
+
+pub struct ClusterFacts {
+    facts: Mutex<Facts>,
+    /// The Nodes have been listed once: before, the cluster's platforms are unknown.
+    listed: watch::Sender<bool>,
+}
+
+impl ClusterFacts {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ClusterFacts {
+            facts: Mutex::default(),
+            listed: watch::Sender::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Facts> {
+        self.facts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The nodes and NodePools; `None` until the Nodes have been listed once.
+    pub fn cluster(&self) -> Option<Cluster> {
+        if !*self.listed.borrow() {
+            return None;
+        }
+        let facts = self.lock();
+        Some(Cluster {
+            nodes: facts.nodes.values().cloned().collect(),
+            pools: facts.pools.values().cloned().collect(),
+        })
+    }
+
+    /// The platforms `placement` can land on; `None` until the Nodes have been listed.
+    pub fn landable(&self, placement: &Placement) -> Option<Arc<Vec<Landing>>> {
+        if !*self.listed.borrow() {
+            return None;
+        }
+        let mut facts = self.lock();
+        if let Some(found) = facts.answers.get(placement) {
+            return Some(found.clone());
+        }
+        let cluster = Cluster {
+            nodes: facts.nodes.values().cloned().collect(),
+            pools: facts.pools.values().cloned().collect(),
+        };
+        let found = Arc::new(landable(placement, &cluster));
+        if facts.answers.len() >= REMEMBERED {
+            facts.answers.clear();
+        }
+        facts.answers.insert(placement.clone(), found.clone());
+        Some(found)
+    }
+
+    /// Where the platforms come from, for the decision log: `nodes`, or
+    /// `nodes+nodepools` when NodePools exist.
+    pub fn source(&self) -> &'static str {
+        if self.lock().pools.is_empty() {
+            "nodes"
+        } else {
+            "nodes+nodepools"
+        }
+    }
+
+    /// Returns once the Nodes have been listed.
+    pub async fn wait_listed(&self) {
+        let mut rx = self.listed.subscribe();
+        let _ = rx.wait_for(|l| *l).await;
+    }
+
+    /// A (re)list of the Nodes.
+    pub fn nodes_listed(&self, nodes: BTreeMap<String, NodeFacts>) {
+        let mut facts = self.lock();
+        facts.nodes = nodes;
+        facts.changed();
+        drop(facts);
+        self.listed.send_replace(true);
+    }
+
+    /// A Node added, changed (`Some`) or deleted.
+    pub fn node(&self, name: &str, node: Option<NodeFacts>) {
+        let mut facts = self.lock();
+        match node {
+            Some(n) => facts.nodes.insert(name.to_owned(), n),
+            None => facts.nodes.remove(name),
+        };
+        facts.changed();
+    }
+
+    /// A (re)list of the NodePools (none where Karpenter is not installed).
+    pub fn pools_listed(&self, pools: BTreeMap<String, PoolFacts>) {
+        let mut facts = self.lock();
+        facts.pools = pools;
+        facts.changed();
+    }
+
+    /// A NodePool added, changed (`Some`) or deleted.
+    pub fn pool(&self, name: &str, pool: Option<PoolFacts>) {
+        let mut facts = self.lock();
+        match pool {
+            Some(p) => facts.pools.insert(name.to_owned(), p),
+            None => facts.pools.remove(name),
+        };
+        facts.changed();
+    }
+}
