@@ -39,7 +39,8 @@ everything = actions("iam-policy-all-features.json")
 assert everything == called, f"policy {sorted(everything)} != code {sorted(called)}"
 default = actions("iam-policy.json")
 assert default == {"ecr:BatchGetImage", "ecr:BatchCheckLayerAvailability",
-                   "ecr:GetLifecyclePolicy", "ecr:DescribeImages"}, sorted(default)
+                   "ecr:GetLifecyclePolicy", "ecr:DescribeImages",
+                   "ecr:GetAuthorizationToken"}, sorted(default)
 print("IAM examples: the code's", len(called), "actions")
 PY
 

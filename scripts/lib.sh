@@ -14,6 +14,18 @@ ensure_moto() {
     fi
 }
 
+# The OCI registry the platform tests read config blobs from (Debian's docker-registry,
+# distribution v2) and htpasswd for its Basic auth: installed with apt when missing.
+ensure_registry() {
+    command -v docker-registry >/dev/null && command -v htpasswd >/dev/null && return
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "docker-registry and htpasswd are needed: apt-get install docker-registry apache2-utils" >&2
+        exit 2
+    fi
+    echo "==> installing docker-registry and apache2-utils" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry apache2-utils >/dev/null
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests, and integration tests against the ECR API
-# emulator, which this script installs (once, into .venv-test) and starts.
+# emulator, which this script installs (once, into .venv-test) and starts, and an OCI
+# registry (docker-registry, installed with apt when missing; each test starts its own).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
+ensure_registry
 start_moto
 log="$(mktemp)"
 trap 'kill "$MOTO_PID" 2>/dev/null || true; rm -f "$log"' EXIT

@@ -313,6 +313,15 @@ pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
             .collect(),
     };
     let mut problems: Vec<Problem> = worded.into_iter().map(problem).collect();
+    if let Some(why) = &f.report.platform_unknown {
+        let line = format!("{who}: the platform of {image} could not be read: {why}");
+        problems.push(Problem {
+            severity: Severity::Unknown,
+            outcome: Outcome::Unknown,
+            short: line.clone(),
+            line,
+        });
+    }
     if let Some(gap) = &f.report.gap {
         let line = format!("{who}: {image}: {}", gap_sentence(gap));
         problems.push(Problem {

@@ -16,6 +16,8 @@ pub struct ImageReport {
     /// Platforms the pod can land on that the image has no manifest for (set where the
     /// cluster's platforms are known).
     pub gap: Option<PlatformGap>,
+    /// Why the platform of a single-arch image could not be read (its config blob).
+    pub platform_unknown: Option<String>,
 }
 
 /// Where a pod can land that its image cannot run.
@@ -139,14 +141,17 @@ impl ImageReport {
             finding,
             pull_through,
             gap: None,
+            platform_unknown: None,
         }
     }
 
     /// The finding's outcome; `no_platform` when the image is fine (or ECR could not say)
-    /// but lacks a platform the pod can land on.
+    /// but lacks a platform the pod can land on; `unknown` when it is fine but its platform
+    /// could not be read.
     pub fn outcome(&self) -> Outcome {
         match self.finding.outcome() {
             Outcome::Ok | Outcome::Unknown if self.gap.is_some() => Outcome::NoPlatform,
+            Outcome::Ok if self.platform_unknown.is_some() => Outcome::Unknown,
             outcome => outcome,
         }
     }

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use crate::decision::{self, ContainerFinding, Disposition, Mode, OnError, Verdict};
 use crate::engine::Engine;
 use crate::json::JsonError;
-use crate::platforms::{ClusterFacts, Placement};
+use crate::manifest::Platform;
+use crate::platforms::{ConfigCache, Placement, PlatformSources};
 use crate::report::{Finding, ImageReport, PlatformGap};
 use crate::workload::{self, ContainerImage, WorkloadKind};
 use review::{RequestView, ReviewView};
@@ -92,12 +93,12 @@ impl Reviewed {
 }
 
 /// Decides on one AdmissionReview body within `budget`; with the cluster's nodes and
-/// NodePools (`cluster`, once listed), also whether each index has a manifest for every
+/// NodePools (`platforms`, once listed), also whether each image has a manifest for every
 /// platform the pod can land on.
 pub async fn evaluate(
     engine: &Engine,
     policy: Policy,
-    cluster: Option<&ClusterFacts>,
+    platforms: Option<&PlatformSources>,
     body: &[u8],
     budget: Duration,
 ) -> Result<Reviewed, ReviewError> {
@@ -125,8 +126,8 @@ pub async fn evaluate(
     };
     let images: Vec<String> = containers.iter().map(|c| c.image.to_string()).collect();
     out.reports = check_bounded(engine, images, deadline).await;
-    if let Some((cluster, placement)) = cluster.zip(placement) {
-        check_platforms(engine, cluster, &placement, &mut out);
+    if let Some((platforms, placement)) = platforms.zip(placement) {
+        check_platforms(engine, platforms, &placement, deadline, &mut out).await;
     }
     let verdict = decide_for(
         &containers,
@@ -139,24 +140,61 @@ pub async fn evaluate(
     Ok(out)
 }
 
-/// Marks each index that lacks a manifest for a platform the pod can land on. Nothing
+/// Marks each image that lacks a manifest for a platform the pod can land on: an index by
+/// its children, a single-arch image by its config blob (read once per digest). Nothing
 /// changes while the cluster's nodes are not listed yet (`--platforms` applies) or where
 /// the pod can land nowhere (not an image's problem).
-fn check_platforms(
+async fn check_platforms(
     engine: &Engine,
-    cluster: &ClusterFacts,
+    platforms: &PlatformSources,
     placement: &Placement,
+    deadline: Instant,
     out: &mut Reviewed,
 ) {
-    let Some(landings) = cluster.landable(placement).filter(|l| !l.is_empty()) else {
+    let Some(landings) = platforms
+        .cluster
+        .landable(placement)
+        .filter(|l| !l.is_empty())
+    else {
         return;
     };
-    out.platform_source = cluster.source();
-    for report in &mut out.reports {
-        if let Some(available) = engine.index_platforms(&report.image) {
-            report.gap = PlatformGap::of(&landings, &available);
+    out.platform_source = platforms.cluster.source();
+    let reads = out.reports.iter().map(|report| {
+        let configs = platforms.configs.as_deref();
+        async move { available(engine, configs, &report.image, deadline).await }
+    });
+    let found = futures::future::join_all(reads).await;
+    for (report, available) in out.reports.iter_mut().zip(found) {
+        match available {
+            Some(Ok(available)) => report.gap = PlatformGap::of(&landings, &available),
+            Some(Err(why)) => report.platform_unknown = Some(why),
+            None => {}
         }
     }
+}
+
+/// The platforms `image` has: its index's children, else its config blob's platform;
+/// `None` when it was not checked (or is not ECR's), or no registry API is configured.
+async fn available(
+    engine: &Engine,
+    configs: Option<&ConfigCache>,
+    image: &str,
+    deadline: Instant,
+) -> Option<Result<Vec<Platform>, String>> {
+    if let Some(children) = engine.index_platforms(image) {
+        return Some(Ok(children));
+    }
+    let configs = configs?;
+    let (repo, digest) = engine.config_digest(image)?;
+    let host = image.split('/').next().unwrap_or_default();
+    let read = configs.platform(host, &repo, &digest);
+    Some(match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(platform)) => Ok(vec![platform]),
+        Ok(Err(e)) => Err(format!("config blob {digest}: {e}")),
+        Err(_) => Err(format!(
+            "config blob {digest}: the registry did not answer in time"
+        )),
+    })
 }
 
 /// What a request asks to check, and where its pods can land.

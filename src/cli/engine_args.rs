@@ -7,8 +7,10 @@ use clap::Args;
 
 use crate::engine::{CacheSettings, Engine, EngineSettings, DEFAULT_BATCH_WINDOW};
 use crate::manifest::Platform;
+use crate::platforms::ConfigCache;
 use crate::registry::credentials::CredentialKeeper;
 use crate::registry::ecr::{EcrApi, EcrSettings};
+use crate::registry::oci::{OciBlobs, RegistryEndpoint};
 use crate::registry::Registry;
 
 /// What the engine needs; shared by every subcommand that checks images. The defaults of the
@@ -37,6 +39,14 @@ pub struct EngineArgs {
     /// ECR API endpoint override (tests, VPC endpoints). AWS_ENDPOINT_URL_ECR works too.
     #[arg(long, env = "ECR_PREFLIGHT_ECR_ENDPOINT_URL")]
     pub ecr_endpoint_url: Option<String>,
+    /// Where the registry API of ECR hosts is reached, for config blobs (tests, VPC
+    /// endpoints) [default: the image's own host, over HTTPS].
+    #[arg(long, env = "ECR_PREFLIGHT_ECR_REGISTRY_URL")]
+    pub ecr_registry_url: Option<String>,
+    /// PEM file of certificates to trust for the registry API beyond the system's (a
+    /// private CA in front of it).
+    #[arg(long, env = "ECR_PREFLIGHT_ECR_REGISTRY_CA_FILE")]
+    pub ecr_registry_ca_file: Option<std::path::PathBuf>,
     /// How long tag → digest answers are cached.
     #[arg(long, env = "ECR_PREFLIGHT_TAG_CACHE_TTL", value_parser = parse_flag_duration,
         default_value_t = CacheSettings::default().tag_ttl.into())]
@@ -100,14 +110,34 @@ impl EngineArgs {
     /// on), with SDK timeouts derived from the decision budget.
     pub async fn build_engine(&self) -> Built {
         let settings = EcrSettings::for_budget(self.ecr_endpoint_url.clone(), self.timeout);
-        let registry = EcrApi::from_default_chain(settings, None, None).await;
-        let credentials = registry.credentials();
-        let registry: Arc<dyn Registry> = Arc::new(registry);
+        let ecr = Arc::new(EcrApi::from_default_chain(settings, None, None).await);
+        let credentials = ecr.credentials();
+        let registry: Arc<dyn Registry> = ecr.clone();
         Built {
             engine: Engine::new(registry.clone(), self.engine_settings()),
             registry,
+            ecr,
             credentials,
         }
+    }
+
+    /// The config blobs' platforms, read through the registry API with ECR's credentials.
+    pub fn config_platforms(&self, ecr: &Arc<EcrApi>) -> anyhow::Result<Arc<ConfigCache>> {
+        let extra_roots = match &self.ecr_registry_ca_file {
+            Some(path) => vec![std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --ecr-registry-ca-file {}: {e}", path.display())
+            })?],
+            None => Vec::new(),
+        };
+        let endpoint = RegistryEndpoint {
+            url: self.ecr_registry_url.clone(),
+            extra_roots,
+            timeout: self.timeout,
+        };
+        Ok(Arc::new(ConfigCache::new(Arc::new(OciBlobs::new(
+            ecr.clone(),
+            endpoint,
+        )))))
     }
 
     pub fn engine_settings(&self) -> EngineSettings {
@@ -125,6 +155,8 @@ pub struct Built {
     pub engine: Engine,
     /// The SDK registry the engine calls, for the controller's engine to share.
     pub registry: Arc<dyn Registry>,
+    /// The same, as itself: for the registry API's credentials.
+    pub ecr: Arc<EcrApi>,
     /// The keeper of its credentials.
     pub credentials: Option<Arc<CredentialKeeper>>,
 }

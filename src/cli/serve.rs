@@ -133,6 +133,11 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     } else {
         None
     };
+    let config_platforms = if args.watch {
+        Some(args.engine.config_platforms(&built.ecr)?)
+    } else {
+        None
+    };
     let credentials = built.credentials;
     let engine = Arc::new(built.engine);
     let config = WebhookConfig {
@@ -154,6 +159,7 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
         decision_log,
         ready_when: credentials.map(|keeper| credentials_gate(keeper, args.credentials_wait)),
         controller: controller.clone(),
+        config_platforms,
     };
     let running = server::start_webhook(engine, config).await?;
     tracing::info!(

@@ -184,6 +184,21 @@ impl Engine {
         }
     }
 
+    /// The config blob of the single-arch image `image` named when it was last checked (the
+    /// first blob of its manifest); `None` for an index or an image not checked.
+    pub fn config_digest(&self, image: &str) -> Option<(RepositoryKey, String)> {
+        let Ok(ImageTarget::Ecr { repo, .. }) = ImageTarget::classify(image) else {
+            return None;
+        };
+        let digest = self.resolved_digest(image)?;
+        let repo = Arc::new(repo);
+        let manifest = self.caller.caches.manifest(&repo, &digest)?;
+        match manifest.as_ref() {
+            Manifest::Image { blobs } => Some((repo.as_ref().clone(), blobs.first()?.clone())),
+            Manifest::Index { .. } => None,
+        }
+    }
+
     /// ECR call and cache metrics, for registration with the webhook's.
     pub(crate) fn metrics(&self) -> &EngineMetrics {
         &self.caller.metrics

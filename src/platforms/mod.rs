@@ -17,18 +17,28 @@
 //! exclude, so the set is never too small.
 
 mod cluster;
+mod configs;
 mod placement;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 pub use cluster::ClusterFacts;
+pub use configs::ConfigCache;
 pub use placement::{Operator, Placement, Requirement, Taint, TaintEffect, Term, Toleration};
 
 pub const OS: &str = "kubernetes.io/os";
 pub const ARCH: &str = "kubernetes.io/arch";
 const BETA_OS: &str = "beta.kubernetes.io/os";
 const BETA_ARCH: &str = "beta.kubernetes.io/arch";
+
+/// What the webhook knows of where pods land and what images run on: the cluster's nodes
+/// and NodePools, and the config blobs of single-arch images (when the registry API is
+/// reachable).
+pub struct PlatformSources {
+    pub cluster: std::sync::Arc<ClusterFacts>,
+    pub configs: Option<std::sync::Arc<ConfigCache>>,
+}
 
 /// An `os/architecture` a node runs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

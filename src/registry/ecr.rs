@@ -17,6 +17,7 @@ use aws_sdk_ecr::types::{
     LifecyclePolicyPreviewStatus, TagStatus, TargetStorageClass,
 };
 use aws_sdk_ecr::Client;
+use base64::Engine as _;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
@@ -162,6 +163,65 @@ impl EcrApi {
                 Client::from_conf(builder.build())
             })
             .clone()
+    }
+}
+
+/// Registry API credentials from GetAuthorizationToken: user, password, and when they
+/// expire (Unix seconds).
+#[derive(Clone)]
+pub struct RegistryLogin {
+    pub user: String,
+    pub password: String,
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("RegistryLogin")
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EcrApi {
+    /// Basic credentials for the registry API of `registry` (GetAuthorizationToken).
+    pub async fn login(&self, registry: &EcrRegistry) -> Result<RegistryLogin, RegistryError> {
+        let repo = RepositoryKey {
+            registry: registry.clone(),
+            repository: String::new(),
+        };
+        let out = self
+            .client_of(registry)
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(self.failed(&repo, "ecr:GetAuthorizationToken"))?;
+        let malformed = |why: &str| RegistryError::Service {
+            code: "MalformedAuthorizationToken".to_owned(),
+            message: why.to_owned(),
+        };
+        let data = out
+            .authorization_data()
+            .first()
+            .ok_or_else(|| malformed("GetAuthorizationToken answered no authorization data"))?;
+        let token = data
+            .authorization_token()
+            .ok_or_else(|| malformed("no authorization token"))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| malformed("the authorization token is not base64 text"))?;
+        let (user, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| malformed("the authorization token is not user:password"))?;
+        Ok(RegistryLogin {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            expires_at: data.expires_at().map(|t| t.secs()),
+        })
     }
 }
 

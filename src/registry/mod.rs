@@ -5,6 +5,8 @@
 pub mod credentials;
 #[cfg(feature = "aws")]
 pub mod ecr;
+#[cfg(feature = "aws")]
+pub mod oci;
 
 use futures::future::BoxFuture;
 
@@ -184,6 +186,20 @@ pub struct PreviewAction {
     pub digest: String,
     pub rule_priority: u32,
     pub action: crate::lifecycle::Action,
+}
+
+/// What a single-arch image runs on: the `os`, `architecture` and `variant` of its config
+/// blob, read through the registry API (not ECR's control plane). The start of checking
+/// images in any registry.
+pub trait ConfigPlatforms: Send + Sync + 'static {
+    /// The platform in the config blob `digest` of `repo`, reached at `host` (the image's
+    /// registry host); the blob's content is checked against its digest.
+    fn config_platform<'a>(
+        &'a self,
+        host: &'a str,
+        repo: &'a RepositoryKey,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Result<crate::manifest::Platform, RegistryError>>;
 }
 
 /// Images read of one repository at most: ECR's own limit is 20,000 a repository, so more

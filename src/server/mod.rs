@@ -33,6 +33,7 @@ use crate::admission::Policy;
 use crate::engine::Engine;
 use crate::logging::DecisionLog;
 use crate::metrics::{self, Metrics};
+use crate::platforms::{ConfigCache, PlatformSources};
 use crate::watch::{Controller, Inventory};
 use read_ahead::ReadAhead;
 use tls::CertStore;
@@ -198,6 +199,8 @@ pub struct WebhookConfig {
     pub ready_when: Option<ReadyGate>,
     /// The controller, when it runs in this process (`serve --watch`).
     pub controller: Option<Controller>,
+    /// Where single-arch images' platforms are read (with the controller's nodes).
+    pub config_platforms: Option<Arc<ConfigCache>>,
 }
 
 /// Binds both listeners and serves the webhook on `engine` until [`Running::shutdown`]:
@@ -214,7 +217,10 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
         policy: config.policy,
         timeout: config.timeout,
         decision_log: config.decision_log,
-        cluster: config.controller.as_ref().map(|c| c.cluster.clone()),
+        platforms: config.controller.as_ref().map(|c| PlatformSources {
+            cluster: c.cluster.clone(),
+            configs: config.config_platforms.clone(),
+        }),
     });
     let webhook = bind(config.listen)
         .await

@@ -24,7 +24,7 @@ use crate::decision::Mode;
 use crate::engine::Engine;
 use crate::logging::DecisionLog;
 use crate::metrics::{self, AdmissionLabels, Metrics};
-use crate::platforms::ClusterFacts;
+use crate::platforms::PlatformSources;
 use crate::report::Finding;
 use crate::workload::WorkloadKind;
 
@@ -45,8 +45,9 @@ pub struct WebhookState {
     pub timeout: Duration,
     pub metrics: Arc<Metrics>,
     pub decision_log: DecisionLog,
-    /// The cluster's nodes and NodePools, when the controller runs in this process.
-    pub cluster: Option<Arc<ClusterFacts>>,
+    /// The cluster's nodes and NodePools (when the controller runs in this process) and the
+    /// config blobs' platforms.
+    pub platforms: Option<PlatformSources>,
 }
 
 /// The webhook as a hyper service; cheap to clone per connection.
@@ -172,9 +173,9 @@ async fn handle(state: &WebhookState, mode: Mode, timeout: Option<&str>, body: &
         mode,
         ..state.policy
     };
-    let cluster = state.cluster.as_deref();
+    let platforms = state.platforms.as_ref();
     let budget = budget(state.timeout, timeout);
-    match admission::evaluate(&state.engine, policy, cluster, body, budget).await {
+    match admission::evaluate(&state.engine, policy, platforms, body, budget).await {
         Ok(reviewed) => {
             let elapsed = started.elapsed();
             record(&state.metrics, &reviewed, elapsed);

@@ -6,6 +6,7 @@ pub mod fake_apiserver;
 pub mod fault_proxy;
 pub mod memory_registry;
 pub mod moto;
+pub mod oci_registry;
 pub mod seed;
 pub mod server;
 

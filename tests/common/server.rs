@@ -149,6 +149,7 @@ pub fn loopback_config(certificates: Arc<CertStore>) -> WebhookConfig {
         decision_log: DecisionLog::Tracing,
         ready_when: None,
         controller: None,
+        config_platforms: None,
     }
 }
 

@@ -1,0 +1,49 @@
+//! The platforms of single-arch images, from their config blobs: each digest read once
+//! through the registry seam and kept for good (a digest's content never changes).
+//! Concurrent admissions of a new digest share one read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::image::RepositoryKey;
+use crate::manifest::Platform;
+use crate::registry::{ConfigPlatforms, RegistryError};
+
+/// Digests remembered at most (a few hundred bytes each).
+const REMEMBERED: u64 = 100_000;
+
+pub struct ConfigCache {
+    source: Arc<dyn ConfigPlatforms>,
+    known: moka::future::Cache<String, Platform>,
+    reads: AtomicU64,
+}
+
+impl ConfigCache {
+    pub fn new(source: Arc<dyn ConfigPlatforms>) -> Self {
+        ConfigCache {
+            source,
+            known: moka::future::Cache::new(REMEMBERED),
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    /// The platform in config blob `digest` of `repo` (at `host`): read on first sight only.
+    pub async fn platform(
+        &self,
+        host: &str,
+        repo: &RepositoryKey,
+        digest: &str,
+    ) -> Result<Platform, Arc<RegistryError>> {
+        self.known
+            .try_get_with(digest.to_owned(), async {
+                self.reads.fetch_add(1, Ordering::Relaxed);
+                self.source.config_platform(host, repo, digest).await
+            })
+            .await
+    }
+
+    /// Config blobs read so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+}

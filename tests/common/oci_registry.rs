@@ -1,0 +1,151 @@
+//! A real OCI registry on loopback for tests: Debian's `docker-registry` (distribution v2)
+//! with TLS (a self-signed certificate) and htpasswd Basic auth, storing under a temp dir.
+//! `.ci/run` installs it; `htpasswd` (apache2-utils) makes the bcrypt password file.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct OciRegistry {
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The certificate to trust (PEM).
+    pub ca: PathBuf,
+    dir: tempfile::TempDir,
+    user: String,
+    password: String,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Drop for OciRegistry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+impl OciRegistry {
+    /// Starts a registry that accepts `user`/`password` only.
+    pub fn start(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = ecr_preflight::server::tls::self_signed_pem().expect("cert");
+        let ca = dir.path().join("cert.pem");
+        std::fs::write(&ca, &cert).expect("cert");
+        std::fs::write(dir.path().join("key.pem"), &key).expect("key");
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd (apache2-utils) is installed");
+        assert!(htpasswd.status.success(), "htpasswd failed");
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("htpasswd");
+        let mut registry = OciRegistry {
+            url: String::new(),
+            ca,
+            dir,
+            user: user.to_owned(),
+            password: password.to_owned(),
+            child: None,
+            port: free_port(),
+        };
+        registry.url = format!("https://127.0.0.1:{}", registry.port);
+        registry.run();
+        registry
+    }
+
+    fn run(&mut self) {
+        let d = self.dir.path().display();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n  tls:\n    certificate: {d}/cert.pem\n    key: {d}/key.pem\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\nhealth:\n  storagedriver:\n    enabled: false\n",
+            self.port
+        );
+        let path = self.dir.path().join("config.yml");
+        std::fs::write(&path, config).expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it (the data stays): the registry is down.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn client(&self) -> reqwest::Client {
+        let cert = std::fs::read(&self.ca).expect("cert");
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert).expect("pem"))
+            .build()
+            .expect("client")
+    }
+
+    /// Uploads `data` as a blob of `repository` (monolithic upload); its digest.
+    pub async fn push_blob(&self, repository: &str, data: &[u8]) -> String {
+        let digest = super::seed::sha256(data);
+        let client = self.client();
+        let started = client
+            .post(format!("{}/v2/{repository}/blobs/uploads/", self.url))
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .expect("start upload");
+        assert_eq!(started.status(), 202, "{:?}", started.text().await);
+        let location = started.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("{}{location}", self.url)
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let done = client
+            .put(format!("{location}{sep}digest={digest}"))
+            .basic_auth(&self.user, Some(&self.password))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .expect("finish upload");
+        assert_eq!(done.status(), 201, "{:?}", done.text().await);
+        digest
+    }
+
+    /// Replaces the stored content of blob `digest` (the registry serves it as is): a
+    /// registry answering with a body that is not the blob its digest names.
+    pub fn corrupt(&self, digest: &str, data: &[u8]) {
+        let hex = digest.trim_start_matches("sha256:");
+        let path: PathBuf = [
+            self.dir.path(),
+            Path::new("data/docker/registry/v2/blobs/sha256"),
+            Path::new(&hex[..2]),
+            Path::new(hex),
+            Path::new("data"),
+        ]
+        .iter()
+        .collect();
+        assert!(path.exists(), "no blob at {}", path.display());
+        std::fs::write(path, data).expect("corrupt");
+    }
+}
