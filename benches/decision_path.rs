@@ -17,7 +17,14 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ecr_preflight::admission::{self, review::ReviewView, OwnedObjects, Policy};
 use ecr_preflight::decision::{Mode, OnError};
 use ecr_preflight::engine::{Engine, EngineSettings};
-use ecr_preflight::registry::BlobState;
+use ecr_preflight::image::RepositoryKey;
+use ecr_preflight::manifest::Platform;
+use ecr_preflight::platforms::{
+    ClusterFacts, ConfigCache, NodeFacts, PlatformSources, PoolFacts, Requirement, Taint,
+    TaintEffect,
+};
+use ecr_preflight::registry::{BlobState, ConfigPlatforms, RegistryError};
+use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::admission::AdmissionReview;
 
@@ -77,6 +84,69 @@ fn compact(json: &str) -> Vec<u8> {
     serde_json::to_vec(&value).expect("json")
 }
 
+/// Every config blob says linux/amd64.
+struct Amd64;
+
+impl ConfigPlatforms for Amd64 {
+    fn config_platform<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a RepositoryKey,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Platform, RegistryError>> {
+        Box::pin(async { Ok("linux/amd64".parse().expect("platform")) })
+    }
+}
+
+/// 60 amd64 nodes (10 of them tainted), a NodePool of amd64 nodes.
+fn platform_sources() -> PlatformSources {
+    let cluster = ClusterFacts::new();
+    let nodes = (0..60)
+        .map(|i| {
+            let mut labels = std::collections::BTreeMap::new();
+            labels.insert("kubernetes.io/os".to_owned(), "linux".to_owned());
+            labels.insert("kubernetes.io/arch".to_owned(), "amd64".to_owned());
+            labels.insert(
+                "topology.kubernetes.io/zone".to_owned(),
+                format!("us-east-1{}", i % 3),
+            );
+            let taints = if i % 6 == 0 {
+                vec![Taint {
+                    key: "dedicated".into(),
+                    value: Some("batch".into()),
+                    effect: TaintEffect::NoSchedule,
+                }]
+            } else {
+                Vec::new()
+            };
+            let name = format!("ip-10-0-{i}-1");
+            (
+                name.clone(),
+                NodeFacts {
+                    name,
+                    labels,
+                    taints,
+                },
+            )
+        })
+        .collect();
+    cluster.nodes_listed(nodes);
+    let pool = PoolFacts {
+        name: "general".into(),
+        labels: Default::default(),
+        requirements: vec![
+            Requirement::new("kubernetes.io/arch", "In", vec!["amd64".into()])
+                .expect("requirement"),
+        ],
+        taints: Vec::new(),
+    };
+    cluster.pools_listed([("general".to_owned(), pool)].into_iter().collect());
+    PlatformSources {
+        cluster,
+        configs: Some(Arc::new(ConfigCache::new(Arc::new(Amd64)))),
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let body = compact(REVIEW);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -121,6 +191,45 @@ fn bench(c: &mut Criterion) {
         })
     });
     assert_eq!(reg.calls(), calls, "the warm path made ECR calls");
+
+    // The same with the platform check on: 60 nodes and a NodePool, config blobs' platforms
+    // known after the first review.
+    let platforms = platform_sources();
+    let first = runtime
+        .block_on(admission::evaluate(
+            &engine,
+            policy,
+            Some(&platforms),
+            &body,
+            budget,
+        ))
+        .expect("review");
+    assert_eq!(first.platform_source, "nodes+nodepools");
+    assert!(
+        first.verdict.as_ref().is_some_and(|v| v.allowed()),
+        "{:?}",
+        first.verdict
+    );
+    let reads = platforms.configs.as_ref().map(|c| c.reads());
+    c.bench_function("review_warm_10k_deployment_platforms", |b| {
+        b.iter(|| {
+            let reviewed = runtime
+                .block_on(admission::evaluate(
+                    &engine,
+                    policy,
+                    Some(&platforms),
+                    black_box(&body),
+                    budget,
+                ))
+                .expect("review");
+            black_box(reviewed.to_json().expect("json"))
+        })
+    });
+    assert_eq!(
+        platforms.configs.as_ref().map(|c| c.reads()),
+        reads,
+        "the warm path read config blobs"
+    );
 
     c.bench_function("decode_borrowed_view", |b| {
         b.iter(|| black_box(decode_images(black_box(&body))))

@@ -274,3 +274,62 @@ async fn access_denied_is_unknown_with_its_reason_and_no_alarm() {
     );
     assert_eq!(metrics.events_posted(), 0, "unknown is not an alarm");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pull_through_repository_not_filled_yet_is_no_alarm() {
+    let registry = Arc::new(MemoryRegistry::default());
+    let image = format!("{REGISTRY}/docker-hub/library/nginx:1.27");
+    let watch = settings(100.0, Duration::from_secs(60));
+    let mut engine_settings = EngineSettings::new(vec!["linux/amd64".parse().expect("platform")]);
+    engine_settings.pull_through_prefixes = vec!["docker-hub/".to_owned()];
+    let admission = Engine::new(registry.clone(), engine_settings.clone());
+    let background = Arc::new(watch::background_engine(
+        &admission,
+        registry.clone(),
+        &engine_settings,
+        &watch,
+    ));
+    let inventory = Inventory::new(0);
+    let meta = serde_json::from_value(
+        serde_json::json!({"namespace": "web", "name": "proxy", "uid": "u"}),
+    )
+    .expect("meta");
+    let p = project_workload(WorkloadKind::Deployment, &meta, Some(&template(&image)));
+    inventory.apply(
+        key_of(WorkloadKind::Deployment, &meta).expect("key"),
+        Some(p),
+    );
+    let metrics: Arc<ecr_preflight::watch::WatchMetrics> = Arc::new(Default::default());
+    let signals = Arc::new(Signals::new(
+        Arc::clone(&metrics),
+        true,
+        DEFAULT_EXPIRY_WARNING,
+        None,
+    ));
+    let verifier = Verifier::new(
+        background,
+        inventory.clone(),
+        Duration::from_secs(60),
+        signals,
+        metrics.clone(),
+        &ExpirySettings::default(),
+    );
+    let run = tokio::spawn(async move { verifier.run().await });
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    run.abort();
+    let view = inventory.view();
+    let c = &view.workloads[0].containers[0];
+    assert_eq!(c.outcome, "not_found", "{c:?}");
+    assert!(
+        c.problem
+            .as_deref()
+            .unwrap_or_default()
+            .contains("pull-through"),
+        "{c:?}"
+    );
+    assert_eq!(
+        metrics.events_posted(),
+        0,
+        "the first pull fills it: advisory, as the webhook says"
+    );
+}

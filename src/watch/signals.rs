@@ -14,7 +14,7 @@ use kube::Client;
 
 use super::inventory::ObjectKey;
 use super::state::{Inventory, Row};
-use crate::decision::truncate;
+use crate::decision::{truncate, Severity};
 use crate::expiry::{self, Expiry};
 use crate::lifecycle::Action;
 use crate::metrics::{ExpiryLabels, OutcomeLabels, ReasonLabels, WatchMetrics, WorkloadLabels};
@@ -233,10 +233,16 @@ impl Signals {
         for row in rows {
             let key = row_key(&row);
             present.insert(key.clone());
-            let now = match row.outcome() {
-                Outcome::Unknown => continue,
-                Outcome::Ok | Outcome::Skipped => Seen::Fine,
-                broken => Seen::Broken(broken),
+            // As the webhook words it: broken only for a problem that breaks a pull (a
+            // pull-through repository not filled yet is advisory: the first pull fills it).
+            let Some(problems) = row.problems() else {
+                continue;
+            };
+            let worst = problems.iter().map(|p| p.severity).min();
+            let now = match worst {
+                Some(Severity::Broken) => Seen::Broken(row.outcome()),
+                Some(Severity::Unknown) => continue,
+                _ => Seen::Fine,
             };
             let before = seen.insert(key, now.clone());
             let tell = match (&before, &now) {

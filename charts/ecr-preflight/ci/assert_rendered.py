@@ -124,6 +124,7 @@ def check_all_features(objs):
     assert "--watch-namespaces=shop,payments" in args and "--exclude-namespaces=kube-system" in args
     assert "--workload-metrics=false" in args and "--recheck-interval=600s" in args
     assert "--expiry-warning=1209600s" in args
+    assert "--ecr-registry-url=https://123456789012.dkr.ecr.us-east-1.amazonaws.com" in args
     assert "--lifecycle-preview=true" in args and "--restore-archived-in-use=true" in args
     rule = one(objs, "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "prometheus"
