@@ -10,7 +10,7 @@ use kube::core::{DynamicObject, Status};
 use tokio::time::Instant;
 
 use crate::decision::{self, ContainerFinding, Disposition, Mode, OnError, Verdict};
-use crate::engine::Engine;
+use crate::engine::{Engine, ImagePlatforms};
 use crate::json::JsonError;
 use crate::manifest::Platform;
 use crate::platforms::{ConfigCache, Placement, PlatformSources};
@@ -181,19 +181,20 @@ async fn available(
     image: &str,
     deadline: Instant,
 ) -> Option<Result<Vec<Platform>, String>> {
-    if let Some(children) = engine.index_platforms(image) {
-        return Some(Ok(children));
-    }
+    let (repo, digest) = match engine.image_platforms(image)? {
+        ImagePlatforms::Index(children) => return Some(Ok(children)),
+        ImagePlatforms::Config { repo, digest } => (repo, digest),
+    };
     let configs = configs?;
-    let (repo, digest) = engine.config_digest(image)?;
+    if let Some(known) = configs.known(&digest) {
+        return Some(Ok(vec![known]));
+    }
     let host = image.split('/').next().unwrap_or_default();
     let read = configs.platform(host, &repo, &digest);
     Some(match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(platform)) => Ok(vec![platform]),
         Ok(Err(e)) => Err(format!("config blob {digest}: {e}")),
-        Err(_) => Err(format!(
-            "config blob {digest}: the registry did not answer in time"
-        )),
+        Err(_) => Err(format!("config blob {digest}: the registry did not answer in time")),
     })
 }
 

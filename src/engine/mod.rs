@@ -28,6 +28,15 @@ use cache::Caches;
 pub use calls::CallStats;
 use calls::{EcrCaller, RepoState};
 
+/// Where an image's platforms come from (see [`Engine::image_platforms`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImagePlatforms {
+    /// An index: its children's platforms.
+    Index(Vec<Platform>),
+    /// A single-arch image: its config blob says.
+    Config { repo: RepositoryKey, digest: String },
+}
+
 /// What the engine needs to know beyond the registry.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -164,39 +173,33 @@ impl Engine {
         digests
     }
 
-    /// The platforms of the index `image` named when it was last checked (its children's,
-    /// build attestations left out); `None` for a single-arch image or one not checked.
-    pub fn index_platforms(&self, image: &str) -> Option<Vec<Platform>> {
-        let Ok(ImageTarget::Ecr { repo, .. }) = ImageTarget::classify(image) else {
+    /// What says the platforms of the image `image` named when it was last checked: an
+    /// index's children (build attestations left out), or a single-arch image's config
+    /// blob; `None` when it was not checked (or is not ECR's). One reference parse and one
+    /// lookup in each cache: it runs on the warm path.
+    pub fn image_platforms(&self, image: &str) -> Option<ImagePlatforms> {
+        let ImageTarget::Ecr { repo, id } = ImageTarget::classify(image).ok()? else {
             return None;
         };
-        let digest = self.resolved_digest(image)?;
-        let manifest = self.caller.caches.manifest(&Arc::new(repo), &digest)?;
-        match manifest.as_ref() {
-            Manifest::Index { children } => Some(
+        let repo = Arc::new(repo);
+        let digest: Arc<str> = match id {
+            ImageId::Digest(d) => d.into(),
+            ImageId::Tag(t) => self.caller.caches.tag(&repo, &t)?,
+        };
+        let manifest = self.caller.caches.manifest(&repo, &digest)?;
+        Some(match manifest.as_ref() {
+            Manifest::Index { children } => ImagePlatforms::Index(
                 children
                     .iter()
                     .filter(|c| !c.attestation)
                     .filter_map(|c| c.platform.clone())
                     .collect(),
             ),
-            Manifest::Image { .. } => None,
-        }
-    }
-
-    /// The config blob of the single-arch image `image` named when it was last checked (the
-    /// first blob of its manifest); `None` for an index or an image not checked.
-    pub fn config_digest(&self, image: &str) -> Option<(RepositoryKey, String)> {
-        let Ok(ImageTarget::Ecr { repo, .. }) = ImageTarget::classify(image) else {
-            return None;
-        };
-        let digest = self.resolved_digest(image)?;
-        let repo = Arc::new(repo);
-        let manifest = self.caller.caches.manifest(&repo, &digest)?;
-        match manifest.as_ref() {
-            Manifest::Image { blobs } => Some((repo.as_ref().clone(), blobs.first()?.clone())),
-            Manifest::Index { .. } => None,
-        }
+            Manifest::Image { blobs } => ImagePlatforms::Config {
+                repo: Arc::unwrap_or_clone(repo),
+                digest: blobs.first()?.clone(),
+            },
+        })
     }
 
     /// ECR call and cache metrics, for registration with the webhook's.

@@ -14,7 +14,10 @@ const REMEMBERED: u64 = 100_000;
 
 pub struct ConfigCache {
     source: Arc<dyn ConfigPlatforms>,
-    known: moka::future::Cache<String, Platform>,
+    /// Platforms read: looked up without a future on the warm path.
+    known: moka::sync::Cache<String, Platform>,
+    /// Reads in flight, so that concurrent misses of one digest share one read.
+    reading: moka::future::Cache<String, Platform>,
     reads: AtomicU64,
 }
 
@@ -22,9 +25,19 @@ impl ConfigCache {
     pub fn new(source: Arc<dyn ConfigPlatforms>) -> Self {
         ConfigCache {
             source,
-            known: moka::future::Cache::new(REMEMBERED),
+            known: moka::sync::Cache::new(REMEMBERED),
+            // Entries only live while their read is shared: the known cache keeps them.
+            reading: moka::future::Cache::builder()
+                .max_capacity(REMEMBERED)
+                .time_to_live(std::time::Duration::from_secs(1))
+                .build(),
             reads: AtomicU64::new(0),
         }
+    }
+
+    /// The platform of config blob `digest`, when it has been read.
+    pub fn known(&self, digest: &str) -> Option<Platform> {
+        self.known.get(digest)
     }
 
     /// The platform in config blob `digest` of `repo` (at `host`): read on first sight only.
@@ -34,12 +47,18 @@ impl ConfigCache {
         repo: &RepositoryKey,
         digest: &str,
     ) -> Result<Platform, Arc<RegistryError>> {
-        self.known
+        if let Some(known) = self.known(digest) {
+            return Ok(known);
+        }
+        let platform = self
+            .reading
             .try_get_with(digest.to_owned(), async {
                 self.reads.fetch_add(1, Ordering::Relaxed);
                 self.source.config_platform(host, repo, digest).await
             })
-            .await
+            .await?;
+        self.known.insert(digest.to_owned(), platform.clone());
+        Ok(platform)
     }
 
     /// Config blobs read so far.
