@@ -689,6 +689,13 @@ async fn an_index_without_a_manifest_for_a_platform_the_pod_can_land_on_is_denie
     ));
     api.put(json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "general"},
         "spec": {"template": {"spec": {"requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]}}}}));
+    put_deployment(
+        &api,
+        "shop",
+        "arm-blind",
+        &amd64_only.reference(),
+        &amd64_only.digest,
+    );
     let ctl = start(api.client(), settings("replica-p", false)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while ctl
@@ -751,4 +758,33 @@ async fn an_index_without_a_manifest_for_a_platform_the_pod_can_land_on_is_denie
         "{message}"
     );
     assert!(message.contains("kubernetes.io/os: linux"), "{message}");
+
+    // The controller says so of the workload that runs it: where it can land, what its
+    // image lacks, no_platform, one Warning with the same words.
+    let view = ctl.wait_outcome("arm-blind", "no_platform").await;
+    let w = &view["workloads"][0];
+    assert_eq!(w["name"], "arm-blind", "{view}");
+    assert_eq!(
+        w["platforms"],
+        json!([
+            "linux/amd64 (2 nodes)",
+            "linux/arm64 (3 nodes, NodePool general)"
+        ]),
+        "{w}"
+    );
+    assert_eq!(
+        w["containers"][0]["missing_platforms"],
+        json!(["linux/arm64"]),
+        "{w}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let posted = events(&api, "arm-blind");
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(posted[0].1, "ImageUnavailable");
+    assert!(
+        posted[0]
+            .2
+            .contains("could be scheduled on linux/arm64 nodes"),
+        "{posted:?}"
+    );
 }

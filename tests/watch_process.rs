@@ -160,6 +160,10 @@ async fn report_prints_the_inventory_and_exits_like_check() {
     let kubeconfig = api.kubeconfig(dir.path());
     let moto = common::moto::endpoint();
 
+    api.put(
+        serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1",
+        "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}),
+    );
     let out = report(&kubeconfig, &moto, "json");
     assert_eq!(
         out.status.code(),
@@ -169,6 +173,11 @@ async fn report_prints_the_inventory_and_exits_like_check() {
     );
     let view: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(view["verified_at"].is_string());
+    assert_eq!(
+        view["workloads"][0]["platforms"],
+        serde_json::json!(["linux/amd64 (1 node)"]),
+        "the nodes are listed once too"
+    );
     let w = &view["workloads"][0];
     assert_eq!(
         (

@@ -194,7 +194,9 @@ async fn available(
     Some(match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(platform)) => Ok(vec![platform]),
         Ok(Err(e)) => Err(format!("config blob {digest}: {e}")),
-        Err(_) => Err(format!("config blob {digest}: the registry did not answer in time")),
+        Err(_) => Err(format!(
+            "config blob {digest}: the registry did not answer in time"
+        )),
     })
 }
 

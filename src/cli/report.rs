@@ -13,7 +13,7 @@ use super::watch::{kube_client, ScopeFlags};
 use crate::decision::Severity;
 use crate::expiry;
 use crate::watch::state::Row;
-use crate::watch::{verify, watchers, Budgeted, InventoryView};
+use crate::watch::{nodes, verify, watchers, Budgeted, InventoryView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
@@ -43,6 +43,10 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let inventory = watchers::list_once(&client, &args.scope.namespaces())
         .await
         .map_err(|e| anyhow!("cannot read the cluster: {e}"))?;
+    let cluster = nodes::list_once(&client)
+        .await
+        .map_err(|e| anyhow!("cannot read the cluster's nodes: {e}"))?;
+    inventory.attach_cluster(cluster);
     let built = args.engine.build_engine().await;
     let budgeted = Arc::new(Budgeted::new(built.registry.clone(), rate));
     let engine = built

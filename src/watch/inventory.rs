@@ -9,6 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use crate::platforms::Placement;
 use crate::workload::{ContainerKind, WorkloadKind};
 
 /// Names one object: kind, namespace, name.
@@ -51,6 +52,9 @@ pub struct Projection {
     /// The template's containers for an object nobody controls, the containers of a Pod;
     /// empty for a controlled ReplicaSet or Job, whose owner's template is what pulls next.
     pub containers: Vec<ContainerUse>,
+    /// Where its pods can land (node selector, required affinity, tolerations), with the
+    /// containers.
+    pub placement: Option<Arc<Placement>>,
 }
 
 /// A workload a user edits and the images it uses.
@@ -59,6 +63,8 @@ pub struct Workload {
     pub key: ObjectKey,
     pub identity: Identity,
     pub containers: Vec<WorkloadContainer>,
+    /// Its template's placement, else its pods'.
+    pub placement: Option<Arc<Placement>>,
 }
 
 /// One (container, image) of a workload: a rollout in progress has two images under one
@@ -87,14 +93,18 @@ pub fn project_workload(
     spec: Option<&PodSpec>,
 ) -> Projection {
     let owner = controller_of(meta);
-    let containers = match (&owner, spec) {
-        (None, Some(spec)) => spec_containers(spec, &[]),
-        _ => Vec::new(),
+    let (containers, placement) = match (&owner, spec) {
+        (None, Some(spec)) => (
+            spec_containers(spec, &[]),
+            Some(Arc::new(Placement::of(spec))),
+        ),
+        _ => (Vec::new(), None),
     };
     Projection {
         identity: identity_of(kind, meta),
         owner,
         containers,
+        placement,
     }
 }
 
@@ -128,6 +138,7 @@ pub fn project_pod(pod: &Pod) -> Option<Projection> {
         identity: identity_of(WorkloadKind::Pod, &pod.metadata),
         owner: controller_of(&pod.metadata),
         containers,
+        placement: pod.spec.as_ref().map(|s| Arc::new(Placement::of(s))),
     })
 }
 
@@ -272,10 +283,15 @@ impl Store {
                 None => (key.clone(), projection.identity.clone()),
                 Some(owner) => self.top_level(owner),
             };
-            let workload = by_key.entry(key.clone()).or_insert_with(|| Workload {
-                key,
-                identity,
-                containers: Vec::new(),
+            let workload = by_key.entry(key.clone()).or_insert_with(|| {
+                // The template's placement (what the next pod gets), else this object's.
+                let own = self.objects.get(&key).and_then(|p| p.placement.clone());
+                Workload {
+                    placement: own.or_else(|| projection.placement.clone()),
+                    key,
+                    identity,
+                    containers: Vec::new(),
+                }
             });
             for c in &projection.containers {
                 add_container(&mut workload.containers, c);

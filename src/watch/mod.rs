@@ -126,6 +126,7 @@ impl Controller {
         watchers::spawn_all(&client, &namespaces, &inventory);
         let cluster = nodes::ClusterFacts::new();
         nodes::spawn(&client, &cluster);
+        inventory.attach_cluster(cluster.clone());
         let events = EventSink {
             client: client.clone(),
             reporter: Reporter {

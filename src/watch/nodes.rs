@@ -180,3 +180,40 @@ fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 fn list(v: &Value) -> impl Iterator<Item = &Value> {
     v.as_array().into_iter().flatten()
 }
+
+/// The Nodes and NodePools listed once (page by page), for `report`; no NodePools where the
+/// resource is not served.
+pub async fn list_once(client: &Client) -> Result<Arc<ClusterFacts>, kube::Error> {
+    let facts = ClusterFacts::new();
+    let mut params = kube::api::ListParams::default().limit(PAGE);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut listed = BTreeMap::new();
+    loop {
+        let page = nodes.list(&params).await?;
+        for n in &page.items {
+            let n = project_node(n);
+            listed.insert(n.name.clone(), n);
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    facts.nodes_listed(listed);
+    let pools: Api<DynamicObject> = Api::all_with(client.clone(), &node_pool_resource());
+    match pools.list(&kube::api::ListParams::default()).await {
+        Ok(list) => facts.pools_listed(
+            list.items
+                .iter()
+                .filter_map(project_pool)
+                .map(|p| (p.name.clone(), p))
+                .collect(),
+        ),
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e),
+    }
+    Ok(facts)
+}
+
+/// Objects a page holds at most when listing.
+const PAGE: u32 = 500;

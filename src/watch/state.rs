@@ -13,6 +13,9 @@ use super::inventory::{ObjectKey, Projection, Store, Workload, WorkloadContainer
 use crate::decision::{problems_of, ContainerFinding, Problem};
 use crate::expiry::{self, Expiry, ExpiryRule};
 use crate::image::{ImageId, ImageTarget};
+use crate::manifest::Platform;
+use crate::platforms::{ClusterFacts, Landing};
+use crate::report::PlatformGap;
 use crate::report::{ImageReport, Outcome};
 use crate::workload::WorkloadKind;
 
@@ -23,6 +26,8 @@ pub struct Verified {
     /// The digest its tag resolved to.
     pub resolved: Option<Arc<str>>,
     pub at: SystemTime,
+    /// The platforms it has, where known (an index's children).
+    pub platforms: Option<Vec<Platform>>,
 }
 
 /// One workload container with the last verification of its image.
@@ -33,6 +38,32 @@ pub struct Row {
     pub verified: Option<Verified>,
     /// When a lifecycle rule will first act on its image.
     pub expiry: Option<Expiry>,
+    /// The platforms the workload can land on, where the cluster's are known.
+    pub landings: Option<Arc<Vec<Landing>>>,
+}
+
+impl Row {
+    /// The platforms the workload can land on that its image has no manifest for.
+    pub fn missing_platforms(&self) -> Vec<String> {
+        self.verified
+            .as_ref()
+            .and_then(|v| v.report.gap.as_ref())
+            .map(|gap| gap.missing.iter().map(|l| l.platform.to_string()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The verification of an image as it applies to one workload: an image without a
+/// platform the workload can land on is `no_platform` there, as at admission.
+fn for_workload(
+    verified: Option<&Verified>,
+    landings: Option<&Arc<Vec<Landing>>>,
+) -> Option<Verified> {
+    let mut v = verified?.clone();
+    if let (Some(landings), Some(available)) = (landings, v.platforms.as_deref()) {
+        v.report.gap = PlatformGap::of(landings, available);
+    }
+    Some(v)
 }
 
 impl Row {
@@ -88,6 +119,8 @@ pub struct Inventory {
     full_pass: Mutex<Option<SystemTime>>,
     /// Watchers that have not finished their first list.
     unsynced: watch::Sender<usize>,
+    /// The cluster's nodes and NodePools, when they are watched.
+    cluster: std::sync::OnceLock<Arc<ClusterFacts>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,7 +136,13 @@ impl Inventory {
             expiry: Mutex::default(),
             full_pass: Mutex::default(),
             unsynced: watch::Sender::new(watchers),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where the workloads can land comes from `cluster` from now on.
+    pub fn attach_cluster(&self, cluster: Arc<ClusterFacts>) {
+        let _ = self.cluster.set(cluster);
     }
 
     pub fn apply(&self, key: ObjectKey, projection: Option<Projection>) {
@@ -190,9 +229,13 @@ impl Inventory {
         let workloads = self.workloads();
         let verified = lock(&self.verified);
         let expiry = lock(&self.expiry);
+        let cluster = self.cluster.get();
         workloads
             .into_iter()
             .flat_map(|w| {
+                let landings = cluster
+                    .zip(w.placement.as_deref())
+                    .and_then(|(c, p)| c.landable(p));
                 let w = Arc::new(w);
                 let rows: Vec<Row> = w
                     .containers
@@ -200,8 +243,9 @@ impl Inventory {
                     .map(|c| Row {
                         workload: w.clone(),
                         container: c.clone(),
-                        verified: verified.get(&*c.image).cloned(),
+                        verified: for_workload(verified.get(&*c.image), landings.as_ref()),
                         expiry: expiry.get(&*c.image).cloned(),
+                        landings: landings.clone(),
                     })
                     .collect();
                 rows
@@ -228,6 +272,10 @@ pub struct WorkloadView {
     pub namespace: String,
     pub kind: String,
     pub name: String,
+    /// The platforms its pods can land on, with what is behind each ("linux/arm64 (3
+    /// nodes, NodePool general)"); empty while the cluster's are unknown.
+    #[serde(default)]
+    pub platforms: Vec<String>,
     pub containers: Vec<ContainerView>,
 }
 
@@ -246,6 +294,9 @@ pub struct ContainerView {
     /// `expire` or `archive`.
     pub expiry_action: Option<String>,
     pub expiry_rule: Option<ExpiryRule>,
+    /// Platforms the workload can land on that the image has no manifest for.
+    #[serde(default)]
+    pub missing_platforms: Vec<String>,
 }
 
 impl InventoryView {
@@ -257,10 +308,17 @@ impl InventoryView {
                 w.namespace == *key.namespace && w.kind == *key.kind && w.name == *key.name
             });
             if !same {
+                let platforms = row
+                    .landings
+                    .iter()
+                    .flat_map(|l| l.iter())
+                    .map(|l| format!("{} ({})", l.platform, l.behind()))
+                    .collect();
                 workloads.push(WorkloadView {
                     namespace: key.namespace.to_string(),
                     kind: key.kind.to_string(),
                     name: key.name.to_string(),
+                    platforms,
                     containers: Vec::new(),
                 });
             }
@@ -284,6 +342,7 @@ impl InventoryView {
                         .as_ref()
                         .map(|e| e.forecast.action.as_str().to_owned()),
                     expiry_rule: row.expiry.as_ref().map(ExpiryRule::of),
+                    missing_platforms: row.missing_platforms(),
                 });
             }
         }

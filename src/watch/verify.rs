@@ -14,7 +14,7 @@ use super::preview::Previews;
 use super::signals::Signals;
 use super::state::{Inventory, Verified};
 use super::ExpirySettings;
-use crate::engine::Engine;
+use crate::engine::{Engine, ImagePlatforms};
 use crate::expiry::{self, RepositoryForecast};
 use crate::image::{ImageTarget, RepositoryKey};
 use crate::metrics::WatchMetrics;
@@ -261,6 +261,10 @@ pub async fn record(
     let at = SystemTime::now();
     inventory.record(reports.into_iter().map(|report| Verified {
         resolved: engine.resolved_digest(&report.image),
+        platforms: match engine.image_platforms(&report.image) {
+            Some(ImagePlatforms::Index(children)) => Some(children),
+            _ => None,
+        },
         report,
         at,
     }));
