@@ -27,10 +27,12 @@ const PASSWORD: &str = "123456789012-auth-token";
 struct Setup {
     https: reqwest::Client,
     url: String,
+    /// The admin listener (`/inventory`).
+    admin: String,
     configs: Arc<ConfigCache>,
     registry: OciRegistry,
     seeder: Seeder,
-    _api: FakeApiServer,
+    api: FakeApiServer,
     _controller: Controller,
     _server: server::Running,
 }
@@ -101,10 +103,11 @@ async fn setup() -> Setup {
             "https://localhost:{}/validate",
             running.webhook_addr.expect("webhook").port()
         ),
+        admin: format!("http://{}/inventory", running.metrics_addr),
         configs,
         registry,
         seeder: Seeder::new(&common::moto::endpoint()),
-        _api: api,
+        api,
         _controller: controller,
         _server: running,
     }
@@ -191,6 +194,35 @@ async fn a_single_arch_image_is_held_to_the_platforms_its_pod_can_land_on() {
         s.configs.reads(),
         2,
         "the second image's blob, read once for 20 admissions"
+    );
+
+    // A Deployment running the amd64 image: the controller reads the same blob (no new
+    // read) and says the workload's image lacks linux/arm64.
+    common::fake_apiserver::put_deployment(&s.api, "shop", "web", &amd64, "sha256:00");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let container = loop {
+        let view: Value = reqwest::get(&s.admin)
+            .await
+            .expect("inventory")
+            .json()
+            .await
+            .expect("json");
+        let c = view["workloads"][0]["containers"][0].clone();
+        if c["outcome"] == "no_platform" {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "{view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        container["missing_platforms"],
+        json!(["linux/arm64"]),
+        "{container}"
+    );
+    assert_eq!(
+        s.configs.reads(),
+        2,
+        "the controller shares the webhook's reads"
     );
 }
 

@@ -48,6 +48,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow!("cannot read the cluster's nodes: {e}"))?;
     inventory.attach_cluster(cluster);
     let built = args.engine.build_engine().await;
+    inventory.attach_configs(args.engine.config_platforms(&built.ecr)?);
     let budgeted = Arc::new(Budgeted::new(built.registry.clone(), rate));
     let engine = built
         .engine

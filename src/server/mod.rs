@@ -234,6 +234,9 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
         tls,
         limits: config.limits,
     });
+    if let (Some(controller), Some(configs)) = (&config.controller, &config.config_platforms) {
+        controller.inventory.attach_configs(configs.clone());
+    }
     let inventory = config.controller.map(|c| c.inventory);
     let running = start(webhook, admin, metrics, inventory)?;
     open_when(&running.health, config.ready_when);

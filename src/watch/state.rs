@@ -14,7 +14,7 @@ use crate::decision::{problems_of, ContainerFinding, Problem};
 use crate::expiry::{self, Expiry, ExpiryRule};
 use crate::image::{ImageId, ImageTarget};
 use crate::manifest::Platform;
-use crate::platforms::{ClusterFacts, Landing};
+use crate::platforms::{ClusterFacts, ConfigCache, Landing};
 use crate::report::PlatformGap;
 use crate::report::{ImageReport, Outcome};
 use crate::workload::WorkloadKind;
@@ -121,6 +121,8 @@ pub struct Inventory {
     unsynced: watch::Sender<usize>,
     /// The cluster's nodes and NodePools, when they are watched.
     cluster: std::sync::OnceLock<Arc<ClusterFacts>>,
+    /// Where single-arch images' platforms are read, when the registry API is configured.
+    configs: std::sync::OnceLock<Arc<ConfigCache>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,7 +139,17 @@ impl Inventory {
             full_pass: Mutex::default(),
             unsynced: watch::Sender::new(watchers),
             cluster: std::sync::OnceLock::new(),
+            configs: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Single-arch images' platforms are read through `configs` from now on.
+    pub fn attach_configs(&self, configs: Arc<ConfigCache>) {
+        let _ = self.configs.set(configs);
+    }
+
+    pub fn configs(&self) -> Option<&ConfigCache> {
+        self.configs.get().map(|c| &**c)
     }
 
     /// Where the workloads can land comes from `cluster` from now on.

@@ -17,7 +17,9 @@ use super::ExpirySettings;
 use crate::engine::{Engine, ImagePlatforms};
 use crate::expiry::{self, RepositoryForecast};
 use crate::image::{ImageTarget, RepositoryKey};
+use crate::manifest::Platform;
 use crate::metrics::WatchMetrics;
+use crate::platforms::ConfigCache;
 use crate::report::Outcome;
 
 /// The last repository of a pass starts this far into the interval, so that the pass ends
@@ -259,15 +261,21 @@ pub async fn record(
     let deadline = Instant::now() + budget;
     let reports = engine.check(&images, deadline).await;
     let at = SystemTime::now();
-    inventory.record(reports.into_iter().map(|report| Verified {
-        resolved: engine.resolved_digest(&report.image),
-        platforms: match engine.image_platforms(&report.image) {
-            Some(ImagePlatforms::Index(children)) => Some(children),
-            _ => None,
-        },
-        report,
-        at,
-    }));
+    let reads = reports
+        .iter()
+        .map(|r| platforms_of(engine, inventory.configs(), &r.image, deadline));
+    let platforms = futures::future::join_all(reads).await;
+    inventory.record(
+        reports
+            .into_iter()
+            .zip(platforms)
+            .map(|(report, platforms)| Verified {
+                resolved: engine.resolved_digest(&report.image),
+                platforms,
+                report,
+                at,
+            }),
+    );
     let Some(facts) = engine.lifecycle().filter(|_| forecast) else {
         return Vec::new();
     };
@@ -291,6 +299,31 @@ pub async fn record(
     }
     inventory.record_expiry(forecasts.images);
     forecasts.repositories
+}
+
+/// The platforms `image` has, where known: an index's children, else its config blob's
+/// platform (read once per digest; `None` when it cannot be read).
+async fn platforms_of(
+    engine: &Engine,
+    configs: Option<&ConfigCache>,
+    image: &str,
+    deadline: Instant,
+) -> Option<Vec<Platform>> {
+    match engine.image_platforms(image)? {
+        ImagePlatforms::Index(children) => Some(children),
+        ImagePlatforms::Config { repo, digest } => {
+            let host = image.split('/').next().unwrap_or_default();
+            let read = configs?.platform(host, &repo, &digest);
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(platform)) => Some(vec![platform]),
+                Ok(Err(e)) => {
+                    tracing::debug!(image, error = %e, "cannot read the platform of an image in use");
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+    }
 }
 
 /// Images grouped by repository, repositories in a stable order; images that are not ECR's
