@@ -391,3 +391,31 @@ fn unknown_operators_make_a_term_unmeetable() {
     assert!(landings(&placement(spec), &cluster()).is_empty());
     assert!(Requirement::new("k", "Near", vec![]).is_none());
 }
+
+#[test]
+fn answers_are_kept_until_a_node_or_pool_really_changes() {
+    use ecr_preflight::platforms::ClusterFacts;
+    use std::sync::Arc;
+    let facts = ClusterFacts::new();
+    let any = placement(json!({}));
+    assert!(
+        facts.landable(&any).is_none(),
+        "unknown before the Nodes are listed"
+    );
+    let a1 = node("a1", "linux", "amd64", &[], vec![]);
+    facts.nodes_listed([("a1".to_owned(), a1.clone())].into_iter().collect());
+    let first = facts.landable(&any).expect("listed");
+    // The same labels and taints again (a status update): the answer is kept.
+    facts.node("a1", Some(a1));
+    let again = facts.landable(&any).expect("listed");
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "kept across an update that changes nothing"
+    );
+    // A new arm64 node: answered afresh.
+    facts.node("g1", Some(node("g1", "linux", "arm64", &[], vec![])));
+    let after = facts.landable(&any).expect("listed");
+    assert_eq!(after.len(), 2, "{after:?}");
+    facts.node("g1", None);
+    assert_eq!(facts.landable(&any).expect("listed").len(), 1);
+}

@@ -103,10 +103,12 @@ impl ClusterFacts {
         self.listed.send_replace(true);
     }
 
-    /// A Node added, changed (`Some`) or deleted.
+    /// A Node added, changed (`Some`) or deleted. Nodes change often (their status); the
+    /// answers are dropped only when their labels or taints did.
     pub fn node(&self, name: &str, node: Option<NodeFacts>) {
         let mut facts = self.lock();
         match node {
+            Some(n) if facts.nodes.get(name) == Some(&n) => return,
             Some(n) => facts.nodes.insert(name.to_owned(), n),
             None => facts.nodes.remove(name),
         };
@@ -124,6 +126,7 @@ impl ClusterFacts {
     pub fn pool(&self, name: &str, pool: Option<PoolFacts>) {
         let mut facts = self.lock();
         match pool {
+            Some(p) if facts.pools.get(name) == Some(&p) => return,
             Some(p) => facts.pools.insert(name.to_owned(), p),
             None => facts.pools.remove(name),
         };
