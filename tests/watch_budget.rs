@@ -225,27 +225,22 @@ async fn a_pass_is_spread_over_the_interval_and_the_next_asks_afresh() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn access_denied_is_unknown_with_its_reason_and_no_alarm() {
-    let registry = Arc::new(MemoryRegistry::default());
-    let refs = images(&registry, "aws-owned", 1);
-    registry.fail(
-        "aws-owned/r00",
-        ecr_preflight::registry::RegistryError::AccessDenied {
-            operation: "ecr:BatchGetImage",
-        },
-    );
-    let (_, background) = engines(&registry, &settings(100.0, Duration::from_secs(60)));
+/// One workload of `kind` using `image`, verified for 90 s (a pass a minute) with
+/// `background`; the inventory and the controller's metrics.
+async fn verify_one(
+    background: Arc<Engine>,
+    kind: WorkloadKind,
+    namespace: &str,
+    name: &str,
+    image: &str,
+) -> (Arc<Inventory>, Arc<ecr_preflight::watch::WatchMetrics>) {
     let inventory = Inventory::new(0);
     let meta = serde_json::from_value(
-        serde_json::json!({"namespace": "kube-system", "name": "aws-node", "uid": "u"}),
+        serde_json::json!({"namespace": namespace, "name": name, "uid": "u"}),
     )
     .expect("meta");
-    let p = project_workload(WorkloadKind::DaemonSet, &meta, Some(&template(&refs[0])));
-    inventory.apply(
-        key_of(WorkloadKind::DaemonSet, &meta).expect("key"),
-        Some(p),
-    );
+    let p = project_workload(kind, &meta, Some(&template(image)));
+    inventory.apply(key_of(kind, &meta).expect("key"), Some(p));
     let metrics: Arc<ecr_preflight::watch::WatchMetrics> = Arc::new(Default::default());
     let signals = Arc::new(Signals::new(
         Arc::clone(&metrics),
@@ -257,13 +252,35 @@ async fn access_denied_is_unknown_with_its_reason_and_no_alarm() {
         background,
         inventory.clone(),
         Duration::from_secs(60),
-        signals.clone(),
+        signals,
         metrics.clone(),
         &ExpirySettings::default(),
     );
     let run = tokio::spawn(async move { verifier.run().await });
     tokio::time::sleep(Duration::from_secs(90)).await;
     run.abort();
+    (inventory, metrics)
+}
+
+#[tokio::test(start_paused = true)]
+async fn access_denied_is_unknown_with_its_reason_and_no_alarm() {
+    let registry = Arc::new(MemoryRegistry::default());
+    let refs = images(&registry, "aws-owned", 1);
+    registry.fail(
+        "aws-owned/r00",
+        ecr_preflight::registry::RegistryError::AccessDenied {
+            operation: "ecr:BatchGetImage",
+        },
+    );
+    let (_, background) = engines(&registry, &settings(100.0, Duration::from_secs(60)));
+    let (inventory, metrics) = verify_one(
+        background,
+        WorkloadKind::DaemonSet,
+        "kube-system",
+        "aws-node",
+        &refs[0],
+    )
+    .await;
     let view = inventory.view();
     let c = &view.workloads[0].containers[0];
     assert_eq!(c.outcome, "unknown");
@@ -289,34 +306,8 @@ async fn a_pull_through_repository_not_filled_yet_is_no_alarm() {
         &engine_settings,
         &watch,
     ));
-    let inventory = Inventory::new(0);
-    let meta = serde_json::from_value(
-        serde_json::json!({"namespace": "web", "name": "proxy", "uid": "u"}),
-    )
-    .expect("meta");
-    let p = project_workload(WorkloadKind::Deployment, &meta, Some(&template(&image)));
-    inventory.apply(
-        key_of(WorkloadKind::Deployment, &meta).expect("key"),
-        Some(p),
-    );
-    let metrics: Arc<ecr_preflight::watch::WatchMetrics> = Arc::new(Default::default());
-    let signals = Arc::new(Signals::new(
-        Arc::clone(&metrics),
-        true,
-        DEFAULT_EXPIRY_WARNING,
-        None,
-    ));
-    let verifier = Verifier::new(
-        background,
-        inventory.clone(),
-        Duration::from_secs(60),
-        signals,
-        metrics.clone(),
-        &ExpirySettings::default(),
-    );
-    let run = tokio::spawn(async move { verifier.run().await });
-    tokio::time::sleep(Duration::from_secs(90)).await;
-    run.abort();
+    let (inventory, metrics) =
+        verify_one(background, WorkloadKind::Deployment, "web", "proxy", &image).await;
     let view = inventory.view();
     let c = &view.workloads[0].containers[0];
     assert_eq!(c.outcome, "not_found", "{c:?}");

@@ -10,10 +10,9 @@ use kube::core::{DynamicObject, Status};
 use tokio::time::Instant;
 
 use crate::decision::{self, ContainerFinding, Disposition, Mode, OnError, Verdict};
-use crate::engine::{Engine, ImagePlatforms};
+use crate::engine::Engine;
 use crate::json::JsonError;
-use crate::manifest::Platform;
-use crate::platforms::{ConfigCache, Placement, PlatformSources};
+use crate::platforms::{Placement, PlatformSources};
 use crate::report::{Finding, ImageReport, PlatformGap};
 use crate::workload::{self, ContainerImage, WorkloadKind};
 use review::{RequestView, ReviewView};
@@ -161,7 +160,7 @@ async fn check_platforms(
     out.platform_source = platforms.cluster.source();
     let reads = out.reports.iter().map(|report| {
         let configs = platforms.configs.as_deref();
-        async move { available(engine, configs, &report.image, deadline).await }
+        async move { engine.platforms_of(configs, &report.image, deadline).await }
     });
     let found = futures::future::join_all(reads).await;
     for (report, available) in out.reports.iter_mut().zip(found) {
@@ -171,33 +170,6 @@ async fn check_platforms(
             None => {}
         }
     }
-}
-
-/// The platforms `image` has: its index's children, else its config blob's platform;
-/// `None` when it was not checked (or is not ECR's), or no registry API is configured.
-async fn available(
-    engine: &Engine,
-    configs: Option<&ConfigCache>,
-    image: &str,
-    deadline: Instant,
-) -> Option<Result<Vec<Platform>, String>> {
-    let (repo, digest) = match engine.image_platforms(image)? {
-        ImagePlatforms::Index(children) => return Some(Ok(children)),
-        ImagePlatforms::Config { repo, digest } => (repo, digest),
-    };
-    let configs = configs?;
-    if let Some(known) = configs.known(&digest) {
-        return Some(Ok(vec![known]));
-    }
-    let host = image.split('/').next().unwrap_or_default();
-    let read = configs.platform(host, &repo, &digest);
-    Some(match tokio::time::timeout_at(deadline, read).await {
-        Ok(Ok(platform)) => Ok(vec![platform]),
-        Ok(Err(e)) => Err(format!("config blob {digest}: {e}")),
-        Err(_) => Err(format!(
-            "config blob {digest}: the registry did not answer in time"
-        )),
-    })
 }
 
 /// What a request asks to check, and where its pods can land.

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::image::{ImageId, ImageTarget, RepositoryKey};
 use crate::manifest::{Manifest, Platform};
 use crate::metrics::EngineMetrics;
+use crate::platforms::ConfigCache;
 use crate::registry::{LifecycleFacts, Registry};
 use crate::report::{Finding, ImageReport, Outcome};
 pub use cache::CacheSettings;
@@ -199,6 +200,36 @@ impl Engine {
                 repo: Arc::unwrap_or_clone(repo),
                 digest: blobs.first()?.clone(),
             },
+        })
+    }
+
+    /// The platforms `image` has: its index's children, else its config blob's platform
+    /// (read through `configs` once per digest, within `deadline`). `None` when it was not
+    /// checked (or is not ECR's), or a single-arch image without `configs`; `Err` says why a
+    /// config blob could not be read.
+    pub async fn platforms_of(
+        &self,
+        configs: Option<&ConfigCache>,
+        image: &str,
+        deadline: Instant,
+    ) -> Option<Result<Vec<Platform>, String>> {
+        let (repo, digest) = match self.image_platforms(image)? {
+            ImagePlatforms::Index(children) => return Some(Ok(children)),
+            ImagePlatforms::Config { repo, digest } => (repo, digest),
+        };
+        let configs = configs?;
+        // Known digests stay off the timer and the shared-read future: the warm path.
+        if let Some(known) = configs.known(&digest) {
+            return Some(Ok(vec![known]));
+        }
+        let host = image.split('/').next().unwrap_or_default();
+        let read = configs.platform(host, &repo, &digest);
+        Some(match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(platform)) => Ok(vec![platform]),
+            Ok(Err(e)) => Err(format!("config blob {digest}: {e}")),
+            Err(_) => Err(format!(
+                "config blob {digest}: the registry did not answer in time"
+            )),
         })
     }
 

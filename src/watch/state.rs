@@ -370,6 +370,5 @@ pub fn rfc3339(at: SystemTime) -> String {
     let seconds = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    jiff::Timestamp::from_second(i64::try_from(seconds).unwrap_or(i64::MAX))
-        .map_or_else(|_| String::new(), |t| t.to_string())
+    expiry::rfc3339(i64::try_from(seconds).unwrap_or(i64::MAX))
 }

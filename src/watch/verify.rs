@@ -14,12 +14,10 @@ use super::preview::Previews;
 use super::signals::Signals;
 use super::state::{Inventory, Verified};
 use super::ExpirySettings;
-use crate::engine::{Engine, ImagePlatforms};
+use crate::engine::Engine;
 use crate::expiry::{self, RepositoryForecast};
 use crate::image::{ImageTarget, RepositoryKey};
-use crate::manifest::Platform;
 use crate::metrics::WatchMetrics;
-use crate::platforms::ConfigCache;
 use crate::report::Outcome;
 
 /// The last repository of a pass starts this far into the interval, so that the pass ends
@@ -263,7 +261,15 @@ pub async fn record(
     let at = SystemTime::now();
     let reads = reports
         .iter()
-        .map(|r| platforms_of(engine, inventory.configs(), &r.image, deadline));
+        .map(|r| async {
+            match engine.platforms_of(inventory.configs(), &r.image, deadline).await? {
+                Ok(platforms) => Some(platforms),
+                Err(why) => {
+                    tracing::debug!(image = %r.image, error = %why, "cannot read the platform of an image in use");
+                    None
+                }
+            }
+        });
     let platforms = futures::future::join_all(reads).await;
     inventory.record(
         reports
@@ -299,31 +305,6 @@ pub async fn record(
     }
     inventory.record_expiry(forecasts.images);
     forecasts.repositories
-}
-
-/// The platforms `image` has, where known: an index's children, else its config blob's
-/// platform (read once per digest; `None` when it cannot be read).
-async fn platforms_of(
-    engine: &Engine,
-    configs: Option<&ConfigCache>,
-    image: &str,
-    deadline: Instant,
-) -> Option<Vec<Platform>> {
-    match engine.image_platforms(image)? {
-        ImagePlatforms::Index(children) => Some(children),
-        ImagePlatforms::Config { repo, digest } => {
-            let host = image.split('/').next().unwrap_or_default();
-            let read = configs?.platform(host, &repo, &digest);
-            match tokio::time::timeout_at(deadline, read).await {
-                Ok(Ok(platform)) => Some(vec![platform]),
-                Ok(Err(e)) => {
-                    tracing::debug!(image, error = %e, "cannot read the platform of an image in use");
-                    None
-                }
-                Err(_) => None,
-            }
-        }
-    }
 }
 
 /// Images grouped by repository, repositories in a stable order; images that are not ECR's
