@@ -158,6 +158,26 @@ impl ImageReport {
 }
 
 impl Finding {
+    /// Keeps the blob checks of the index children for platforms a pod can land on: a
+    /// child for a platform none of its nodes or NodePools runs is never pulled for it,
+    /// so its missing blobs are not the pod's problem. Unchanged when no checked child is
+    /// for one of them (the check was made before the cluster's platforms were known).
+    pub fn keep_landable(&mut self, landings: &[Landing]) {
+        let Finding::Checked(checks) = self else {
+            return;
+        };
+        let lands = |check: &PlatformCheck| {
+            check.platform.as_ref().is_none_or(|p| {
+                landings
+                    .iter()
+                    .any(|l| l.platform.os == p.os && l.platform.architecture == p.architecture)
+            })
+        };
+        if checks.iter().any(lands) {
+            checks.retain(lands);
+        }
+    }
+
     pub fn outcome(&self) -> Outcome {
         match self {
             Finding::Skipped => Outcome::Skipped,
@@ -183,7 +203,66 @@ impl Finding {
 
 #[cfg(test)]
 mod tests {
-    use super::Outcome;
+    use super::{Finding, Outcome, PlatformCheck};
+    use crate::manifest::Platform;
+    use crate::platforms::{Landing, NodePlatform};
+
+    fn check(platform: Option<&str>, missing: &[&str]) -> PlatformCheck {
+        PlatformCheck {
+            platform: platform.map(|p| p.parse::<Platform>().expect("platform")),
+            total: 3,
+            missing: missing.iter().map(|m| (*m).to_owned()).collect(),
+            archived: Vec::new(),
+            unanswered: 0,
+            manifest_missing: None,
+            unreadable: None,
+        }
+    }
+
+    fn lands_on(platforms: &[(&str, &str)]) -> Vec<Landing> {
+        platforms
+            .iter()
+            .map(|(os, arch)| Landing {
+                platform: NodePlatform {
+                    os: (*os).to_owned(),
+                    architecture: (*arch).to_owned(),
+                },
+                nodes: 1,
+                pools: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_the_children_a_pod_can_land_on_count() {
+        let checked = Finding::Checked(vec![
+            check(Some("linux/amd64"), &[]),
+            check(Some("linux/arm64/v8"), &["sha256:gone"]),
+        ]);
+        // Kept to amd64: the broken arm64 child is not its problem.
+        let mut amd64 = checked.clone();
+        amd64.keep_landable(&lands_on(&[("linux", "amd64")]));
+        assert_eq!(
+            amd64,
+            Finding::Checked(vec![check(Some("linux/amd64"), &[])])
+        );
+        assert_eq!(amd64.outcome(), Outcome::Ok);
+        // Landing on arm64 too (any variant): it is.
+        let mut both = checked.clone();
+        both.keep_landable(&lands_on(&[("linux", "amd64"), ("linux", "arm64")]));
+        assert_eq!(both, checked);
+        assert_eq!(both.outcome(), Outcome::Missing);
+        // No checked child for where it lands (checked before the cluster was known):
+        // unchanged rather than an unchecked "ok".
+        let mut windows = checked.clone();
+        windows.keep_landable(&lands_on(&[("windows", "amd64")]));
+        assert_eq!(windows, checked);
+        // A single-arch image's check always counts.
+        let single = Finding::Checked(vec![check(None, &["sha256:gone"])]);
+        let mut kept = single.clone();
+        kept.keep_landable(&lands_on(&[("linux", "arm64")]));
+        assert_eq!(kept, single);
+    }
 
     #[test]
     fn every_outcome_sits_at_its_own_index() {

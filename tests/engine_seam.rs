@@ -220,6 +220,47 @@ async fn an_index_takes_three_round_trips_and_skips_attestations() {
 }
 
 #[tokio::test]
+async fn a_widened_platform_set_checks_the_new_children_of_images_found_intact() {
+    let reg = Arc::new(MemoryRegistry::default());
+    let (amd, win) = (digests("w-amd", 2), digests("w-win", 2));
+    for b in &amd {
+        reg.blob("team/multi", b, BlobState::Available);
+    }
+    reg.blob("team/multi", &win[0], BlobState::Available);
+    let amd_digest = reg.put("team/multi", None, &oci_manifest(&amd), OCI_MANIFEST);
+    let win_digest = reg.put("team/multi", None, &oci_manifest(&win), OCI_MANIFEST);
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": amd_digest, "size": 1, "platform": {"os": "linux", "architecture": "amd64"}},
+        {"mediaType": OCI_MANIFEST, "digest": win_digest, "size": 1, "platform": {"os": "windows", "architecture": "amd64"}},
+    ]});
+    reg.put("team/multi", Some("1"), &index.to_string(), OCI_INDEX);
+    let image = [format!("{REGISTRY}/team/multi:1")];
+    let engine = engine(reg.clone());
+    // Linux only: intact, and remembered so (no call the second time).
+    assert_eq!(
+        engine.check(&image, deadline()).await[0].outcome(),
+        Outcome::Ok
+    );
+    engine.check(&image, deadline()).await;
+    assert_eq!(reg.calls(), (2, 1));
+    // Windows nodes join: the windows child is checked, its missing layer found.
+    engine.widen_platforms(&[
+        "windows/amd64".parse().expect("p"),
+        "linux/amd64".parse().expect("p"),
+    ]);
+    assert_eq!(engine.checked_platforms().len(), 3);
+    let reports = engine.check(&image, deadline()).await;
+    assert_eq!(reports[0].outcome(), Outcome::Missing, "{reports:?}");
+    match &reports[0].finding {
+        Finding::Checked(p) => assert_eq!(p[1].missing, vec![win[1].clone()], "{p:?}"),
+        other => panic!("{other:?}"),
+    }
+    // Widening by what is already checked forgets nothing.
+    engine.widen_platforms(&["linux/amd64".parse().expect("p")]);
+    assert_eq!(engine.checked_platforms().len(), 3);
+}
+
+#[tokio::test]
 async fn a_child_manifest_missing_from_ecr_is_reported_for_its_platform() {
     let reg = Arc::new(MemoryRegistry::default());
     let gone = sha256(b"deleted child");

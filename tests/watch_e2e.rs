@@ -20,6 +20,8 @@ use ecr_preflight::watch::{
 use serde_json::{json, Value};
 
 struct Running {
+    /// The webhook's engine.
+    admission: Arc<Engine>,
     admin: String,
     http: reqwest::Client,
     controller: Controller,
@@ -56,6 +58,7 @@ fn settings(identity: &str, leader_election: bool) -> WatchSettings {
 async fn start(client: kube::Client, settings: WatchSettings) -> Running {
     let (admission, background) = engines(&settings).await;
     let controller = Controller::start(client, background, settings);
+    let engine = admission.clone();
     let (cert, key) = server::tls::self_signed_pem().expect("cert");
     server::tls::install_crypto_provider();
     let key =
@@ -65,10 +68,9 @@ async fn start(client: kube::Client, settings: WatchSettings) -> Running {
         controller: Some(controller.clone()),
         ..common::server::loopback_config(CertStore::new(key))
     };
-    let running = server::start_webhook(admission, config)
-        .await
-        .expect("start");
+    let running = server::start_webhook(engine, config).await.expect("start");
     Running {
+        admission,
         admin: format!("http://{}", running.metrics_addr),
         http: reqwest::Client::new(),
         controller,
@@ -675,6 +677,25 @@ async fn an_index_without_a_manifest_for_a_platform_the_pod_can_land_on_is_denie
             ],
         )
         .await;
+    // Intact for amd64; the arm64 child lacks a layer. `--platforms` is linux/amd64 here:
+    // the arm64 child's blobs are checked because the cluster has arm64 nodes.
+    let (arm_broken, children) = seeder
+        .index(
+            &repo,
+            "arm-broken",
+            "p3",
+            &[
+                ("amd64", Breakage::default()),
+                (
+                    "arm64",
+                    Breakage {
+                        missing_layers: &[1],
+                        ..Breakage::default()
+                    },
+                ),
+            ],
+        )
+        .await;
     let api = FakeApiServer::start().await;
     api.put(node("a1", "linux", "amd64", json!([])));
     api.put(node("a2", "linux", "amd64", json!([])));
@@ -696,6 +717,15 @@ async fn an_index_without_a_manifest_for_a_platform_the_pod_can_land_on_is_denie
         &amd64_only.reference(),
         &amd64_only.digest,
     );
+    for (name, selector) in [
+        ("arm-any", json!({})),
+        ("arm-kept", json!({"kubernetes.io/arch": "amd64"})),
+    ] {
+        api.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"namespace": "shop", "name": name},
+            "spec": {"selector": {}, "template": {"spec": {"nodeSelector": selector,
+                "containers": [{"name": "app", "image": arm_broken.reference()}]}}}}));
+    }
     let ctl = start(api.client(), settings("replica-p", false)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while ctl
@@ -703,6 +733,10 @@ async fn an_index_without_a_manifest_for_a_platform_the_pod_can_land_on_is_denie
         .cluster
         .cluster()
         .is_none_or(|c| c.pools.is_empty())
+        || !ctl
+            .admission
+            .checked_platforms()
+            .contains(&"linux/arm64".parse().expect("platform"))
     {
         assert!(
             Instant::now() < deadline,
@@ -759,11 +793,27 @@ async fn an_index_without_a_manifest_for_a_platform_the_pod_can_land_on_is_denie
     );
     assert!(message.contains("kubernetes.io/os: linux"), "{message}");
 
+    // A child for a platform the pod can land on has its blobs checked, though
+    // `--platforms` names only linux/amd64: the arm64 child's missing layer denies.
+    let r = ask(placed_review(&arm_broken.reference(), json!({}))).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    let message = r["status"]["message"].as_str().expect("message");
+    assert!(message.contains("linux/arm64"), "{message}");
+    assert!(message.contains(&children[1].layers[1]), "{message}");
+    // Kept to amd64, the pod never pulls the arm64 child: allowed.
+    let r = ask(placed_review(&arm_broken.reference(), amd64.clone())).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    // The controller judges each workload by where its pods can land, as admission does.
+    ctl.wait_outcome("arm-any", "missing").await;
+    ctl.wait_outcome("arm-kept", "ok").await;
+
     // The controller says so of the workload that runs it: where it can land, what its
     // image lacks, no_platform, one Warning with the same words.
     let view = ctl.wait_outcome("arm-blind", "no_platform").await;
-    let w = &view["workloads"][0];
-    assert_eq!(w["name"], "arm-blind", "{view}");
+    let w = view["workloads"]
+        .as_array()
+        .and_then(|all| all.iter().find(|w| w["name"] == "arm-blind"))
+        .expect("arm-blind in the inventory");
     assert_eq!(
         w["platforms"],
         json!([

@@ -164,6 +164,7 @@ async fn check_platforms(
     });
     let found = futures::future::join_all(reads).await;
     for (report, available) in out.reports.iter_mut().zip(found) {
+        report.finding.keep_landable(&landings);
         match available {
             Some(Ok(available)) => report.gap = PlatformGap::of(&landings, &available),
             Some(Err(why)) => report.platform_unknown = Some(why),

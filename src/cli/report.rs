@@ -46,13 +46,14 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let cluster = nodes::list_once(&client)
         .await
         .map_err(|e| anyhow!("cannot read the cluster's nodes: {e}"))?;
-    inventory.attach_cluster(cluster);
     let built = args.engine.build_engine().await;
     inventory.attach_configs(args.engine.config_platforms(&built.ecr)?);
     let budgeted = Arc::new(Budgeted::new(built.registry.clone(), rate));
     let engine = built
         .engine
         .background(budgeted, args.engine.engine_settings());
+    nodes::widen_once(&cluster, &engine);
+    inventory.attach_cluster(cluster);
     let images: Vec<String> = inventory.images().into_iter().map(String::from).collect();
     verify::record(&engine, &inventory, images, REPORT_DEADLINE, true).await;
     let rows = inventory.rows();

@@ -121,6 +121,13 @@ impl Caches {
         self.intact.insert(image.into(), (finding, pull_through));
     }
 
+    /// Forgets every image found intact: they were checked for fewer platforms than are
+    /// now wanted. The raw facts stay, so the next check of each costs what its new
+    /// children need.
+    pub fn forget_intact(&self) {
+        self.intact.clear();
+    }
+
     pub fn tag(&self, repo: &Repo, tag: &str) -> Option<Arc<str>> {
         let found = self.tags.get(&(repo.clone(), Box::<str>::from(tag)));
         self.metrics.cache("tag", found.is_some());
@@ -259,6 +266,13 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlMap<K, V> {
             }
         }
         shard.insert(key, (value, now.saturating_add(self.ttl_ms)));
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
     }
 
     /// Entries held, expired ones not yet dropped included.

@@ -11,7 +11,8 @@ mod repository;
 mod retry;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use foldhash::HashMap as FastMap;
@@ -41,7 +42,8 @@ pub enum ImagePlatforms {
 /// What the engine needs to know beyond the registry.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
-    /// Index children to check.
+    /// Index children to check (`--platforms`); the cluster's platforms widen it (see
+    /// [`Engine::widen_platforms`]).
     pub platforms: Vec<Platform>,
     /// Repository prefixes served by pull-through cache rules.
     pub pull_through_prefixes: Vec<String>,
@@ -77,6 +79,12 @@ pub struct Engine {
     caller: EcrCaller,
     /// Per-repository batchers, bounded and dropped when idle.
     repos: moka::sync::Cache<RepositoryKey, Arc<RepoState>>,
+    /// The index children checked: `settings.platforms` and those the cluster's nodes and
+    /// NodePools added. Read once per repository checked, never on the warm path.
+    checked: RwLock<Arc<[Platform]>>,
+    /// Moves on each widening, so that a check made for fewer platforms is not remembered
+    /// as intact after it.
+    widenings: AtomicU64,
 }
 
 /// How long a repository's batchers are kept without use.
@@ -122,6 +130,8 @@ impl Engine {
                 .max_capacity(MAX_REPOS)
                 .time_to_idle(REPO_IDLE)
                 .build(),
+            checked: RwLock::new(settings.platforms.clone().into()),
+            widenings: AtomicU64::new(0),
             settings,
         }
     }
@@ -233,6 +243,39 @@ impl Engine {
         })
     }
 
+    /// Adds `platforms` to the index children checked (those already there are skipped):
+    /// the cluster's nodes or NodePools run them, so a pod may need their blobs. Images
+    /// already found intact were checked without them and are checked again on next use.
+    /// Never narrows: a platform that leaves the cluster costs a child manifest a check,
+    /// while narrowing would need every finding made for it forgotten too.
+    pub fn widen_platforms(&self, platforms: &[Platform]) {
+        let mut checked = self.checked.write().unwrap_or_else(|p| p.into_inner());
+        let new: Vec<&Platform> = platforms.iter().filter(|p| !checked.contains(p)).collect();
+        if new.is_empty() {
+            return;
+        }
+        tracing::info!(
+            added = %new.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            "index children of the cluster's platforms are checked from now on"
+        );
+        *checked = checked
+            .iter()
+            .cloned()
+            .chain(new.into_iter().cloned())
+            .collect();
+        self.widenings.fetch_add(1, Ordering::AcqRel);
+        drop(checked);
+        self.caller.caches.forget_intact();
+    }
+
+    /// The index children checked now.
+    pub fn checked_platforms(&self) -> Arc<[Platform]> {
+        self.checked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// ECR call and cache metrics, for registration with the webhook's.
     pub(crate) fn metrics(&self) -> &EngineMetrics {
         &self.caller.metrics
@@ -241,6 +284,7 @@ impl Engine {
     /// Checks every image (duplicates are checked once) and returns one report per input,
     /// in input order. Never takes longer than `deadline` (plus scheduling).
     pub async fn check(&self, images: &[String], deadline: Instant) -> Vec<ImageReport> {
+        let widenings = self.widenings.load(Ordering::Acquire);
         let Plan {
             mut known,
             targets,
@@ -256,7 +300,8 @@ impl Engine {
                     .cloned()
                     .unwrap_or_else(|| Finding::Unknown("not checked".to_owned()));
                 let pull_through = self.is_pull_through(&repo.repository);
-                if finding.outcome() == Outcome::Ok {
+                let current = self.widenings.load(Ordering::Acquire) == widenings;
+                if current && finding.outcome() == Outcome::Ok {
                     self.caller
                         .caches
                         .put_intact(image, finding.clone(), pull_through);
@@ -308,11 +353,12 @@ impl Engine {
         deadline: Instant,
     ) -> FastMap<RepositoryKey, HashMap<ImageId, Finding>> {
         let budget = deadline.saturating_duration_since(Instant::now());
+        let checked = self.checked_platforms();
+        let platforms: &[Platform] = &checked;
         let per_repo = join_all(by_repo.into_iter().map(|(repo, ids)| async move {
             let ids: Vec<ImageId> = ids.into_iter().collect();
             let state = self.repo_state(&repo);
-            let check =
-                repository::check_repository(&state, &ids, &self.settings.platforms, deadline);
+            let check = repository::check_repository(&state, &ids, platforms, deadline);
             let findings = tokio::time::timeout_at(deadline, check)
                 .await
                 .unwrap_or_else(|_| {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use super::{landable, Cluster, Landing, NodeFacts, Placement, PoolFacts};
+use super::{landable, Cluster, Landing, NodeFacts, NodePlatform, Placement, PoolFacts};
 
 /// Placements remembered at most; beyond it the memory starts afresh.
 const REMEMBERED: usize = 4096;
@@ -25,12 +25,22 @@ impl Facts {
     fn changed(&mut self) {
         self.answers.clear();
     }
+
+    /// Every platform a node runs or a NodePool may start, in order, once each.
+    fn platforms(&self) -> Vec<NodePlatform> {
+        let nodes = self.nodes.values().filter_map(NodeFacts::platform);
+        let pools = self.pools.values().flat_map(PoolFacts::platforms);
+        let all: std::collections::BTreeSet<NodePlatform> = nodes.chain(pools).collect();
+        all.into_iter().collect()
+    }
 }
 
 pub struct ClusterFacts {
     facts: Mutex<Facts>,
     /// The Nodes have been listed once: before, the cluster's platforms are unknown.
     listed: watch::Sender<bool>,
+    /// Every platform of the cluster (see [`ClusterFacts::platforms`]).
+    platforms: watch::Sender<Vec<NodePlatform>>,
 }
 
 impl ClusterFacts {
@@ -38,6 +48,7 @@ impl ClusterFacts {
         Arc::new(ClusterFacts {
             facts: Mutex::default(),
             listed: watch::Sender::new(false),
+            platforms: watch::Sender::new(Vec::new()),
         })
     }
 
@@ -88,6 +99,24 @@ impl ClusterFacts {
         }
     }
 
+    /// Every platform a node runs or a NodePool may start, updated as they change: the
+    /// index children a pod in this cluster may need.
+    pub fn platforms(&self) -> watch::Receiver<Vec<NodePlatform>> {
+        self.platforms.subscribe()
+    }
+
+    /// Drops the answers and publishes the platforms, after a change.
+    fn changed(&self, mut facts: MutexGuard<'_, Facts>) {
+        facts.changed();
+        let now = facts.platforms();
+        drop(facts);
+        self.platforms.send_if_modified(|p| {
+            let modified = *p != now;
+            *p = now;
+            modified
+        });
+    }
+
     /// Returns once the Nodes have been listed.
     pub async fn wait_listed(&self) {
         let mut rx = self.listed.subscribe();
@@ -98,8 +127,7 @@ impl ClusterFacts {
     pub fn nodes_listed(&self, nodes: BTreeMap<String, NodeFacts>) {
         let mut facts = self.lock();
         facts.nodes = nodes;
-        facts.changed();
-        drop(facts);
+        self.changed(facts);
         self.listed.send_replace(true);
     }
 
@@ -112,14 +140,14 @@ impl ClusterFacts {
             Some(n) => facts.nodes.insert(name.to_owned(), n),
             None => facts.nodes.remove(name),
         };
-        facts.changed();
+        self.changed(facts);
     }
 
     /// A (re)list of the NodePools (none where Karpenter is not installed).
     pub fn pools_listed(&self, pools: BTreeMap<String, PoolFacts>) {
         let mut facts = self.lock();
         facts.pools = pools;
-        facts.changed();
+        self.changed(facts);
     }
 
     /// A NodePool added, changed (`Some`) or deleted.
@@ -130,6 +158,6 @@ impl ClusterFacts {
             Some(p) => facts.pools.insert(name.to_owned(), p),
             None => facts.pools.remove(name),
         };
-        facts.changed();
+        self.changed(facts);
     }
 }

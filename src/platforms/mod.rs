@@ -20,6 +20,7 @@ mod cluster;
 mod configs;
 mod placement;
 
+use crate::manifest::Platform;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -45,6 +46,17 @@ pub struct PlatformSources {
 pub struct NodePlatform {
     pub os: String,
     pub architecture: String,
+}
+
+impl NodePlatform {
+    /// The same os and architecture as an index child to look for (any variant).
+    pub fn wanted(&self) -> Platform {
+        Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: None,
+        }
+    }
 }
 
 impl fmt::Display for NodePlatform {

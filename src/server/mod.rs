@@ -34,7 +34,7 @@ use crate::engine::Engine;
 use crate::logging::DecisionLog;
 use crate::metrics::{self, Metrics};
 use crate::platforms::{ConfigCache, PlatformSources};
-use crate::watch::{Controller, Inventory};
+use crate::watch::{nodes, Controller, Inventory};
 use read_ahead::ReadAhead;
 use tls::CertStore;
 use webhook::{WebhookService, WebhookState};
@@ -211,6 +211,10 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
         engine.metrics(),
         config.controller.as_ref().map(|c| &*c.metrics),
     );
+    if let Some(controller) = &config.controller {
+        // Admission checks the index children of every platform the cluster has.
+        nodes::widen_with_cluster(&controller.cluster, engine.clone());
+    }
     let state = Arc::new(WebhookState {
         engine,
         metrics: metrics.clone(),

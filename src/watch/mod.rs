@@ -126,6 +126,7 @@ impl Controller {
         watchers::spawn_all(&client, &namespaces, &inventory);
         let cluster = nodes::ClusterFacts::new();
         nodes::spawn(&client, &cluster);
+        nodes::widen_with_cluster(&cluster, engine.clone());
         inventory.attach_cluster(cluster.clone());
         let events = EventSink {
             client: client.clone(),

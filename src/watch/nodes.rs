@@ -15,8 +15,10 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use serde_json::Value;
 
+use crate::engine::Engine;
+use crate::manifest::Platform;
 pub use crate::platforms::ClusterFacts;
-use crate::platforms::{NodeFacts, PoolFacts, Requirement, Taint, TaintEffect};
+use crate::platforms::{NodeFacts, NodePlatform, PoolFacts, Requirement, Taint, TaintEffect};
 
 /// The NodePool resource of Karpenter v1.
 pub fn node_pool_resource() -> ApiResource {
@@ -179,6 +181,30 @@ fn text<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 
 fn list(v: &Value) -> impl Iterator<Item = &Value> {
     v.as_array().into_iter().flatten()
+}
+
+/// Keeps `engine` checking the index children of every platform the cluster has, as
+/// nodes and NodePools come (see [`Engine::widen_platforms`]).
+pub fn widen_with_cluster(cluster: &ClusterFacts, engine: Arc<Engine>) {
+    let mut platforms = cluster.platforms();
+    tokio::spawn(async move {
+        loop {
+            widen(&engine, &platforms.borrow_and_update());
+            if platforms.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Makes `engine` check the index children of the platforms `cluster` has now.
+pub fn widen_once(cluster: &ClusterFacts, engine: &Engine) {
+    widen(engine, &cluster.platforms().borrow());
+}
+
+fn widen(engine: &Engine, platforms: &[NodePlatform]) {
+    let wanted: Vec<Platform> = platforms.iter().map(NodePlatform::wanted).collect();
+    engine.widen_platforms(&wanted);
 }
 
 /// The Nodes and NodePools listed once (page by page), for `report`; no NodePools where the

@@ -60,8 +60,11 @@ fn for_workload(
     landings: Option<&Arc<Vec<Landing>>>,
 ) -> Option<Verified> {
     let mut v = verified?.clone();
-    if let (Some(landings), Some(available)) = (landings, v.platforms.as_deref()) {
-        v.report.gap = PlatformGap::of(landings, available);
+    if let Some(landings) = landings {
+        v.report.finding.keep_landable(landings);
+        if let Some(available) = v.platforms.as_deref() {
+            v.report.gap = PlatformGap::of(landings, available);
+        }
     }
     Some(v)
 }
