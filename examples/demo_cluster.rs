@@ -1,7 +1,8 @@
 //! A stand-in Kubernetes API server for the quick start (the tests' fake API server, which
 //! speaks LIST, WATCH, Leases and Events as the real one does): one Deployment running the
-//! intact demo image, one suspended CronJob on the broken one. Writes `OUT_DIR/kubeconfig`
-//! naming it, then serves until killed.
+//! intact demo image, one suspended CronJob on the broken one, two amd64 Nodes and a
+//! Karpenter NodePool of Graviton (arm64) nodes tainted `arch=arm64:NoSchedule`. Writes
+//! `OUT_DIR/kubeconfig` naming it, then serves until killed.
 //!
 //! Usage: demo_cluster OUT_DIR   (after seed_demo has written OUT_DIR/images.json)
 
@@ -37,6 +38,15 @@ async fn main() {
         "spec": {"schedule": "0 3 * * *", "suspend": true, "jobTemplate": {"spec": {"template": {"spec": {
             "restartPolicy": "Never",
             "containers": [{"name": "task", "image": images["broken"]["reference"]}]}}}}}}));
+    for name in ["ip-10-0-1-10", "ip-10-0-2-11"] {
+        api.put(json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
+            "spec": {}}));
+    }
+    api.put(json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "graviton"},
+        "spec": {"template": {"spec": {
+            "requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}],
+            "taints": [{"key": "arch", "value": "arm64", "effect": "NoSchedule"}]}}}}));
     api.kubeconfig(out);
     println!("{}", api.url);
     std::future::pending::<()>().await;

@@ -1,5 +1,7 @@
-//! Seeds the ECR API emulator for the quick start and writes sample AdmissionReviews and
-//! `images.json` (the two images' references and digests).
+//! Seeds the ECR API emulator for the quick start and writes sample AdmissionReviews,
+//! `images.json` (the two images' references and digests) and, under `configs/`, the
+//! images' config blobs for the registry API (`REPOSITORY@DIGEST` per file name, `/` as
+//! `~`), which the demo uploads to its OCI registry.
 //!
 //! Usage: seed_demo ENDPOINT OUT_DIR
 
@@ -7,7 +9,7 @@
 #[path = "../tests/common/seed.rs"]
 mod seed;
 
-use seed::{Breakage, Seeder, DOCKER_MANIFEST, OCI_MANIFEST};
+use seed::{config_blob, Breakage, Seeder, DOCKER_MANIFEST, OCI_MANIFEST};
 use serde_json::{json, Value};
 
 const POD: &str = include_str!("../tests/fixtures/pod-create.json");
@@ -27,6 +29,13 @@ fn review(fixture: &str, image: &str) -> Value {
         spec.remove("initContainers");
     }
     review
+}
+
+fn write_reviews<const N: usize>(dir: &std::path::Path, reviews: [(&str, Value); N]) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for (name, review) in reviews {
+        std::fs::write(dir.join(format!("{name}.json")), review.to_string()).expect("write review");
+    }
 }
 
 #[tokio::main]
@@ -74,10 +83,27 @@ async fn main() {
         ("4-pod-missing-tag", review(POD, &missing_tag)),
         ("5-pod-docker-hub-image", review(POD, "nginx:1.27")),
     ];
-    let dir = std::path::Path::new(out).join("reviews");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    for (name, review) in reviews {
-        std::fs::write(dir.join(format!("{name}.json")), review.to_string()).expect("write review");
+    write_reviews(&std::path::Path::new(out).join("reviews"), reviews);
+    // Where the demo cluster's tainted Graviton NodePool may start nodes: the intact image
+    // is amd64 only.
+    let graviton =
+        json!([{"key": "arch", "operator": "Equal", "value": "arm64", "effect": "NoSchedule"}]);
+    let mut tolerating = review(POD, &intact.reference());
+    tolerating["request"]["object"]["spec"]["tolerations"] = graviton;
+    let mut kept = tolerating.clone();
+    kept["request"]["object"]["spec"]["nodeSelector"] = json!({"kubernetes.io/arch": "amd64"});
+    write_reviews(
+        &std::path::Path::new(out).join("platform-reviews"),
+        [
+            ("6-pod-tolerating-graviton-amd64-image", tolerating),
+            ("7-same-pod-kept-to-amd64", kept),
+        ],
+    );
+    let configs = std::path::Path::new(out).join("configs");
+    std::fs::create_dir_all(&configs).expect("mkdir");
+    for (pushed, seed) in [(&intact, "demo-intact"), (&broken, "demo-broken")] {
+        let name = format!("{}@{}", pushed.repository.replace('/', "~"), pushed.config);
+        std::fs::write(configs.join(name), config_blob(seed, "amd64")).expect("write config");
     }
     let images = json!({
         "intact": {"reference": intact.reference(), "digest": intact.digest},

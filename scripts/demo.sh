@@ -2,8 +2,10 @@
 # End to end with no AWS account: start the ECR API emulator, seed one intact and one
 # broken image, start a stand-in Kubernetes API server with a Deployment and a CronJob on
 # them, start the webhook with its controller (serve --watch), post sample AdmissionReviews
-# and print each decision; then show the controller's inventory, put a lifecycle policy and
-# show its forecast, delete the Deployment's image from ECR, and show the controller noticing
+# and print each decision; then show the controller's inventory; post a pod that may land on
+# the cluster's Graviton NodePool with an amd64-only image (its platform read from its config
+# blob, served by a real OCI registry on loopback); put a lifecycle policy and show its
+# forecast; delete the Deployment's image from ECR, and show the controller noticing
 # (inventory, Events, report).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -14,6 +16,7 @@ cleanup() {
     [ -n "${SERVER_PID:-}" ] && kill "$SERVER_PID" 2>/dev/null || true
     [ -n "${CLUSTER_PID:-}" ] && kill "$CLUSTER_PID" 2>/dev/null || true
     [ -n "${MOTO_PID:-}" ] && kill "$MOTO_PID" 2>/dev/null || true
+    [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -28,32 +31,47 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-eas
 echo "==> seeding ECR: demo/shop:1.0 (intact), demo/shop:1.1 (a layer missing)" >&2
 "$CARGO_TARGET_DIR/debug/examples/seed_demo" "$MOTO_ENDPOINT" "$work"
 
+# ECR's registry API (where nodes pull from) for the images' config blobs: docker-registry
+# accepting the Basic credentials of the emulator's GetAuthorizationToken.
+registry_user=AWS registry_password=123456789012-auth-token
+start_registry "$registry_user" "$registry_password" "$work/registry"
+for config in "$work"/configs/*; do
+    name="$(basename "$config")"
+    repository="${name%@*}"
+    push_blob "${repository//\~//}" "$config" "$registry_user" "$registry_password"
+done
+echo "==> OCI registry (docker-registry, TLS + htpasswd) at $REGISTRY_URL: the images' config blobs" >&2
+
 "$CARGO_TARGET_DIR/debug/examples/demo_cluster" "$work" >"$work/cluster.url" &
 CLUSTER_PID=$!
 until [ -s "$work/cluster.url" ]; do sleep 0.1; done
 api="$(cat "$work/cluster.url")"
 export KUBECONFIG="$work/kubeconfig"
-echo "==> stand-in Kubernetes API server at $api: Deployment shop/web on demo/shop:1.0, CronJob shop/nightly on demo/shop:1.1" >&2
+echo "==> stand-in Kubernetes API server at $api: Deployment shop/web on demo/shop:1.0, CronJob shop/nightly on demo/shop:1.1," >&2
+echo "    two linux/amd64 Nodes, a Karpenter NodePool 'graviton' (arm64, tainted arch=arm64:NoSchedule)" >&2
 
 port="$(free_port)"
 admin="$(free_port)"
 "$CARGO_TARGET_DIR/debug/ecr-preflight" serve --insecure-self-signed \
     --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$admin" \
     --ecr-endpoint-url "$MOTO_ENDPOINT" --mode enforce \
+    --ecr-registry-url "$REGISTRY_URL" --ecr-registry-ca-file "$REGISTRY_CA" \
     --watch --recheck-interval 4s --lease-namespace ecr-preflight 2>"$work/server.log" &
 SERVER_PID=$!
 wait_port "$admin"
 until curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1; do sleep 0.1; done
 echo "==> webhook on https://127.0.0.1:$port (enforce mode), controller re-verifying every 4s" >&2
 
-for review in "$work"/reviews/*.json; do
-    name="$(basename "$review" .json)"
-    path="/validate"
-    case "$name" in *warn*) path="/validate/warn" ;; esac
-    printf '\n--- %s  (POST %s)\n' "$name" "$path"
-    curl -sS -k -H 'content-type: application/json' --data-binary @"$review" \
-        "https://127.0.0.1:$port$path?timeout=10s" |
-        python3 -c '
+post_reviews() {
+    local review name path
+    for review in "$1"/*.json; do
+        name="$(basename "$review" .json)"
+        path="/validate"
+        case "$name" in *warn*) path="/validate/warn" ;; esac
+        printf '\n--- %s  (POST %s)\n' "$name" "$path"
+        curl -sS -k -H 'content-type: application/json' --data-binary @"$review" \
+            "https://127.0.0.1:$port$path?timeout=10s" |
+            python3 -c '
 import json, sys
 r = json.load(sys.stdin)["response"]
 print("allowed:", r["allowed"])
@@ -62,7 +80,9 @@ if not r["allowed"]:
 for w in r.get("warnings") or []:
     print("warning:", w)
 '
-done
+    done
+}
+post_reviews "$work/reviews"
 printf '\n==> the webhook logged one line per decision:\n'
 grep "admission decision" "$work/server.log" || true
 
@@ -87,6 +107,17 @@ print(next((c["outcome"] for w in json.load(sys.stdin)["workloads"] if w["name"]
 printf '\n==> the controller verified every image the cluster runs (GET /inventory):\n'
 until [ "$(outcome_of_web)" = "ok" ]; do sleep 0.2; done
 inventory
+
+platforms_of_web() {
+    curl -fsS "http://127.0.0.1:$admin/inventory" | python3 -c '
+import json, sys
+print(", ".join(next((w["platforms"] for w in json.load(sys.stdin)["workloads"] if w["name"] == "web"), [])))'
+}
+until [ -n "$(platforms_of_web)" ]; do sleep 0.2; done
+printf '\n==> the Nodes and NodePools say where each pod can land; shop/web: %s\n' "$(platforms_of_web)"
+printf '==> a pod tolerating the Graviton taint may land on arm64; demo/shop:1.0 is amd64 only (its config blob says):\n'
+post_reviews "$work/platform-reviews"
+grep "admission decision" "$work/server.log" | tail -n 2 || true
 
 printf '\n==> putting a lifecycle policy on demo/shop: expire every image 5 days after its push\n'
 "$VENV/bin/python" - "$MOTO_ENDPOINT" <<'PY'
@@ -122,6 +153,7 @@ for e in json.load(sys.stdin)["items"]:
 
 printf '\n==> ecr-preflight report (one list of the cluster, verified once; exit 1: an image in use is broken):\n'
 set +e
-"$CARGO_TARGET_DIR/debug/ecr-preflight" report --ecr-endpoint-url "$MOTO_ENDPOINT" 2>/dev/null
+"$CARGO_TARGET_DIR/debug/ecr-preflight" report --ecr-endpoint-url "$MOTO_ENDPOINT" \
+    --ecr-registry-url "$REGISTRY_URL" --ecr-registry-ca-file "$REGISTRY_CA" 2>/dev/null
 echo "exit code: $?"
 set -e

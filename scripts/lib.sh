@@ -26,6 +26,59 @@ ensure_registry() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry apache2-utils >/dev/null
 }
 
+# Starts docker-registry on a free loopback port with TLS (a self-signed certificate for
+# 127.0.0.1) and htpasswd Basic auth for USER/PASSWORD, storing under DIR; sets
+# REGISTRY_PID, REGISTRY_URL and REGISTRY_CA (the certificate to trust).
+start_registry() {
+    local user="$1" password="$2" dir="$3" port
+    ensure_registry
+    mkdir -p "$dir"
+    port="$(free_port)"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+    htpasswd -Bbn "$user" "$password" >"$dir/htpasswd"
+    cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+http:
+  addr: 127.0.0.1:$port
+  tls:
+    certificate: $dir/cert.pem
+    key: $dir/key.pem
+auth:
+  htpasswd:
+    realm: demo
+    path: $dir/htpasswd
+health:
+  storagedriver:
+    enabled: false
+EOF
+    docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+    REGISTRY_PID=$!
+    REGISTRY_URL="https://127.0.0.1:$port"
+    REGISTRY_CA="$dir/cert.pem"
+    wait_port "$port"
+}
+
+# Uploads the file DATA as a blob of REPOSITORY (monolithic upload) to the registry
+# start_registry started, with USER/PASSWORD.
+push_blob() {
+    local repository="$1" data="$2" user="$3" password="$4" digest location
+    digest="sha256:$(sha256sum "$data" | cut -d' ' -f1)"
+    location="$(curl -fsS --cacert "$REGISTRY_CA" -u "$user:$password" -X POST -o /dev/null \
+        -D - "$REGISTRY_URL/v2/$repository/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')"
+    case "$location" in http*) ;; *) location="$REGISTRY_URL$location" ;; esac
+    case "$location" in *\?*) location="$location&digest=$digest" ;; *) location="$location?digest=$digest" ;; esac
+    curl -fsS --cacert "$REGISTRY_CA" -u "$user:$password" -X PUT \
+        -H 'content-type: application/octet-stream' --data-binary @"$data" "$location" >/dev/null
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

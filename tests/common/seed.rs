@@ -40,6 +40,11 @@ impl Pushed {
     }
 }
 
+/// The config blob of an image pushed with `seed` for `arch` (Linux).
+pub fn config_blob(seed: &str, arch: &str) -> String {
+    format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\",\"seed\":\"{seed}\"}}")
+}
+
 /// What to leave out of the emulator when pushing an image.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Breakage {
@@ -171,8 +176,7 @@ impl Seeder {
         arch: &str,
     ) -> (String, Vec<String>, String) {
         let docker = media_type == DOCKER_MANIFEST;
-        let config_bytes =
-            format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\",\"seed\":\"{seed}\"}}");
+        let config_bytes = config_blob(seed, arch);
         let config = if broken.missing_config {
             sha256(config_bytes.as_bytes())
         } else {
