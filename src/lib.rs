@@ -34,5 +34,6 @@ pub mod platforms;
 pub mod registry;
 pub mod report;
 pub mod server;
+mod ttl_map;
 pub mod watch;
 pub mod workload;

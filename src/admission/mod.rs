@@ -158,11 +158,27 @@ async fn check_platforms(
         return;
     };
     out.platform_source = platforms.cluster.source();
-    let reads = out.reports.iter().map(|report| {
+    // Known images' platforms are looked up without a future (the warm path); only the
+    // rest are read, concurrently.
+    let mut found: Vec<_> = out
+        .reports
+        .iter()
+        .map(|r| engine.known_platforms(&r.image).map(Ok))
+        .collect();
+    if found.iter().any(Option::is_none) {
         let configs = platforms.configs.as_deref();
-        async move { engine.platforms_of(configs, &report.image, deadline).await }
-    });
-    let found = futures::future::join_all(reads).await;
+        let reads = out
+            .reports
+            .iter()
+            .zip(&found)
+            .map(|(report, known)| async move {
+                match known {
+                    Some(known) => Some(known.clone()),
+                    None => engine.platforms_of(configs, &report.image, deadline).await,
+                }
+            });
+        found = futures::future::join_all(reads).await;
+    }
     for (report, available) in out.reports.iter_mut().zip(found) {
         report.finding.keep_landable(&landings);
         match available {

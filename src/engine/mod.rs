@@ -213,34 +213,43 @@ impl Engine {
         })
     }
 
+    /// The platforms `image` has, when already known: one lookup, for the warm path.
+    pub fn known_platforms(&self, image: &str) -> Option<Arc<[Platform]>> {
+        self.caller.caches.platforms(image)
+    }
+
     /// The platforms `image` has: its index's children, else its config blob's platform
     /// (read through `configs` once per digest, within `deadline`). `None` when it was not
     /// checked (or is not ECR's), or a single-arch image without `configs`; `Err` says why a
-    /// config blob could not be read.
+    /// config blob could not be read. Remembered per reference as long as its tag and
+    /// manifest are.
     pub async fn platforms_of(
         &self,
         configs: Option<&ConfigCache>,
         image: &str,
         deadline: Instant,
-    ) -> Option<Result<Vec<Platform>, String>> {
-        let (repo, digest) = match self.image_platforms(image)? {
-            ImagePlatforms::Index(children) => return Some(Ok(children)),
-            ImagePlatforms::Config { repo, digest } => (repo, digest),
-        };
-        let configs = configs?;
-        // Known digests stay off the timer and the shared-read future: the warm path.
-        if let Some(known) = configs.known(&digest) {
-            return Some(Ok(vec![known]));
+    ) -> Option<Result<Arc<[Platform]>, String>> {
+        if let Some(known) = self.known_platforms(image) {
+            return Some(Ok(known));
         }
-        let host = image.split('/').next().unwrap_or_default();
-        let read = configs.platform(host, &repo, &digest);
-        Some(match tokio::time::timeout_at(deadline, read).await {
-            Ok(Ok(platform)) => Ok(vec![platform]),
-            Ok(Err(e)) => Err(format!("config blob {digest}: {e}")),
-            Err(_) => Err(format!(
-                "config blob {digest}: the registry did not answer in time"
-            )),
-        })
+        let available: Arc<[Platform]> = match self.image_platforms(image)? {
+            ImagePlatforms::Index(children) => children.into(),
+            ImagePlatforms::Config { repo, digest } => {
+                let host = image.split('/').next().unwrap_or_default();
+                let read = configs?.platform(host, &repo, &digest);
+                match tokio::time::timeout_at(deadline, read).await {
+                    Ok(Ok(platform)) => Arc::new([platform]),
+                    Ok(Err(e)) => return Some(Err(format!("config blob {digest}: {e}"))),
+                    Err(_) => {
+                        return Some(Err(format!(
+                            "config blob {digest}: the registry did not answer in time"
+                        )))
+                    }
+                }
+            }
+        };
+        self.caller.caches.put_platforms(image, available.clone());
+        Some(Ok(available))
     }
 
     /// Adds `platforms` to the index children checked (those already there are skipped):

@@ -3,7 +3,7 @@
 //! placement until the nodes or NodePools change: the pods of one workload share their
 //! placement, so admission computes it once per workload and change.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -17,8 +17,8 @@ const REMEMBERED: usize = 4096;
 struct Facts {
     nodes: BTreeMap<String, NodeFacts>,
     pools: BTreeMap<String, PoolFacts>,
-    /// Placements answered since the last change.
-    answers: HashMap<Placement, Arc<Vec<Landing>>>,
+    /// Placements answered since the last change (foldhash: looked up on the warm path).
+    answers: foldhash::HashMap<Placement, Arc<Vec<Landing>>>,
 }
 
 impl Facts {

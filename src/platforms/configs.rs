@@ -4,18 +4,21 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::image::RepositoryKey;
 use crate::manifest::Platform;
 use crate::registry::{ConfigPlatforms, RegistryError};
+use crate::ttl_map::TtlMap;
 
 /// Digests remembered at most (a few hundred bytes each).
 const REMEMBERED: u64 = 100_000;
 
 pub struct ConfigCache {
     source: Arc<dyn ConfigPlatforms>,
-    /// Platforms read: looked up without a future on the warm path.
-    known: moka::sync::Cache<String, Platform>,
+    /// Platforms read: looked up without a future, and without moka's bookkeeping per
+    /// read, on the warm path.
+    known: TtlMap<String, Platform>,
     /// Reads in flight, so that concurrent misses of one digest share one read.
     reading: moka::future::Cache<String, Platform>,
     reads: AtomicU64,
@@ -25,11 +28,12 @@ impl ConfigCache {
     pub fn new(source: Arc<dyn ConfigPlatforms>) -> Self {
         ConfigCache {
             source,
-            known: moka::sync::Cache::new(REMEMBERED),
+            // Kept for good: a digest's content never changes.
+            known: TtlMap::new(REMEMBERED, Duration::MAX),
             // Entries only live while their read is shared: the known cache keeps them.
             reading: moka::future::Cache::builder()
                 .max_capacity(REMEMBERED)
-                .time_to_live(std::time::Duration::from_secs(1))
+                .time_to_live(Duration::from_secs(1))
                 .build(),
             reads: AtomicU64::new(0),
         }

@@ -27,7 +27,7 @@ pub struct Verified {
     pub resolved: Option<Arc<str>>,
     pub at: SystemTime,
     /// The platforms it has, where known (an index's children).
-    pub platforms: Option<Vec<Platform>>,
+    pub platforms: Option<Arc<[Platform]>>,
 }
 
 /// One workload container with the last verification of its image.
