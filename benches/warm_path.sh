@@ -9,7 +9,9 @@
 # the load generator never takes the server's CPU; the same for both servers),
 # WORKER_THREADS (the webhook's --worker-threads; default: its own default), REVIEW (the
 # AdmissionReview posted; default tests/fixtures/deployment-10k-create.json; its images
-# must be among those benches/bench_seed.rs pushes).
+# must be among those benches/bench_seed.rs pushes), PLATFORMS=1 (the platform check on:
+# `serve --watch` against the demo's stand-in API server with two amd64 Nodes and a
+# Graviton NodePool, config blobs served by docker-registry on loopback).
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 cd "$ROOT"
@@ -28,21 +30,49 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-cargo build --locked --release --quiet --bin ecr-preflight --example baseline_server --example bench_seed
+cargo build --locked --release --quiet --bin ecr-preflight --example baseline_server --example bench_seed \
+    --example demo_cluster
 bin="$CARGO_TARGET_DIR/release"
 start_moto; pids+=("$MOTO_PID")
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
-"$bin/examples/bench_seed" "$MOTO_ENDPOINT"
+watch=()
+if [ -n "${PLATFORMS:-}" ]; then
+    "$bin/examples/bench_seed" "$MOTO_ENDPOINT" "$work"
+    start_registry AWS 123456789012-auth-token "$work/registry"; pids+=("$REGISTRY_PID")
+    for config in "$work"/configs/*; do
+        name="$(basename "$config")"; repository="${name%@*}"
+        push_blob "${repository//\~//}" "$config" AWS 123456789012-auth-token
+    done
+    "$bin/examples/demo_cluster" "$work" >"$work/cluster.url" & pids+=("$!")
+    until [ -s "$work/cluster.url" ]; do sleep 0.1; done
+    export KUBECONFIG="$work/kubeconfig"
+    watch=(--watch --recheck-interval 1h --lease-namespace bench
+        --ecr-registry-url "$REGISTRY_URL" --ecr-registry-ca-file "$REGISTRY_CA")
+    echo "platform check on: serve --watch, 2 amd64 Nodes and a Graviton NodePool"
+else
+    "$bin/examples/bench_seed" "$MOTO_ENDPOINT"
+fi
 python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])), separators=(",", ":")))' \
     "${REVIEW:-tests/fixtures/deployment-10k-create.json}" >"$work/review.json"
 
 wh="$(free_port)"; admin="$(free_port)"; base="$(free_port)"
 "${server_cpu[@]}" "$bin/ecr-preflight" serve "${threads[@]}" --insecure-self-signed --listen "127.0.0.1:$wh" \
     --metrics-listen "127.0.0.1:$admin" --ecr-endpoint-url "$MOTO_ENDPOINT" --mode enforce \
-    --log-format json 2>"$work/server.log" &
+    --log-format json "${watch[@]}" 2>"$work/server.log" &
 wh_pid=$!; pids+=("$wh_pid")
 "${server_cpu[@]}" "$bin/examples/baseline_server" "$base" & base_pid=$!; pids+=("$base_pid")
 wait_port "$wh"; wait_port "$base"
+# With the platform check on, wait until the Nodes are listed (the decision line says
+# where the platforms came from).
+if [ -n "${PLATFORMS:-}" ]; then
+    for _ in $(seq 1 100); do
+        curl -fsS -k -o /dev/null -H 'content-type: application/json' --data-binary @"$work/review.json" \
+            "https://127.0.0.1:$wh/validate" || true
+        grep -q '"platforms":"nodes+nodepools"' "$work/server.log" && break
+        sleep 0.2
+    done
+    grep -q '"platforms":"nodes+nodepools"' "$work/server.log" || { echo "the Nodes were never listed" >&2; exit 1; }
+fi
 # Warm the caches and prove the answer is the real one (allowed, all three images checked).
 curl -fsS -k -H 'content-type: application/json' --data-binary @"$work/review.json" "https://127.0.0.1:$wh/validate" \
     | python3 -c 'import json,sys; r=json.load(sys.stdin)["response"]; assert r["allowed"] is True and not r.get("warnings"), r; print("warm: allowed")'
