@@ -551,7 +551,17 @@ fn watch(shared: &Arc<Shared>, target: &Target, query: &HashMap<String, String>)
                     Err(_) => return,
                 },
                 _ = tick.tick(), if bookmarks => {
+                    // Changes are broadcast under the lock: every change up to `rv` is in
+                    // the channel once it is read, and is sent before the bookmark that
+                    // says the stream has reached `rv` (as the API server promises).
                     let rv = shared.data.lock().expect("lock").rv;
+                    while let Ok(c) = changes.try_recv() {
+                        if c.rv > last && c.resource == target_resource
+                            && target_ns.as_deref().is_none_or(|t| t == c.namespace) {
+                            last = c.rv;
+                            if tx.send(line(&c.object)).await.is_err() { return; }
+                        }
+                    }
                     let bookmark = json!({"type": "BOOKMARK", "object": {
                         "kind": kind, "apiVersion": api_version,
                         "metadata": {"resourceVersion": rv.to_string()}}});

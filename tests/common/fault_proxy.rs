@@ -38,6 +38,7 @@ struct Shared {
     spans: Mutex<Vec<(Instant, Instant)>>,
 }
 
+#[derive(Clone)]
 pub struct FaultProxy {
     pub url: String,
     shared: Arc<Shared>,
