@@ -127,16 +127,26 @@ async fn sdk_alone(
         let (registry, repo) = (registry.clone(), repo.clone());
         let ids = ids.clone();
         webhook_rt.spawn(async move {
-            let started = Instant::now();
+            let (started, cpu) = (Instant::now(), thread_cpu());
             registry.batch_get_image(&repo, &ids).await.expect("call");
-            started.elapsed()
+            // The webhook's runtime has one worker: the SDK and its connection's task
+            // ran on this thread, so its CPU time is the call's.
+            let now = thread_cpu();
+            (
+                started.elapsed(),
+                now.0.saturating_sub(cpu.0),
+                now.1.saturating_sub(cpu.1),
+            )
         })
     };
     call().await.expect("first call");
-    let (mut total, mut own) = (Vec::new(), Vec::new());
+    let (mut total, mut own, mut user, mut system) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..calls {
         proxy.take_spans();
-        let elapsed = call().await.expect("call");
+        let (elapsed, in_user, in_system) = call().await.expect("call");
+        user.push(ms(in_user));
+        system.push(ms(in_system));
         let (inside, _) = ecr_time(&proxy.take_spans());
         total.push(ms(elapsed));
         own.push(ms(elapsed.saturating_sub(inside)));
@@ -153,7 +163,26 @@ async fn sdk_alone(
     println!(
         "raw reqwest outside span: {here:.3} ms (this runtime), {there:.3} ms (the webhook's)"
     );
+    println!(
+        "CPU time of the webhook's thread per SDK call: {:.3} ms user, {:.3} ms system",
+        median(user),
+        median(system)
+    );
     (median(total), median(own))
+}
+
+/// The CPU time this thread has used: (user, system).
+fn thread_cpu() -> (Duration, Duration) {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let micros = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    (micros(usage.ru_utime), micros(usage.ru_stime))
 }
 
 async fn raw_posts(proxy: &FaultProxy, calls: usize) -> f64 {
@@ -206,6 +235,8 @@ async fn main() {
     // `serve` runs them by default; the proxy and the client that posts reviews on this one.
     let webhook_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        // Named, so that a profile can tell its thread from the proxy's.
+        .thread_name("webhook")
         .enable_all()
         .build()
         .expect("runtime");
