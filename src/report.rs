@@ -145,6 +145,21 @@ impl ImageReport {
         }
     }
 
+    /// Judges the image by where its pod can land (`landings`), given the platforms it has
+    /// where known: only the index children it can land on count, and the platforms among
+    /// `landings` it lacks make the gap. With a gap, an index without any wanted child is
+    /// told by the gap alone: the list of every wanted platform would name some the pod
+    /// never lands on.
+    pub fn land(&mut self, landings: &[Landing], available: Option<&[Platform]>) {
+        self.finding.keep_landable(landings);
+        if let Some(available) = available {
+            self.gap = PlatformGap::of(landings, available);
+        }
+        if self.gap.is_some() && matches!(self.finding, Finding::NoPlatform { .. }) {
+            self.finding = Finding::Checked(Vec::new());
+        }
+    }
+
     /// The finding's outcome; `no_platform` when the image is fine (or ECR could not say)
     /// but lacks a platform the pod can land on; `unknown` when it is fine but its platform
     /// could not be read.
@@ -203,7 +218,7 @@ impl Finding {
 
 #[cfg(test)]
 mod tests {
-    use super::{Finding, Outcome, PlatformCheck};
+    use super::{Finding, ImageReport, Outcome, PlatformCheck};
     use crate::manifest::Platform;
     use crate::platforms::{Landing, NodePlatform};
 
@@ -231,6 +246,31 @@ mod tests {
                 pools: Vec::new(),
             })
             .collect()
+    }
+
+    #[test]
+    fn an_index_without_a_wanted_child_is_told_by_the_gap_where_the_pod_lands_is_known() {
+        let platform = |p: &str| p.parse::<Platform>().expect("platform");
+        let none_wanted = Finding::NoPlatform {
+            wanted: vec![platform("linux/amd64"), platform("windows/amd64")],
+        };
+        let mut report = ImageReport::new("i".into(), none_wanted.clone(), false);
+        report.land(
+            &lands_on(&[("linux", "amd64")]),
+            Some(&[platform("linux/s390x")]),
+        );
+        assert_eq!(report.finding, Finding::Checked(Vec::new()));
+        assert_eq!(report.outcome(), Outcome::NoPlatform);
+        assert_eq!(
+            report.gap.as_ref().map(|g| g.missing.len()),
+            Some(1),
+            "{report:?}"
+        );
+        // Without the image's platforms there is no gap: the finding stays as it was.
+        let mut unknown = ImageReport::new("i".into(), none_wanted.clone(), false);
+        unknown.land(&lands_on(&[("linux", "amd64")]), None);
+        assert_eq!(unknown.finding, none_wanted);
+        assert_eq!(unknown.outcome(), Outcome::NoPlatform);
     }
 
     #[test]

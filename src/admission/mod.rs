@@ -13,7 +13,7 @@ use crate::decision::{self, ContainerFinding, Disposition, Mode, OnError, Verdic
 use crate::engine::Engine;
 use crate::json::JsonError;
 use crate::platforms::{Placement, PlatformSources};
-use crate::report::{Finding, ImageReport, PlatformGap};
+use crate::report::{Finding, ImageReport};
 use crate::workload::{self, ContainerImage, WorkloadKind};
 use review::{RequestView, ReviewView};
 
@@ -180,11 +180,13 @@ async fn check_platforms(
         found = futures::future::join_all(reads).await;
     }
     for (report, available) in out.reports.iter_mut().zip(found) {
-        report.finding.keep_landable(&landings);
         match available {
-            Some(Ok(available)) => report.gap = PlatformGap::of(&landings, &available),
-            Some(Err(why)) => report.platform_unknown = Some(why),
-            None => {}
+            Some(Ok(available)) => report.land(&landings, Some(&available)),
+            Some(Err(why)) => {
+                report.land(&landings, None);
+                report.platform_unknown = Some(why);
+            }
+            None => report.land(&landings, None),
         }
     }
 }

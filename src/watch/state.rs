@@ -15,7 +15,6 @@ use crate::expiry::{self, Expiry, ExpiryRule};
 use crate::image::{ImageId, ImageTarget};
 use crate::manifest::Platform;
 use crate::platforms::{ClusterFacts, ConfigCache, Landing};
-use crate::report::PlatformGap;
 use crate::report::{ImageReport, Outcome};
 use crate::workload::WorkloadKind;
 
@@ -61,10 +60,8 @@ fn for_workload(
 ) -> Option<Verified> {
     let mut v = verified?.clone();
     if let Some(landings) = landings {
-        v.report.finding.keep_landable(landings);
-        if let Some(available) = v.platforms.as_deref() {
-            v.report.gap = PlatformGap::of(landings, available);
-        }
+        let available = v.platforms.clone();
+        v.report.land(landings, available.as_deref());
     }
     Some(v)
 }
