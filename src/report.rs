@@ -36,11 +36,7 @@ impl PlatformGap {
     pub fn of(landings: &[Landing], available: &[Platform]) -> Option<Self> {
         let missing: Vec<Landing> = landings
             .iter()
-            .filter(|l| {
-                !available
-                    .iter()
-                    .any(|p| p.os == l.platform.os && p.architecture == l.platform.architecture)
-            })
+            .filter(|l| !available.iter().any(|p| l.platform.runs(p)))
             .cloned()
             .collect();
         (!missing.is_empty()).then(|| PlatformGap {
@@ -182,11 +178,10 @@ impl Finding {
             return;
         };
         let lands = |check: &PlatformCheck| {
-            check.platform.as_ref().is_none_or(|p| {
-                landings
-                    .iter()
-                    .any(|l| l.platform.os == p.os && l.platform.architecture == p.architecture)
-            })
+            check
+                .platform
+                .as_ref()
+                .is_none_or(|p| landings.iter().any(|l| l.platform.runs(p)))
         };
         if checks.iter().any(lands) {
             checks.retain(lands);

@@ -22,10 +22,6 @@ struct Facts {
 }
 
 impl Facts {
-    fn changed(&mut self) {
-        self.answers.clear();
-    }
-
     /// Every platform a node runs or a NodePool may start, in order, once each.
     fn platforms(&self) -> Vec<NodePlatform> {
         let nodes = self.nodes.values().filter_map(NodeFacts::platform);
@@ -107,7 +103,7 @@ impl ClusterFacts {
 
     /// Drops the answers and publishes the platforms, after a change.
     fn changed(&self, mut facts: MutexGuard<'_, Facts>) {
-        facts.changed();
+        facts.answers.clear();
         let now = facts.platforms();
         drop(facts);
         self.platforms.send_if_modified(|p| {

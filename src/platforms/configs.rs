@@ -39,11 +39,6 @@ impl ConfigCache {
         }
     }
 
-    /// The platform of config blob `digest`, when it has been read.
-    pub fn known(&self, digest: &str) -> Option<Platform> {
-        self.known.get(digest)
-    }
-
     /// The platform in config blob `digest` of `repo` (at `host`): read on first sight only.
     pub async fn platform(
         &self,
@@ -51,7 +46,7 @@ impl ConfigCache {
         repo: &RepositoryKey,
         digest: &str,
     ) -> Result<Platform, Arc<RegistryError>> {
-        if let Some(known) = self.known(digest) {
+        if let Some(known) = self.known.get(digest) {
             return Ok(known);
         }
         let platform = self

@@ -49,6 +49,12 @@ pub struct NodePlatform {
 }
 
 impl NodePlatform {
+    /// Whether an image built for `image` runs here: the same os and architecture, any
+    /// variant (nodes do not tell theirs).
+    pub fn runs(&self, image: &Platform) -> bool {
+        self.os == image.os && self.architecture == image.architecture
+    }
+
     /// The same os and architecture as an index child to look for (any variant).
     pub fn wanted(&self) -> Platform {
         Platform {

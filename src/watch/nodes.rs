@@ -15,6 +15,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use serde_json::Value;
 
+use super::watchers::list_pages;
 use crate::engine::Engine;
 use crate::manifest::Platform;
 pub use crate::platforms::ClusterFacts;
@@ -211,35 +212,25 @@ fn widen(engine: &Engine, platforms: &[NodePlatform]) {
 /// resource is not served.
 pub async fn list_once(client: &Client) -> Result<Arc<ClusterFacts>, kube::Error> {
     let facts = ClusterFacts::new();
-    let mut params = kube::api::ListParams::default().limit(PAGE);
-    let nodes: Api<Node> = Api::all(client.clone());
-    let mut listed = BTreeMap::new();
-    loop {
-        let page = nodes.list(&params).await?;
-        for n in &page.items {
-            let n = project_node(n);
-            listed.insert(n.name.clone(), n);
+    let mut nodes = BTreeMap::new();
+    list_pages(&Api::<Node>::all(client.clone()), |n| {
+        let n = project_node(n);
+        nodes.insert(n.name.clone(), n);
+    })
+    .await?;
+    facts.nodes_listed(nodes);
+    let mut pools = BTreeMap::new();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &node_pool_resource());
+    let listed = list_pages(&api, |o| {
+        if let Some(p) = project_pool(o) {
+            pools.insert(p.name.clone(), p);
         }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => break,
-        }
-    }
-    facts.nodes_listed(listed);
-    let pools: Api<DynamicObject> = Api::all_with(client.clone(), &node_pool_resource());
-    match pools.list(&kube::api::ListParams::default()).await {
-        Ok(list) => facts.pools_listed(
-            list.items
-                .iter()
-                .filter_map(project_pool)
-                .map(|p| (p.name.clone(), p))
-                .collect(),
-        ),
+    })
+    .await;
+    match listed {
+        Ok(()) => facts.pools_listed(pools),
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e),
     }
     Ok(facts)
 }
-
-/// Objects a page holds at most when listing.
-const PAGE: u32 = 500;

@@ -25,7 +25,8 @@ pub struct Verified {
     /// The digest its tag resolved to.
     pub resolved: Option<Arc<str>>,
     pub at: SystemTime,
-    /// The platforms it has, where known (an index's children).
+    /// The platforms it has, where known (an index's children, or a single-arch image's
+    /// config blob's).
     pub platforms: Option<Arc<[Platform]>>,
 }
 
@@ -60,8 +61,7 @@ fn for_workload(
 ) -> Option<Verified> {
     let mut v = verified?.clone();
     if let Some(landings) = landings {
-        let available = v.platforms.clone();
-        v.report.land(landings, available.as_deref());
+        v.report.land(landings, v.platforms.as_deref());
     }
     Some(v)
 }

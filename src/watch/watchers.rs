@@ -254,14 +254,23 @@ async fn list<K: Watched>(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
+    list_pages(&api, |o| {
+        if let Some((key, Some(p))) = keyed(o, namespaces) {
+            inventory.apply(key, Some(p));
+        }
+    })
+    .await
+}
+
+/// Lists every object of `api`, [`PAGE`] at a time, handing each to `each`.
+pub(super) async fn list_pages<K>(api: &Api<K>, mut each: impl FnMut(&K)) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let mut params = kube::api::ListParams::default().limit(PAGE);
     loop {
         let page = api.list(&params).await?;
-        for o in &page.items {
-            if let Some((key, Some(p))) = keyed(o, namespaces) {
-                inventory.apply(key, Some(p));
-            }
-        }
+        page.items.iter().for_each(&mut each);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(()),
