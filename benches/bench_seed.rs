@@ -10,7 +10,7 @@
 #[path = "../tests/common/seed.rs"]
 mod seed;
 
-use seed::{config_blob, Breakage, Seeder, DOCKER_MANIFEST, OCI_MANIFEST};
+use seed::{Breakage, Seeder, DOCKER_MANIFEST, OCI_MANIFEST};
 
 #[tokio::main]
 async fn main() {
@@ -52,16 +52,14 @@ async fn main() {
     let Some(out) = std::env::args().nth(2).map(std::path::PathBuf::from) else {
         return;
     };
-    let configs = out.join("configs");
-    std::fs::create_dir_all(&configs).expect("mkdir");
-    for (pushed, seed) in [
-        (&app, "bench-app"),
-        (&metrics, "bench-metrics"),
-        (&worker, "bench-worker"),
-    ] {
-        let name = format!("{}@{}", pushed.repository.replace('/', "~"), pushed.config);
-        std::fs::write(configs.join(name), config_blob(seed, "amd64")).expect("write config");
-    }
+    seed::write_configs(
+        &out,
+        &[
+            (&app, "bench-app"),
+            (&metrics, "bench-metrics"),
+            (&worker, "bench-worker"),
+        ],
+    );
     let images = serde_json::json!({
         "intact": {"reference": app.reference(), "digest": app.digest},
         "broken": {"reference": worker.reference(), "digest": worker.digest},

@@ -39,10 +39,7 @@ watch=()
 if [ -n "${PLATFORMS:-}" ]; then
     "$bin/examples/bench_seed" "$MOTO_ENDPOINT" "$work"
     start_registry AWS 123456789012-auth-token "$work/registry"; pids+=("$REGISTRY_PID")
-    for config in "$work"/configs/*; do
-        name="$(basename "$config")"; repository="${name%@*}"
-        push_blob "${repository//\~//}" "$config" AWS 123456789012-auth-token
-    done
+    push_configs "$work" AWS 123456789012-auth-token
     "$bin/examples/demo_cluster" "$work" >"$work/cluster.url" & pids+=("$!")
     until [ -s "$work/cluster.url" ]; do sleep 0.1; done
     export KUBECONFIG="$work/kubeconfig"

@@ -9,7 +9,7 @@
 #[path = "../tests/common/seed.rs"]
 mod seed;
 
-use seed::{config_blob, Breakage, Seeder, DOCKER_MANIFEST, OCI_MANIFEST};
+use seed::{Breakage, Seeder, DOCKER_MANIFEST, OCI_MANIFEST};
 use serde_json::{json, Value};
 
 const POD: &str = include_str!("../tests/fixtures/pod-create.json");
@@ -99,12 +99,10 @@ async fn main() {
             ("7-same-pod-kept-to-amd64", kept),
         ],
     );
-    let configs = std::path::Path::new(out).join("configs");
-    std::fs::create_dir_all(&configs).expect("mkdir");
-    for (pushed, seed) in [(&intact, "demo-intact"), (&broken, "demo-broken")] {
-        let name = format!("{}@{}", pushed.repository.replace('/', "~"), pushed.config);
-        std::fs::write(configs.join(name), config_blob(seed, "amd64")).expect("write config");
-    }
+    seed::write_configs(
+        std::path::Path::new(out),
+        &[(&intact, "demo-intact"), (&broken, "demo-broken")],
+    );
     let images = json!({
         "intact": {"reference": intact.reference(), "digest": intact.digest},
         "broken": {"reference": broken.reference(), "digest": broken.digest},

@@ -35,11 +35,7 @@ echo "==> seeding ECR: demo/shop:1.0 (intact), demo/shop:1.1 (a layer missing)" 
 # accepting the Basic credentials of the emulator's GetAuthorizationToken.
 registry_user=AWS registry_password=123456789012-auth-token
 start_registry "$registry_user" "$registry_password" "$work/registry"
-for config in "$work"/configs/*; do
-    name="$(basename "$config")"
-    repository="${name%@*}"
-    push_blob "${repository//\~//}" "$config" "$registry_user" "$registry_password"
-done
+push_configs "$work" "$registry_user" "$registry_password"
 echo "==> OCI registry (docker-registry, TLS + htpasswd) at $REGISTRY_URL: the images' config blobs" >&2
 
 "$CARGO_TARGET_DIR/debug/examples/demo_cluster" "$work" >"$work/cluster.url" &

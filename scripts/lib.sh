@@ -66,6 +66,17 @@ EOF
     wait_port "$port"
 }
 
+# Uploads every config blob seed.rs's write_configs left under DIR/configs to the registry
+# start_registry started, with USER/PASSWORD.
+push_configs() {
+    local dir="$1" user="$2" password="$3" config name repository
+    for config in "$dir"/configs/*; do
+        name="$(basename "$config")"
+        repository="${name%@*}"
+        push_blob "${repository//\~//}" "$config" "$user" "$password"
+    done
+}
+
 # Uploads the file DATA as a blob of REPOSITORY (monolithic upload) to the registry
 # start_registry started, with USER/PASSWORD.
 push_blob() {

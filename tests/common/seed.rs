@@ -45,6 +45,18 @@ pub fn config_blob(seed: &str, arch: &str) -> String {
     format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\",\"seed\":\"{seed}\"}}")
 }
 
+/// Writes the config blobs of `images` (each pushed with its seed, for amd64) under
+/// `dir/configs/`, one file per blob named `REPOSITORY@DIGEST` with `/` as `~`: what
+/// `push_configs` in scripts/lib.sh uploads to an OCI registry.
+pub fn write_configs(dir: &std::path::Path, images: &[(&Pushed, &str)]) {
+    let configs = dir.join("configs");
+    std::fs::create_dir_all(&configs).expect("mkdir");
+    for (pushed, seed) in images {
+        let name = format!("{}@{}", pushed.repository.replace('/', "~"), pushed.config);
+        std::fs::write(configs.join(name), config_blob(seed, "amd64")).expect("write config");
+    }
+}
+
 /// What to leave out of the emulator when pushing an image.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Breakage {
