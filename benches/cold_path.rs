@@ -99,14 +99,16 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The same round trip without the webhook: `BatchGetImage` of one tag through the SDK
-/// client alone, sequentially. What is left outside the proxy's span is the SDK's and the
-/// connection's share of the webhook's own time per call.
-async fn sdk_alone(
+/// The same round trip without the webhook: `BatchGetImage` of one tag through the registry
+/// client alone (sent directly, or through the SDK), sequentially. What is left outside the
+/// proxy's span is the client's and the connection's share of the webhook's own time per
+/// call.
+async fn client_alone(
     webhook_rt: &tokio::runtime::Handle,
     s: &Seeder,
     proxy: &FaultProxy,
     calls: usize,
+    direct: bool,
 ) -> (f64, f64) {
     use ecr_preflight::image::{ImageId, ImageTarget, RepositoryKey};
     use ecr_preflight::registry::Registry;
@@ -114,7 +116,9 @@ async fn sdk_alone(
     let image = seed(s, &run, 0, Kind::Tag).await;
     let url = proxy.url.clone();
     let registry = webhook_rt
-        .spawn(async move { server::registry(Some(url), Duration::from_secs(10)).await })
+        .spawn(
+            async move { server::registry_via(Some(url), Duration::from_secs(10), direct).await },
+        )
         .await
         .expect("registry");
     let registry = std::sync::Arc::new(registry);
@@ -151,24 +155,28 @@ async fn sdk_alone(
         total.push(ms(elapsed));
         own.push(ms(elapsed.saturating_sub(inside)));
     }
-    // A bare POST through the same proxy, on this runtime and on the webhook's (one
-    // worker, like the SDK calls above): the floor of what any client pays here.
-    let here = raw_posts(proxy, calls).await;
-    let url = proxy.url.clone();
-    let spans = proxy.clone();
-    let there = webhook_rt
-        .spawn(async move { raw_posts_to(&url, &spans, calls).await })
-        .await
-        .expect("raw");
+    let client = if direct { "direct" } else { "SDK" };
     println!(
-        "raw reqwest outside span: {here:.3} ms (this runtime), {there:.3} ms (the webhook's)"
-    );
-    println!(
-        "CPU time of the webhook's thread per SDK call: {:.3} ms user, {:.3} ms system",
+        "CPU time of the webhook's thread per {client} call: {:.3} ms user, {:.3} ms system",
         median(user),
         median(system)
     );
     (median(total), median(own))
+}
+
+/// A bare POST through the same proxy, on this runtime and on the webhook's (one worker,
+/// like the client calls): the floor of what any client pays here.
+async fn raw_floor(webhook_rt: &tokio::runtime::Handle, proxy: &FaultProxy, calls: usize) {
+    let here = raw_posts(proxy, calls).await;
+    let url = proxy.url.clone();
+    let spans = proxy.clone();
+    let (there, raw_cpu) = webhook_rt
+        .spawn(async move { raw_posts_to(&url, &spans, calls).await })
+        .await
+        .expect("raw");
+    println!(
+        "raw reqwest outside span: {here:.3} ms (this runtime), {there:.3} ms (the webhook's), {raw_cpu:.3} ms user CPU a call there"
+    );
 }
 
 /// The CPU time this thread has used: (user, system).
@@ -186,16 +194,17 @@ fn thread_cpu() -> (Duration, Duration) {
 }
 
 async fn raw_posts(proxy: &FaultProxy, calls: usize) -> f64 {
-    raw_posts_to(&proxy.url, proxy, calls).await
+    raw_posts_to(&proxy.url, proxy, calls).await.0
 }
 
-/// The median time outside the proxy's span of `calls` bare POSTs to `url`.
-async fn raw_posts_to(url: &str, proxy: &FaultProxy, calls: usize) -> f64 {
+/// The median time outside the proxy's span of `calls` bare POSTs to `url`, and the
+/// median user CPU time of this thread per POST (the call's, on a one-worker runtime).
+async fn raw_posts_to(url: &str, proxy: &FaultProxy, calls: usize) -> (f64, f64) {
     let client = reqwest::Client::new();
-    let mut raw = Vec::new();
+    let (mut raw, mut cpu) = (Vec::new(), Vec::new());
     for _ in 0..=calls {
         proxy.take_spans();
-        let started = Instant::now();
+        let (started, before) = (Instant::now(), thread_cpu());
         let r = client
             .post(url)
             .header(
@@ -209,12 +218,14 @@ async fn raw_posts_to(url: &str, proxy: &FaultProxy, calls: usize) -> f64 {
             .expect("raw");
         let _ = r.bytes().await;
         let elapsed = started.elapsed();
+        cpu.push(ms(thread_cpu().0.saturating_sub(before.0)));
         let (inside, _) = ecr_time(&proxy.take_spans());
         raw.push(ms(elapsed.saturating_sub(inside)));
     }
     // The first opened the connection.
     raw.remove(0);
-    median(raw)
+    cpu.remove(0);
+    (median(raw), median(cpu))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -241,20 +252,34 @@ async fn main() {
         .build()
         .expect("runtime");
     let webhook = webhook_rt.handle().clone();
-    let (total, own) = sdk_alone(&webhook, &s, &proxy, images * 2).await;
-    println!("SDK alone (`BatchGetImage` of one tag, {} calls): {total:.1} ms a call, **{own:.2} ms** of it outside the proxy's span.\n", images * 2);
+    raw_floor(&webhook, &proxy, images * 2).await;
+    for (direct, client) in [(true, "direct"), (false, "SDK")] {
+        let (total, own) = client_alone(&webhook, &s, &proxy, images * 2, direct).await;
+        println!("{client} alone (`BatchGetImage` of one tag, {} calls): {total:.1} ms a call, **{own:.2} ms** of it outside the proxy's span.", images * 2);
+    }
+    println!();
     if std::env::var_os("SDK_ONLY").is_some() {
         webhook_rt.shutdown_background();
         return;
     }
-    println!("| image | --batch-window | decision | inside ECR calls | sequential calls | warm answer | webhook's own time per call |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for window in [ecr_preflight::engine::DEFAULT_BATCH_WINDOW, Duration::ZERO] {
-        for kind in [Kind::Tag, Kind::Index, Kind::Digest] {
+    println!("| client | image | --batch-window | decision | inside ECR calls | sequential calls | warm answer | webhook's own time per call |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let rows = [(true, "direct"), (false, "SDK")]
+        .into_iter()
+        .flat_map(|client| {
+            [ecr_preflight::engine::DEFAULT_BATCH_WINDOW, Duration::ZERO]
+                .into_iter()
+                .flat_map(move |window| {
+                    [Kind::Tag, Kind::Index, Kind::Digest].map(|kind| (client, window, kind))
+                })
+        });
+    for ((direct, client), window, kind) in rows {
+        {
             let options = Options {
                 timeout: Duration::from_secs(10),
                 batch_window: window,
                 endpoint: Some(proxy.url.clone()),
+                direct,
                 ..Options::default()
             };
             let srv = webhook.spawn(server::start(options)).await.expect("server");
@@ -282,7 +307,7 @@ async fn main() {
                 own.push(ms(left) / sequential.max(1) as f64);
             }
             println!(
-                "| {} | {} | {:.1} ms | {:.1} ms | {} | {:.2} ms | **{:.2} ms** |",
+                "| {client} | {} | {} | {:.1} ms | {:.1} ms | {} | {:.2} ms | **{:.2} ms** |",
                 kind.name(),
                 humantime::format_duration(window),
                 median(decision),

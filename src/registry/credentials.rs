@@ -82,14 +82,17 @@ impl CredentialKeeper {
     /// The credentials for a call: at once once the first resolution has finished (the
     /// command line's first call may wait for it).
     async fn current(&self) -> provider::Result {
+        self.in_hand().await.map_err(CredentialsError::not_loaded)
+    }
+
+    /// As [`CredentialKeeper::current`], with the reason there are none as text.
+    pub(super) async fn in_hand(&self) -> Result<Credentials, String> {
         let mut held = self.held.subscribe();
         let _ = held.wait_for(|h| h.settled).await;
         let credentials = held.borrow().credentials.clone();
         match credentials {
             Some(c) if !expired(&c) => Ok(c),
-            _ => Err(CredentialsError::not_loaded(
-                self.problem().unwrap_or_default(),
-            )),
+            _ => Err(self.problem().unwrap_or_default()),
         }
     }
 

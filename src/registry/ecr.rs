@@ -1,7 +1,8 @@
 //! [`Registry`] over the AWS SDK for ECR. One SDK client per (region, FIPS, dual-stack): the
 //! configured region's made at start-up, any other on first use, each reused. Credentials
 //! come from the default chain through a [`CredentialKeeper`], resolved at start-up and
-//! refreshed in the background.
+//! refreshed in the background. The engine's two calls go by [`DirectCalls`] instead when
+//! [`EcrSettings::direct`] says so (the engine's settings do).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::credentials::{CredentialKeeper, KeptCredentials};
+use super::direct::{DirectCalls, DirectSettings};
 use super::{
     BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
     LayerDetail, LayerFailure, LifecycleFacts, Preview, PreviewAction, Registry, RegistryError,
@@ -44,6 +46,9 @@ pub struct EcrSettings {
     /// Attempts per call inside the SDK (1 = none): the engine retries by itself, within
     /// each request's budget.
     pub max_attempts: u32,
+    /// `BatchGetImage` and `BatchCheckLayerAvailability` sent by [`DirectCalls`], without
+    /// retries, rather than through the SDK (see `direct.rs` for why).
+    pub direct: bool,
 }
 
 impl EcrSettings {
@@ -55,6 +60,7 @@ impl EcrSettings {
             operation_timeout: budget,
             connect_timeout: (budget / 3).max(Duration::from_millis(100)),
             max_attempts: 1,
+            direct: true,
         }
     }
 }
@@ -66,6 +72,8 @@ pub struct EcrApi {
     clients: Mutex<HashMap<(String, bool, bool), Client>>,
     /// `None` when the configuration has no credentials provider at all.
     credentials: Option<Arc<CredentialKeeper>>,
+    /// The engine's two calls, when sent directly (which needs credentials in a keeper).
+    direct: Option<DirectCalls>,
 }
 
 impl EcrApi {
@@ -100,11 +108,20 @@ impl EcrApi {
                 )))
                 .build();
         }
+        let direct = credentials
+            .clone()
+            .filter(|_| settings.direct)
+            .and_then(|keeper| {
+                DirectCalls::new(direct_settings(&base, &settings), keeper)
+                    .inspect_err(|e| tracing::warn!(error = %e, "ECR calls go through the SDK"))
+                    .ok()
+            });
         let api = EcrApi {
             base,
             settings,
             clients: Mutex::new(HashMap::new()),
             credentials,
+            direct,
         };
         if let Some(region) = api.region() {
             api.client(&region, false, false);
@@ -163,6 +180,37 @@ impl EcrApi {
                 Client::from_conf(builder.build())
             })
             .clone()
+    }
+}
+
+/// What the direct calls need of the configuration: the endpoint override the SDK would use
+/// (the setting, else `AWS_ENDPOINT_URL_ECR` or the profile's `ecr` section, else the global
+/// one, as the SDK's `Builder::from(&SdkConfig)` reads them).
+fn direct_settings(base: &aws_config::SdkConfig, settings: &EcrSettings) -> DirectSettings {
+    let service_key = aws_types::service_config::ServiceConfigKey::builder()
+        .service_id("ECR")
+        .env("AWS_ENDPOINT_URL")
+        .profile("endpoint_url")
+        .build()
+        .ok();
+    let configured = base
+        .service_config()
+        .zip(service_key)
+        .and_then(|(conf, key)| conf.load_config(key))
+        .or_else(|| base.endpoint_url().map(str::to_owned));
+    DirectSettings {
+        endpoint_url: settings.endpoint_url.clone().or(configured),
+        default_region: base.region().map(|r| r.to_string()),
+        operation_timeout: settings.operation_timeout,
+        connect_timeout: settings.connect_timeout,
+        clock: {
+            let source = base.time_source();
+            Box::new(move || {
+                source
+                    .as_ref()
+                    .map_or_else(std::time::SystemTime::now, |s| s.now())
+            })
+        },
     }
 }
 
@@ -236,6 +284,9 @@ impl Registry for EcrApi {
         ids: &'a [ImageId],
     ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
         async move {
+            if let Some(direct) = &self.direct {
+                return direct.batch_get_image(repo, ids).await;
+            }
             let image_ids = ids.iter().map(identifier).collect();
             let out = self
                 .client_of(&repo.registry)
@@ -289,6 +340,9 @@ impl Registry for EcrApi {
         digests: &'a [String],
     ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
         async move {
+            if let Some(direct) = &self.direct {
+                return direct.batch_check_layer_availability(repo, digests).await;
+            }
             let out = self
                 .client_of(&repo.registry)
                 .batch_check_layer_availability()
@@ -411,26 +465,13 @@ where
                 };
             };
             let status = service.raw().status().as_u16();
-            let message = e.message().unwrap_or_default().chars().take(200).collect();
-            match code {
-                "RepositoryNotFoundException" => RegistryError::RepositoryNotFound {
-                    registry: repo.registry.to_string(),
-                    repository: repo.repository.clone(),
-                },
-                "AccessDeniedException"
-                | "AccessDenied"
-                | "UnrecognizedClientException"
-                | "ExpiredTokenException" => RegistryError::AccessDenied { operation },
-                "ThrottlingException" | "TooManyRequestsException" | "LimitExceededException" => {
-                    RegistryError::Throttled(code.to_owned())
-                }
-                _ if status == 429 => RegistryError::Throttled(format!("HTTP 429 {code}")),
-                _ if status >= 500 => RegistryError::Server(format!("HTTP {status} {code}")),
-                _ => RegistryError::Service {
-                    code: code.to_owned(),
-                    message,
-                },
-            }
+            RegistryError::of_ecr_code(
+                code,
+                status,
+                e.message().unwrap_or_default(),
+                repo,
+                operation,
+            )
         }
         SdkError::TimeoutError(_) => RegistryError::Timeout,
         SdkError::DispatchFailure(d) if d.is_timeout() => RegistryError::Timeout,
