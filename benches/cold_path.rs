@@ -135,31 +135,23 @@ async fn client_alone(
             registry.batch_get_image(&repo, &ids).await.expect("call");
             // The webhook's runtime has one worker: the SDK and its connection's task
             // ran on this thread, so its CPU time is the call's.
-            let now = thread_cpu();
-            (
-                started.elapsed(),
-                now.0.saturating_sub(cpu.0),
-                now.1.saturating_sub(cpu.1),
-            )
+            (started.elapsed(), thread_cpu().saturating_sub(cpu))
         })
     };
     call().await.expect("first call");
-    let (mut total, mut own, mut user, mut system) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut total, mut own, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..calls {
         proxy.take_spans();
-        let (elapsed, in_user, in_system) = call().await.expect("call");
-        user.push(ms(in_user));
-        system.push(ms(in_system));
+        let (elapsed, in_thread) = call().await.expect("call");
+        cpu.push(ms(in_thread));
         let (inside, _) = ecr_time(&proxy.take_spans());
         total.push(ms(elapsed));
         own.push(ms(elapsed.saturating_sub(inside)));
     }
     let client = if direct { "direct" } else { "SDK" };
     println!(
-        "CPU time of the webhook's thread per {client} call: {:.3} ms user, {:.3} ms system",
-        median(user),
-        median(system)
+        "CPU time of the webhook's thread per {client} call: {:.3} ms",
+        median(cpu)
     );
     (median(total), median(own))
 }
@@ -175,22 +167,37 @@ async fn raw_floor(webhook_rt: &tokio::runtime::Handle, proxy: &FaultProxy, call
         .await
         .expect("raw");
     println!(
-        "raw reqwest outside span: {here:.3} ms (this runtime), {there:.3} ms (the webhook's), {raw_cpu:.3} ms user CPU a call there"
+        "raw reqwest outside span: {here:.3} ms (this runtime), {there:.3} ms (the webhook's), {raw_cpu:.3} ms CPU a call there"
     );
 }
 
-/// The CPU time this thread has used: (user, system).
-fn thread_cpu() -> (Duration, Duration) {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
-        usage.assume_init()
+/// The CPU time this thread has used, user and system together, to the nanosecond
+/// (`CLOCK_THREAD_CPUTIME_ID`; getrusage's user/system split is estimated from ticks).
+fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let micros = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    (micros(usage.ru_utime), micros(usage.ru_stime))
+    // SAFETY: clock_gettime writes one timespec into the pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// The calling thread's kernel id, to read its CPU time from another thread.
+fn thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// The CPU time thread `tid` of this process has used (its `schedstat`, in nanoseconds).
+fn cpu_of(tid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .expect("schedstat of the webhook's thread");
+    let ns = stat.split_whitespace().next().and_then(|n| n.parse().ok());
+    Duration::from_nanos(ns.expect("schedstat's first field"))
 }
 
 async fn raw_posts(proxy: &FaultProxy, calls: usize) -> f64 {
@@ -198,7 +205,7 @@ async fn raw_posts(proxy: &FaultProxy, calls: usize) -> f64 {
 }
 
 /// The median time outside the proxy's span of `calls` bare POSTs to `url`, and the
-/// median user CPU time of this thread per POST (the call's, on a one-worker runtime).
+/// median CPU time (user and system) of this thread per POST (the call's, on a one-worker runtime).
 async fn raw_posts_to(url: &str, proxy: &FaultProxy, calls: usize) -> (f64, f64) {
     let client = reqwest::Client::new();
     let (mut raw, mut cpu) = (Vec::new(), Vec::new());
@@ -218,7 +225,7 @@ async fn raw_posts_to(url: &str, proxy: &FaultProxy, calls: usize) -> (f64, f64)
             .expect("raw");
         let _ = r.bytes().await;
         let elapsed = started.elapsed();
-        cpu.push(ms(thread_cpu().0.saturating_sub(before.0)));
+        cpu.push(ms(thread_cpu().saturating_sub(before)));
         let (inside, _) = ecr_time(&proxy.take_spans());
         raw.push(ms(elapsed.saturating_sub(inside)));
     }
@@ -252,8 +259,14 @@ async fn main() {
         .build()
         .expect("runtime");
     let webhook = webhook_rt.handle().clone();
+    // CLIENT=direct or CLIENT=SDK runs one of the two (a profile of one).
+    let only = std::env::var("CLIENT").ok();
+    let clients: Vec<(bool, &str)> = [(true, "direct"), (false, "SDK")]
+        .into_iter()
+        .filter(|(_, name)| only.as_deref().is_none_or(|o| o.eq_ignore_ascii_case(name)))
+        .collect();
     raw_floor(&webhook, &proxy, images * 2).await;
-    for (direct, client) in [(true, "direct"), (false, "SDK")] {
+    for (direct, client) in clients.clone() {
         let (total, own) = client_alone(&webhook, &s, &proxy, images * 2, direct).await;
         println!("{client} alone (`BatchGetImage` of one tag, {} calls): {total:.1} ms a call, **{own:.2} ms** of it outside the proxy's span.", images * 2);
     }
@@ -262,17 +275,19 @@ async fn main() {
         webhook_rt.shutdown_background();
         return;
     }
-    println!("| client | image | --batch-window | decision | inside ECR calls | sequential calls | warm answer | webhook's own time per call |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-    let rows = [(true, "direct"), (false, "SDK")]
-        .into_iter()
-        .flat_map(|client| {
-            [ecr_preflight::engine::DEFAULT_BATCH_WINDOW, Duration::ZERO]
-                .into_iter()
-                .flat_map(move |window| {
-                    [Kind::Tag, Kind::Index, Kind::Digest].map(|kind| (client, window, kind))
-                })
-        });
+    println!("| client | image | --batch-window | decision | inside ECR calls | sequential calls | warm answer | webhook's own time per call | webhook thread's CPU per call |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let rows = clients.into_iter().flat_map(|client| {
+        [ecr_preflight::engine::DEFAULT_BATCH_WINDOW, Duration::ZERO]
+            .into_iter()
+            .flat_map(move |window| {
+                [Kind::Tag, Kind::Index, Kind::Digest].map(|kind| (client, window, kind))
+            })
+    });
+    let webhook_thread = webhook
+        .spawn(async { thread_id() })
+        .await
+        .expect("thread id");
     for ((direct, client), window, kind) in rows {
         {
             let options = Options {
@@ -290,14 +305,25 @@ async fn main() {
             // The SDK client and its connection to the endpoint, made once.
             let run = common::unique("cold");
             post(&srv, &seed(&s, &run, 0, kind).await).await;
-            let (mut decision, mut inside, mut calls, mut warm, mut own) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut decision, mut inside, mut calls, mut warm, mut own, mut cpu) = (
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            );
             for n in 1..=images {
                 let image = seed(&s, &run, n, kind).await;
                 proxy.take_spans();
+                let before = cpu_of(webhook_thread);
                 let cold = post(&srv, &image).await;
+                let cold_cpu = cpu_of(webhook_thread).saturating_sub(before);
                 let (in_ecr, sequential) = ecr_time(&proxy.take_spans());
+                let before = cpu_of(webhook_thread);
                 let cached = post(&srv, &image).await;
+                let warm_cpu = cpu_of(webhook_thread).saturating_sub(before);
+                cpu.push(ms(cold_cpu.saturating_sub(warm_cpu)) / sequential.max(1) as f64);
                 assert!(proxy.take_spans().is_empty(), "the warm answer asked ECR");
                 let left = cold.saturating_sub(in_ecr).saturating_sub(cached);
                 decision.push(ms(cold));
@@ -307,14 +333,15 @@ async fn main() {
                 own.push(ms(left) / sequential.max(1) as f64);
             }
             println!(
-                "| {client} | {} | {} | {:.1} ms | {:.1} ms | {} | {:.2} ms | **{:.2} ms** |",
+                "| {client} | {} | {} | {:.1} ms | {:.1} ms | {} | {:.2} ms | **{:.2} ms** | {:.3} ms |",
                 kind.name(),
                 humantime::format_duration(window),
                 median(decision),
                 median(inside),
                 median(calls),
                 median(warm),
-                median(own)
+                median(own),
+                median(cpu)
             );
         }
     }

@@ -1,15 +1,16 @@
 //! The two calls on the admission path, `BatchGetImage` and `BatchCheckLayerAvailability`,
 //! sent as ECR's JSON protocol (awsJson1.1) over one `reqwest` connection pool and signed
-//! by the SDK's own SigV4 signer (`aws-sigv4`). Every other ECR call goes through the SDK.
+//! by [`super::sigv4`]. Every other ECR call goes through the SDK.
 //!
-//! Why: an SDK call costs the webhook's thread about 0.34 ms of CPU before and after the
-//! round trip (interceptors, config bag, endpoint rules run per call, header maps), which
-//! a cold admission pays once per sequential call; this path costs a bare POST and a
-//! signature (docs/performance.md 7b has both measured).
+//! Why: an SDK call costs the webhook's thread about 0.7 ms of CPU around the round trip
+//! (interceptors, config bag, endpoint rules run per call, header maps), which a cold
+//! admission pays once per sequential call; this path costs about half of that
+//! (docs/performance.md 7b has both measured).
 //!
 //! What is kept from the SDK: its endpoint rules (its generated resolver, asked once per
-//! region and endpoint flavour), its credentials (the [`CredentialKeeper`]), its signer,
-//! and the error classification the SDK path uses ([`RegistryError::of_ecr_code`]).
+//! region and endpoint flavour), its credentials (the [`CredentialKeeper`]), its clock-skew
+//! correction (the answer's `Date`), and the error classification the SDK path uses
+//! ([`RegistryError::of_ecr_code`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -17,13 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_ecr::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
 use futures::FutureExt;
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::credentials::CredentialKeeper;
+use super::sigv4::{self, Signer};
 use super::{
     BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
     LayerDetail, LayerFailure, RegistryError,
@@ -40,12 +41,41 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// accepts 5 minutes either way.
 const SKEW_THRESHOLD_MS: i64 = 4 * 60 * 1000;
 
+/// ECR's JSON protocol's content type.
+const JSON_1_1: &str = "application/x-amz-json-1.1";
+
 /// Where one region's calls go and how they are signed.
-#[derive(Debug)]
 struct Target {
-    url: String,
+    url: reqwest::Url,
     host: String,
-    region: String,
+    signer: Signer,
+}
+
+/// The two operations sent directly.
+#[derive(Clone, Copy)]
+enum Operation {
+    BatchGetImage,
+    BatchCheckLayerAvailability,
+}
+
+impl Operation {
+    /// Its IAM action, as errors name it.
+    fn action(self) -> &'static str {
+        match self {
+            Operation::BatchGetImage => "ecr:BatchGetImage",
+            Operation::BatchCheckLayerAvailability => "ecr:BatchCheckLayerAvailability",
+        }
+    }
+
+    /// Its `x-amz-target`.
+    fn target(self) -> &'static str {
+        match self {
+            Operation::BatchGetImage => "AmazonEC2ContainerRegistry_V20150921.BatchGetImage",
+            Operation::BatchCheckLayerAvailability => {
+                "AmazonEC2ContainerRegistry_V20150921.BatchCheckLayerAvailability"
+            }
+        }
+    }
 }
 
 /// The signing time: the configuration's time source, as the SDK reads it (tests fix it).
@@ -113,7 +143,7 @@ impl DirectCalls {
             image_ids: ids.iter().map(IdOut::of).collect(),
             accepted_media_types: &ACCEPTED_MEDIA_TYPES,
         };
-        let answer: GetImageAnswer = self.call(repo, "ecr:BatchGetImage", &request).await?;
+        let answer: GetImageAnswer = self.call(repo, Operation::BatchGetImage, &request).await?;
         Ok(answer.into_output())
     }
 
@@ -128,17 +158,17 @@ impl DirectCalls {
             layer_digests: digests,
         };
         let answer: CheckLayersAnswer = self
-            .call(repo, "ecr:BatchCheckLayerAvailability", &request)
+            .call(repo, Operation::BatchCheckLayerAvailability, &request)
             .await?;
         Ok(answer.into_output(digests.len()))
     }
 
-    /// One signed call of `operation` (its IAM action, `ecr:…`), bounded by the operation timeout (the wait for
+    /// One signed call of `operation`, bounded by the operation timeout (the wait for
     /// credentials included, as in the SDK).
     async fn call<T: DeserializeOwned>(
         &self,
         repo: &RepositoryKey,
-        operation: &'static str,
+        operation: Operation,
         input: &impl Serialize,
     ) -> Result<T, RegistryError> {
         let body = serde_json::to_vec(input).map_err(|e| RegistryError::Service {
@@ -157,7 +187,7 @@ impl DirectCalls {
             let answer = self.http.execute(request).await;
             let answer = answer.map_err(|e| self.unsent(&e))?;
             self.learn_skew(sent, answer.headers());
-            self.read(answer, repo, operation).await
+            self.read(answer, repo, operation.action()).await
         };
         match tokio::time::timeout(self.operation_timeout, exchange).await {
             Ok(result) => result,
@@ -189,46 +219,52 @@ impl DirectCalls {
     fn signed(
         &self,
         target: &Target,
-        operation: &'static str,
+        operation: Operation,
         body: Vec<u8>,
         credentials: aws_credential_types::Credentials,
     ) -> Result<reqwest::Request, RegistryError> {
-        let action = operation.strip_prefix("ecr:").unwrap_or(operation);
-        let amz_target = format!("AmazonEC2ContainerRegistry_V20150921.{action}");
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("host", target.host.as_str()),
-            ("x-amz-target", amz_target.as_str()),
-        ];
-        let unsignable = |e: &dyn std::fmt::Display| RegistryError::Service {
-            code: "SigningError".to_owned(),
-            message: e.to_string(),
+        let session_token = credentials.session_token();
+        let signed = target.signer.sign(
+            &sigv4::Credentials {
+                access_key_id: credentials.access_key_id(),
+                secret: credentials.secret_access_key(),
+                session_token,
+            },
+            target.url.path(),
+            &target.host,
+            JSON_1_1,
+            operation.target(),
+            &body,
+            self.signing_time(),
+        );
+        let value = |text: &str| {
+            HeaderValue::from_str(text).map_err(|_| RegistryError::Service {
+                code: "SigningError".to_owned(),
+                message: "the credentials or the endpoint make an invalid header".to_owned(),
+            })
         };
-        let identity = credentials.into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&target.region)
-            .name("ecr")
-            .time(self.signing_time())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| unsignable(&e))?
-            .into();
-        let signable = SignableRequest::new(
-            "POST",
-            &target.url,
-            headers.iter().copied(),
-            SignableBody::Bytes(&body),
-        )
-        .map_err(|e| unsignable(&e))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| unsignable(&e))?
-            .into_parts();
-        let mut request = self.http.post(&target.url);
-        for (name, value) in headers.iter().copied().chain(instructions.headers()) {
-            request = request.header(name, value);
+        let mut request = reqwest::Request::new(reqwest::Method::POST, target.url.clone());
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_1_1));
+        headers.insert(HOST, value(&target.host)?);
+        headers.insert(
+            HeaderName::from_static("x-amz-target"),
+            HeaderValue::from_static(operation.target()),
+        );
+        headers.insert(
+            HeaderName::from_static("x-amz-date"),
+            value(&signed.amz_date)?,
+        );
+        if let Some(token) = session_token {
+            let mut token = value(token)?;
+            token.set_sensitive(true);
+            headers.insert(HeaderName::from_static("x-amz-security-token"), token);
         }
-        request.body(body).build().map_err(|e| unsignable(&e))
+        let mut authorization = value(&signed.authorization)?;
+        authorization.set_sensitive(true);
+        headers.insert(AUTHORIZATION, authorization);
+        *request.body_mut() = Some(body.into());
+        Ok(request)
     }
 
     /// Now by ECR's clock, as far as its answers have told it.
@@ -351,10 +387,17 @@ fn resolve(
         (Some(host), None) => host.to_owned(),
         (None, _) => return Err(unresolved(format!("{url} has no host"))),
     };
+    // Signed as its own canonical path: only plain paths, which need no encoding.
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-._~/".contains(c);
+    if url.query().is_some() || !url.path().chars().all(plain) {
+        return Err(unresolved(format!(
+            "{url}: an endpoint with a query or an encoded path is not supported"
+        )));
+    }
     Ok(Target {
-        url: endpoint.url().to_owned(),
+        url,
         host,
-        region: region.to_owned(),
+        signer: Signer::new(region),
     })
 }
 
@@ -592,7 +635,10 @@ mod tests {
 
     #[test]
     fn endpoints_follow_the_sdk_rules() {
-        let url = |region, fips, dual| resolve(region, fips, dual, None).unwrap().url;
+        let url = |region, fips, dual| {
+            let url = resolve(region, fips, dual, None).unwrap().url;
+            url.as_str().trim_end_matches('/').to_owned()
+        };
         assert_eq!(
             url("us-east-1", false, false),
             "https://api.ecr.us-east-1.amazonaws.com"
@@ -609,6 +655,10 @@ mod tests {
         let over = resolve("us-east-1", false, false, Some("http://127.0.0.1:5000")).unwrap();
         assert_eq!(over.host, "127.0.0.1:5000");
         assert!(resolve("", false, false, None).is_err());
+        let with_path = resolve("us-east-1", false, false, Some("http://proxy:8080/ecr/")).unwrap();
+        assert_eq!(with_path.url.path(), "/ecr/");
+        assert!(resolve("us-east-1", false, false, Some("http://proxy/a%20b")).is_err());
+        assert!(resolve("us-east-1", false, false, Some("http://proxy/?q=1")).is_err());
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod direct;
 pub mod ecr;
 #[cfg(feature = "aws")]
 pub mod oci;
+#[cfg(feature = "aws")]
+mod sigv4;
 
 use futures::future::BoxFuture;
 
