@@ -9,7 +9,7 @@
 //! answer is fanned out to every waiter. The call runs in its own task, so a caller that
 //! gives up at its deadline never cancels it for the others.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,7 +69,7 @@ where
         Arc::new(Coalescer {
             state: Mutex::new(State {
                 next_id: 0,
-                in_flight: HashMap::new(),
+                in_flight: HashMap::default(),
                 pending: None,
                 calls: 0,
             }),
@@ -88,7 +88,7 @@ where
         deadline: Instant,
     ) -> HashMap<K, Result<V, RegistryError>> {
         let mut waits: Vec<(u64, SharedResult<K, V>, Vec<K>)> = Vec::new();
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             for key in keys {

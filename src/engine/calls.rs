@@ -1,7 +1,7 @@
 //! One repository's ECR calls: `BatchGetImage` and `BatchCheckLayerAvailability`, each
 //! through its own batcher, retried within the deadline, counted, and feeding the caches.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,7 +177,7 @@ fn match_answers(
             ImageId::Digest(d) => digest == Some(d),
         })
     };
-    let mut answers = HashMap::new();
+    let mut answers = HashMap::default();
     for image in out.images {
         if let Some(id) = wanted(image.tag.as_ref(), image.digest.as_ref()) {
             answers.insert(id.clone(), Answer::Found(image));

@@ -10,7 +10,7 @@ mod calls;
 mod repository;
 mod retry;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -360,7 +360,7 @@ impl Engine {
         &self,
         by_repo: BTreeMap<RepositoryKey, BTreeSet<ImageId>>,
         deadline: Instant,
-    ) -> FastMap<RepositoryKey, HashMap<ImageId, Finding>> {
+    ) -> FastMap<RepositoryKey, FastMap<ImageId, Finding>> {
         let budget = deadline.saturating_duration_since(Instant::now());
         let checked = self.checked_platforms();
         let platforms: &[Platform] = &checked;

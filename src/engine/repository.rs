@@ -2,7 +2,9 @@
 //! (`BatchGetImage`), the wanted children of indexes (`BatchGetImage` again), and every blob
 //! (`BatchCheckLayerAvailability`), all through the repository's batchers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -21,8 +23,8 @@ pub(super) async fn check_repository(
     deadline: Instant,
 ) -> HashMap<ImageId, Finding> {
     let answers = repo.images.request(ids, deadline).await;
-    let mut findings = HashMap::new();
-    let mut plans: HashMap<ImageId, Vec<(Option<Platform>, Planned)>> = HashMap::new();
+    let mut findings = HashMap::default();
+    let mut plans: HashMap<ImageId, Vec<(Option<Platform>, Planned)>> = HashMap::default();
     let mut indexes: BTreeMap<ImageId, Vec<(Platform, String)>> = BTreeMap::new();
     for id in ids {
         let manifest = match lookup(answers.get(id), || format!("ECR did not answer for {id}")) {
@@ -186,7 +188,7 @@ async fn blob_states(
         .flat_map(|(_, planned)| planned_blobs(planned))
         .collect();
     if blobs.is_empty() {
-        return HashMap::new();
+        return HashMap::default();
     }
     let blobs: Vec<String> = blobs.into_iter().cloned().collect();
     repo.blobs.request(&blobs, deadline).await

@@ -317,7 +317,7 @@ impl DirectCalls {
     /// ECR's answer: the output on success, else the error its code and status say.
     async fn read<T: DeserializeOwned>(
         &self,
-        mut answer: reqwest::Response,
+        answer: reqwest::Response,
         repo: &RepositoryKey,
         operation: &'static str,
     ) -> Result<T, RegistryError> {
@@ -328,15 +328,7 @@ impl DirectCalls {
             .and_then(|v| v.to_str().ok())
             .map(error_code);
         let header_code = header_code.map(str::to_owned);
-        let mut body = Vec::new();
-        while let Some(chunk) = answer.chunk().await.map_err(|e| transport(&e))? {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(malformed(format!(
-                    "ECR's answer is over {MAX_ANSWER_BYTES} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_body(answer).await?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|_| {
                 malformed("ECR answered with a response that could not be read".to_owned())
@@ -355,6 +347,25 @@ impl DirectCalls {
             None => malformed(format!("ECR's answer could not be read (HTTP {status})")),
         })
     }
+}
+
+/// An answer's body, at most [`MAX_ANSWER_BYTES`]: whole when its length is declared and
+/// within the bound (hyper holds it to that length), else gathered chunk by chunk.
+async fn read_body(mut answer: reqwest::Response) -> Result<bytes::Bytes, RegistryError> {
+    let too_large = || malformed(format!("ECR's answer is over {MAX_ANSWER_BYTES} bytes"));
+    match answer.content_length() {
+        Some(n) if n > MAX_ANSWER_BYTES as u64 => return Err(too_large()),
+        Some(_) => return answer.bytes().await.map_err(|e| transport(&e)),
+        None => {}
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|e| transport(&e))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
 }
 
 /// The endpoint the SDK would call for `region` and flavour, with `endpoint_url` as the

@@ -117,6 +117,7 @@ pub enum RegistryError {
     Credentials(String),
 }
 
+#[cfg(feature = "aws")]
 impl RegistryError {
     /// The typed error of an answer of HTTP `status` with ECR error `code`, for a call of
     /// `operation` on `repo`; shared by the SDK path and the direct one.
