@@ -258,3 +258,31 @@ async fn the_direct_bodies_say_what_the_sdk_bodies_say() {
         assert_eq!(ours, theirs);
     }
 }
+
+/// The endpoint named by `AWS_ENDPOINT_URL_ECR`, when nothing else names one, is where the
+/// direct calls go, as the SDK's calls do. (Set once in this test binary; no other test
+/// here reads it: they name their endpoint.)
+#[tokio::test]
+async fn the_direct_calls_follow_aws_endpoint_url_ecr() {
+    let (endpoint, seen) = capturing_endpoint().await;
+    std::env::set_var("AWS_ENDPOINT_URL_ECR", &endpoint);
+    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
+        .credentials_provider(aws_sdk_ecr::config::Credentials::new(
+            ACCESS_KEY, SECRET, None, None, "test",
+        ))
+        .load()
+        .await;
+    // The configuration reads the variable when the clients are made.
+    let api = EcrApi::new(base, EcrSettings::for_budget(None, Duration::from_secs(3)));
+    std::env::remove_var("AWS_ENDPOINT_URL_ECR");
+    api.batch_get_image(&repo(), &[ImageId::Tag("1".into())])
+        .await
+        .expect("BatchGetImage at the environment's endpoint");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].headers["x-amz-target"],
+        "AmazonEC2ContainerRegistry_V20150921.BatchGetImage"
+    );
+}
