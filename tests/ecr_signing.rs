@@ -13,6 +13,7 @@ use aws_sigv4::sign::v4;
 use aws_smithy_async::time::StaticTimeSource;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use ecr_preflight::image::{ImageId, ImageTarget, RepositoryKey};
 use ecr_preflight::registry::ecr::{EcrApi, EcrSettings};
 use ecr_preflight::registry::Registry;
@@ -30,24 +31,25 @@ struct Captured {
     body: Bytes,
 }
 
-/// A stand-in for ECR's endpoint that keeps every request and answers each with an empty
-/// result both operations can read.
-async fn capturing_endpoint() -> (String, Arc<Mutex<Vec<Captured>>>) {
-    let seen: Arc<Mutex<Vec<Captured>>> = Arc::default();
+/// Every request an endpoint was sent, in order.
+type Seen = Arc<Mutex<Vec<Captured>>>;
+
+/// A stand-in for ECR's endpoint that keeps every request and answers each with `answer`.
+async fn endpoint(answer: fn(&Captured) -> axum::response::Response) -> (String, Seen) {
+    let seen: Seen = Arc::default();
     let keep = seen.clone();
     let app = axum::Router::new().fallback(
         move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
             let keep = keep.clone();
             async move {
-                keep.lock().unwrap().push(Captured {
+                let request = Captured {
                     headers,
                     path: uri.path().to_owned(),
                     body,
-                });
-                (
-                    [("content-type", "application/x-amz-json-1.1")],
-                    r#"{"images":[],"failures":[],"layers":[]}"#,
-                )
+                };
+                let response = answer(&request);
+                keep.lock().unwrap().push(request);
+                response
             }
         },
     );
@@ -55,6 +57,18 @@ async fn capturing_endpoint() -> (String, Arc<Mutex<Vec<Captured>>>) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, seen)
+}
+
+/// An endpoint that answers every request with an empty result both operations can read.
+async fn capturing_endpoint() -> (String, Seen) {
+    endpoint(|_| {
+        (
+            [("content-type", "application/x-amz-json-1.1")],
+            r#"{"images":[],"failures":[],"layers":[]}"#,
+        )
+            .into_response()
+    })
+    .await
 }
 
 async fn api(endpoint: &str, direct: bool) -> EcrApi {
@@ -285,4 +299,50 @@ async fn the_direct_calls_follow_aws_endpoint_url_ecr() {
         seen[0].headers["x-amz-target"],
         "AmazonEC2ContainerRegistry_V20150921.BatchGetImage"
     );
+}
+
+/// An endpoint that refuses, as ECR does, a request dated more than five minutes away
+/// from its own clock (HTTP 400 `InvalidSignatureException`, with its `Date`), and answers
+/// the rest.
+async fn clock_checking_endpoint() -> (String, Seen) {
+    endpoint(|request| {
+        let apart = SystemTime::now()
+            .duration_since(signed_at(request))
+            .unwrap_or_else(|e| e.duration());
+        let json = [("content-type", "application/x-amz-json-1.1")];
+        if apart <= Duration::from_secs(300) {
+            return (json, r#"{"images":[],"failures":[]}"#).into_response();
+        }
+        let kind = "InvalidSignatureException";
+        let body = format!(r#"{{"__type":"{kind}","message":"Signature expired"}}"#);
+        let mut answer = (axum::http::StatusCode::BAD_REQUEST, json, body).into_response();
+        answer
+            .headers_mut()
+            .insert("x-amzn-errortype", kind.parse().unwrap());
+        answer
+    })
+    .await
+}
+
+/// A node whose clock is years off: the first request is refused for its date, and the
+/// same call signs again by ECR's clock and gets its answer; the next call is dated right
+/// from the start.
+#[tokio::test]
+async fn a_request_refused_for_its_date_is_signed_again_by_ecrs_clock() {
+    let (endpoint, seen) = clock_checking_endpoint().await;
+    let api = api(&endpoint, true).await;
+    api.batch_get_image(&repo(), &[ImageId::Tag("1".into())])
+        .await
+        .expect("answered after signing again");
+    api.batch_get_image(&repo(), &[ImageId::Tag("2".into())])
+        .await
+        .expect("answered at once");
+    let seen = seen.lock().unwrap().clone();
+    let dates: Vec<_> = seen
+        .iter()
+        .map(|r| r.headers["x-amz-date"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen.len(), 3, "{dates:?}");
+    assert_eq!(dates[0], "20200101T000000Z");
+    assert_signed(&seen);
 }

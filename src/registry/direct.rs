@@ -9,8 +9,8 @@
 //!
 //! What is kept from the SDK: its endpoint rules (its generated resolver, asked once per
 //! region and endpoint flavour), its credentials (the [`CredentialKeeper`]), its clock-skew
-//! correction (the answer's `Date`), and the error classification the SDK path uses
-//! ([`RegistryError::of_ecr_code`]).
+//! correction (the answer's `Date`; a request refused for its date is signed again once),
+//! and the error classification the SDK path uses ([`RegistryError::of_ecr_code`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -40,6 +40,15 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// A difference from ECR's clock below this is left alone (the SDK's threshold too): SigV4
 /// accepts 5 minutes either way.
 const SKEW_THRESHOLD_MS: i64 = 4 * 60 * 1000;
+
+/// Codes of a request refused for its date (those of the SDK's list that are not
+/// `AccessDeniedException`, which also means a missing permission).
+const CLOCK_SKEW_CODES: [&str; 4] = [
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "RequestTimeTooSkewed",
+];
 
 /// ECR's JSON protocol's content type.
 const JSON_1_1: &str = "application/x-amz-json-1.1";
@@ -171,10 +180,12 @@ impl DirectCalls {
         operation: Operation,
         input: &impl Serialize,
     ) -> Result<T, RegistryError> {
-        let body = serde_json::to_vec(input).map_err(|e| RegistryError::Service {
-            code: "SerializationError".to_owned(),
-            message: e.to_string(),
-        })?;
+        let body: bytes::Bytes = serde_json::to_vec(input)
+            .map_err(|e| RegistryError::Service {
+                code: "SerializationError".to_owned(),
+                message: e.to_string(),
+            })?
+            .into();
         let exchange = async {
             let target = self.target(&repo.registry)?;
             let credentials = self
@@ -182,12 +193,26 @@ impl DirectCalls {
                 .in_hand()
                 .await
                 .map_err(RegistryError::Credentials)?;
-            let request = self.signed(&target, operation, body, credentials)?;
-            let sent = (self.clock)();
-            let answer = self.http.execute(request).await;
-            let answer = answer.map_err(|e| self.unsent(&e))?;
-            self.learn_skew(sent, answer.headers());
-            self.read(answer, repo, operation.action()).await
+            let mut resigned = false;
+            loop {
+                let request = self.signed(&target, operation, body.clone(), &credentials)?;
+                let sent = (self.clock)();
+                let answer = self.http.execute(request).await;
+                let answer = answer.map_err(|e| self.unsent(&e))?;
+                let skew_changed = self.learn_skew(sent, answer.headers());
+                match self.read(answer, repo, operation.action()).await {
+                    // Refused for a date the answer has just corrected: once more, dated
+                    // by ECR's clock (the SDK does the same).
+                    Err(RegistryError::Service { code, .. })
+                        if skew_changed
+                            && !resigned
+                            && CLOCK_SKEW_CODES.contains(&code.as_str()) =>
+                    {
+                        resigned = true;
+                    }
+                    answer => return answer,
+                }
+            }
         };
         match tokio::time::timeout(self.operation_timeout, exchange).await {
             Ok(result) => result,
@@ -220,8 +245,8 @@ impl DirectCalls {
         &self,
         target: &Target,
         operation: Operation,
-        body: Vec<u8>,
-        credentials: aws_credential_types::Credentials,
+        body: bytes::Bytes,
+        credentials: &aws_credential_types::Credentials,
     ) -> Result<reqwest::Request, RegistryError> {
         let session_token = credentials.session_token();
         let signed = target.signer.sign(
@@ -281,14 +306,15 @@ impl DirectCalls {
     }
 
     /// Keeps the difference between ECR's clock (its answer's `Date`) and ours at the
-    /// middle of the round trip, when it is over [`SKEW_THRESHOLD_MS`].
-    fn learn_skew(&self, sent: SystemTime, headers: &reqwest::header::HeaderMap) {
+    /// middle of the round trip, when it is over [`SKEW_THRESHOLD_MS`]. True when the kept
+    /// difference changed.
+    fn learn_skew(&self, sent: SystemTime, headers: &reqwest::header::HeaderMap) -> bool {
         let Some(server) = headers
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| httpdate::parse_http_date(v).ok())
         else {
-            return;
+            return false;
         };
         let received = (self.clock)();
         let half_trip = received.duration_since(sent).unwrap_or_default() / 2;
@@ -302,7 +328,7 @@ impl DirectCalls {
         } else {
             0
         };
-        self.skew_ms.store(kept, Ordering::Relaxed);
+        self.skew_ms.swap(kept, Ordering::Relaxed) != kept
     }
 
     /// Why a request got no answer: the credentials' problem when there is one (as the SDK
