@@ -5,7 +5,7 @@
 #[cfg(feature = "aws")]
 pub mod credentials;
 #[cfg(feature = "aws")]
-pub mod direct;
+mod direct;
 #[cfg(feature = "aws")]
 pub mod ecr;
 #[cfg(feature = "aws")]
