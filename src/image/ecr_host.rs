@@ -28,6 +28,13 @@ pub struct EcrRegistry {
     pub dual_stack: bool,
 }
 
+impl EcrRegistry {
+    /// The `registryId` to send ECR: none when the account is not known (the caller's own).
+    pub fn registry_id(&self) -> Option<&str> {
+        Some(self.account.as_str()).filter(|a| !a.is_empty())
+    }
+}
+
 impl fmt::Display for EcrRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.account, self.region)

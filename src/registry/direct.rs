@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use super::credentials::CredentialKeeper;
 use super::sigv4::{self, Signer};
 use super::{
-    BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
-    LayerDetail, LayerFailure, RegistryError,
+    BatchGetImageOutput, FetchedManifest, ImageFailure, LayerAvailabilityOutput, LayerDetail,
+    LayerFailure, RegistryError,
 };
 use crate::image::{EcrRegistry, ImageId, RepositoryKey};
 use crate::manifest::ACCEPTED_MEDIA_TYPES;
@@ -147,7 +147,7 @@ impl DirectCalls {
         ids: &[ImageId],
     ) -> Result<BatchGetImageOutput, RegistryError> {
         let request = GetImageRequest {
-            registry_id: registry_id(repo),
+            registry_id: repo.registry.registry_id(),
             repository_name: &repo.repository,
             image_ids: ids.iter().map(IdOut::of).collect(),
             accepted_media_types: &ACCEPTED_MEDIA_TYPES,
@@ -162,14 +162,14 @@ impl DirectCalls {
         digests: &[String],
     ) -> Result<LayerAvailabilityOutput, RegistryError> {
         let request = CheckLayersRequest {
-            registry_id: registry_id(repo),
+            registry_id: repo.registry.registry_id(),
             repository_name: &repo.repository,
             layer_digests: digests,
         };
         let answer: CheckLayersAnswer = self
             .call(repo, Operation::BatchCheckLayerAvailability, &request)
             .await?;
-        Ok(answer.into_output(digests.len()))
+        Ok(answer.into_output())
     }
 
     /// One signed call of `operation`, bounded by the operation timeout (the wait for
@@ -352,8 +352,7 @@ impl DirectCalls {
             .headers()
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
-            .map(error_code);
-        let header_code = header_code.map(str::to_owned);
+            .map(|v| error_code(v).to_owned());
         let body = read_body(answer).await?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&body).map_err(|_| {
@@ -462,10 +461,6 @@ fn malformed(message: String) -> RegistryError {
         code: "MalformedResponse".to_owned(),
         message,
     }
-}
-
-fn registry_id(repo: &RepositoryKey) -> Option<&str> {
-    Some(repo.registry.account.as_str()).filter(|a| !a.is_empty())
 }
 
 #[derive(Serialize)]
@@ -594,52 +589,33 @@ struct LayerFailureIn {
 }
 
 impl CheckLayersAnswer {
-    fn into_output(self, asked: usize) -> LayerAvailabilityOutput {
-        let mut blobs = Vec::with_capacity(asked);
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for layer in self.layers {
-            let Some(digest) = layer.layer_digest else {
-                continue;
-            };
-            let availability = layer
-                .layer_availability
-                .unwrap_or_else(|| "UNKNOWN".to_owned());
-            let state = match availability.as_str() {
-                "AVAILABLE" => BlobState::Available,
-                "UNAVAILABLE" => BlobState::Unavailable,
-                "ARCHIVED" => BlobState::Archived,
-                _ => BlobState::Invalid,
-            };
-            blobs.push((digest.clone(), state));
-            layers.push(LayerDetail {
-                layer_digest: digest,
-                layer_availability: availability,
-                layer_size: layer.layer_size,
-                media_type: layer.media_type,
-            });
-        }
-        let mut failures = Vec::with_capacity(self.failures.len());
-        for failure in self.failures {
-            let Some(digest) = failure.layer_digest else {
-                continue;
-            };
-            let code = failure.failure_code.unwrap_or_else(|| "Unknown".to_owned());
-            let state = match code.as_str() {
-                "MissingLayerDigest" => BlobState::Missing,
-                _ => BlobState::Invalid,
-            };
-            blobs.push((digest.clone(), state));
-            failures.push(LayerFailure {
-                layer_digest: digest,
-                failure_code: code,
-                failure_reason: failure.failure_reason.unwrap_or_default(),
-            });
-        }
-        LayerAvailabilityOutput {
-            blobs,
-            layers,
-            failures,
-        }
+    fn into_output(self) -> LayerAvailabilityOutput {
+        let layers = self
+            .layers
+            .into_iter()
+            .filter_map(|layer| {
+                Some(LayerDetail {
+                    layer_digest: layer.layer_digest?,
+                    layer_availability: layer
+                        .layer_availability
+                        .unwrap_or_else(|| "UNKNOWN".to_owned()),
+                    layer_size: layer.layer_size,
+                    media_type: layer.media_type,
+                })
+            })
+            .collect();
+        let failures = self
+            .failures
+            .into_iter()
+            .filter_map(|failure| {
+                Some(LayerFailure {
+                    layer_digest: failure.layer_digest?,
+                    failure_code: failure.failure_code.unwrap_or_else(|| "Unknown".to_owned()),
+                    failure_reason: failure.failure_reason.unwrap_or_default(),
+                })
+            })
+            .collect();
+        LayerAvailabilityOutput::from_answer(layers, failures)
     }
 }
 
@@ -656,6 +632,7 @@ struct ErrorAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::BlobState;
 
     #[test]
     fn error_codes_as_ecr_writes_them() {
@@ -708,7 +685,7 @@ mod tests {
                 {"layerDigest":"sha256:d","failureCode":"InvalidLayerDigest"}]}"#,
         )
         .unwrap();
-        let out = answer.into_output(4);
+        let out = answer.into_output();
         assert_eq!(
             out.blobs,
             vec![

@@ -14,8 +14,8 @@ use aws_sdk_ecr::config::{
 };
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::types::{
-    DescribeImagesFilter, ImageIdentifier, ImageStatusFilter, LayerAvailability,
-    LifecyclePolicyPreviewStatus, TagStatus, TargetStorageClass,
+    DescribeImagesFilter, ImageIdentifier, ImageStatusFilter, LifecyclePolicyPreviewStatus,
+    TagStatus, TargetStorageClass,
 };
 use aws_sdk_ecr::Client;
 use base64::Engine as _;
@@ -25,8 +25,8 @@ use futures::FutureExt;
 use super::credentials::{CredentialKeeper, KeptCredentials};
 use super::direct::{DirectCalls, DirectSettings};
 use super::{
-    BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
-    LayerDetail, LayerFailure, LifecycleFacts, Preview, PreviewAction, Registry, RegistryError,
+    BatchGetImageOutput, FetchedManifest, ImageFailure, LayerAvailabilityOutput, LayerDetail,
+    LayerFailure, LifecycleFacts, Preview, PreviewAction, Registry, RegistryError,
     MAX_DESCRIBED_IMAGES,
 };
 use crate::image::{EcrRegistry, ImageId, RepositoryKey};
@@ -352,53 +352,36 @@ impl Registry for EcrApi {
                 .send()
                 .await
                 .map_err(self.failed(repo, "ecr:BatchCheckLayerAvailability"))?;
-            let mut blobs = Vec::with_capacity(digests.len());
-            let mut layers = Vec::new();
-            let mut failures = Vec::new();
-            for layer in out.layers() {
-                let Some(digest) = layer.layer_digest() else {
-                    continue;
-                };
-                layers.push(LayerDetail {
-                    layer_digest: digest.to_owned(),
-                    layer_availability: layer
-                        .layer_availability()
-                        .map_or("UNKNOWN", |a| a.as_str())
-                        .to_owned(),
-                    layer_size: layer.layer_size(),
-                    media_type: layer.media_type().map(str::to_owned),
-                });
-                let state = match layer.layer_availability() {
-                    Some(LayerAvailability::Available) => BlobState::Available,
-                    Some(LayerAvailability::Unavailable) => BlobState::Unavailable,
-                    Some(LayerAvailability::Archived) => BlobState::Archived,
-                    _ => BlobState::Invalid,
-                };
-                blobs.push((digest.to_owned(), state));
-            }
-            for failure in out.failures() {
-                let Some(digest) = failure.layer_digest() else {
-                    continue;
-                };
-                failures.push(LayerFailure {
-                    layer_digest: digest.to_owned(),
-                    failure_code: failure
-                        .failure_code()
-                        .map_or("Unknown", |c| c.as_str())
-                        .to_owned(),
-                    failure_reason: failure.failure_reason().unwrap_or_default().to_owned(),
-                });
-                let state = match failure.failure_code().map(|c| c.as_str()) {
-                    Some("MissingLayerDigest") => BlobState::Missing,
-                    _ => BlobState::Invalid,
-                };
-                blobs.push((digest.to_owned(), state));
-            }
-            Ok(LayerAvailabilityOutput {
-                blobs,
-                layers,
-                failures,
-            })
+            let layers = out
+                .layers()
+                .iter()
+                .filter_map(|layer| {
+                    Some(LayerDetail {
+                        layer_digest: layer.layer_digest()?.to_owned(),
+                        layer_availability: layer
+                            .layer_availability()
+                            .map_or("UNKNOWN", |a| a.as_str())
+                            .to_owned(),
+                        layer_size: layer.layer_size(),
+                        media_type: layer.media_type().map(str::to_owned),
+                    })
+                })
+                .collect();
+            let failures = out
+                .failures()
+                .iter()
+                .filter_map(|failure| {
+                    Some(LayerFailure {
+                        layer_digest: failure.layer_digest()?.to_owned(),
+                        failure_code: failure
+                            .failure_code()
+                            .map_or("Unknown", |c| c.as_str())
+                            .to_owned(),
+                        failure_reason: failure.failure_reason().unwrap_or_default().to_owned(),
+                    })
+                })
+                .collect();
+            Ok(LayerAvailabilityOutput::from_answer(layers, failures))
         }
         .boxed()
     }
@@ -413,7 +396,7 @@ fn identifier(id: &ImageId) -> ImageIdentifier {
 }
 
 fn registry_id(repo: &RepositoryKey) -> Option<String> {
-    Some(repo.registry.account.clone()).filter(|a| !a.is_empty())
+    repo.registry.registry_id().map(str::to_owned)
 }
 
 /// Types an SDK error by its service code or failure kind. A call that never reached ECR

@@ -71,6 +71,35 @@ pub struct LayerAvailabilityOutput {
     pub failures: Vec<LayerFailure>,
 }
 
+#[cfg(feature = "aws")]
+impl LayerAvailabilityOutput {
+    /// ECR's answer as it gave it, with each digest's state read from it: the availability
+    /// word of a layer, the code of a failure.
+    pub(crate) fn from_answer(layers: Vec<LayerDetail>, failures: Vec<LayerFailure>) -> Self {
+        let available = layers.iter().map(|layer| {
+            let state = match layer.layer_availability.as_str() {
+                "AVAILABLE" => BlobState::Available,
+                "UNAVAILABLE" => BlobState::Unavailable,
+                "ARCHIVED" => BlobState::Archived,
+                _ => BlobState::Invalid,
+            };
+            (layer.layer_digest.clone(), state)
+        });
+        let failed = failures.iter().map(|failure| {
+            let state = match failure.failure_code.as_str() {
+                "MissingLayerDigest" => BlobState::Missing,
+                _ => BlobState::Invalid,
+            };
+            (failure.layer_digest.clone(), state)
+        });
+        LayerAvailabilityOutput {
+            blobs: available.chain(failed).collect(),
+            layers,
+            failures,
+        }
+    }
+}
+
 /// One `layers` entry of `BatchCheckLayerAvailability`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
