@@ -155,14 +155,7 @@ impl LifecycleFacts for Counting {
                     let d = digest(&format!("{}:{tag}", repo.repository));
                     (tag, now - (k as i64 + 10) * DAY, d)
                 };
-                ImageFacts {
-                    digest: image_digest,
-                    tags: vec![tag],
-                    pushed_at: pushed,
-                    last_pulled: None,
-                    archived: false,
-                    archived_at: None,
-                }
+                ImageFacts::pushed(image_digest, vec![tag], pushed)
             })
             .collect();
         async { Ok(images) }.boxed()
@@ -172,7 +165,7 @@ impl LifecycleFacts for Counting {
         &'a self,
         _: &'a RepositoryKey,
         _: &'a ImageId,
-    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+    ) -> BoxFuture<'a, Result<ecr_preflight::registry::Restore, RegistryError>> {
         async { Err(RegistryError::Timeout) }.boxed()
     }
 

@@ -2,13 +2,14 @@
 //! --lifecycle`: each repository's policy and images fetched through the registry seam,
 //! evaluated by [`crate::lifecycle::forecast`], and read for the image a reference names.
 //!
-//! The image a reference names is the one DescribeImages lists under its tag or digest,
-//! the manifest the tag resolved to when it was last checked, and, for an index, each of
-//! its children. ECR's documentation does not say whether a rule spares an index's
-//! children (they are untagged images of their own): the reading that warns earlier is that
-//! it does not, so an index expires with the first of its children.
+//! The image a reference names is the one DescribeImages lists under its tag or digest, or
+//! the manifest the tag resolved to when it was last checked. For a multi-arch image that
+//! is its index: the index's children are images of their own in DescribeImages (usually
+//! untagged), but ECR's user guide ("How lifecycle policies work") says an image a manifest
+//! list references cannot be expired or archived while the list exists, so they are marked
+//! as such for the evaluator and the forecast is the index's own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::image::{ImageId, ImageTarget, RepositoryKey};
 use crate::lifecycle::{self, Action, Forecast, ImageFacts, Policy, PolicyError, UnixSeconds};
@@ -18,7 +19,7 @@ use crate::registry::{LifecycleFacts, RegistryError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expiry {
     pub forecast: Forecast,
-    /// The image the rule acts on: the one named, or one of an index's children.
+    /// The image the rule acts on: the one named (for a multi-arch image, its index).
     pub digest: String,
 }
 
@@ -51,7 +52,7 @@ pub struct ExpiryRule {
     pub priority: u32,
     pub description: Option<String>,
     pub reason: String,
-    /// The image it acts on: the one named, or a child of its index.
+    /// The image it acts on: the one named (for a multi-arch image, its index).
     pub digest: String,
 }
 
@@ -98,24 +99,29 @@ impl RepositoryForecast {
         }
     }
 
-    /// The first action on the image `id` names or on any of `digests`; the earliest, and
-    /// of two at once the higher priority's.
-    pub fn of(&self, id: &ImageId, digests: &[String]) -> Option<Expiry> {
+    /// The first action on the image `id` names, or on `resolved`, the manifest its tag
+    /// resolved to when it was last checked.
+    pub fn of(&self, id: &ImageId, resolved: Option<&str>) -> Option<Expiry> {
         let named = |image: &ImageFacts| match id {
             ImageId::Tag(t) => image.tags.iter().any(|x| x == t),
             ImageId::Digest(d) => image.digest == *d,
         };
-        self.images
+        let (image, f) = self
+            .images
             .iter()
             .zip(&self.forecasts)
-            .filter(|(image, _)| named(image) || digests.contains(&image.digest))
-            .filter_map(|(image, f)| {
-                Some(Expiry {
-                    forecast: f.clone()?,
-                    digest: image.digest.clone(),
-                })
-            })
-            .min_by_key(|e| (e.forecast.at, e.forecast.rule_priority))
+            .find(|(image, _)| named(image))
+            .or_else(|| {
+                let resolved = resolved?;
+                self.images
+                    .iter()
+                    .zip(&self.forecasts)
+                    .find(|(image, _)| image.digest == resolved)
+            })?;
+        Some(Expiry {
+            forecast: f.clone()?,
+            digest: image.digest.clone(),
+        })
     }
 
     /// The images a rule acts on at the time of the forecast (due now), with the action:
@@ -132,17 +138,22 @@ impl RepositoryForecast {
     }
 }
 
-/// The forecast of one repository: `None` when it has no lifecycle policy.
+/// The forecast of one repository: `None` when it has no lifecycle policy. `in_index`: the
+/// digests the indexes read so far reference (governed by their index).
 pub async fn forecast_repository(
     facts: &dyn LifecycleFacts,
     repo: &RepositoryKey,
+    in_index: &BTreeSet<&str>,
     now: UnixSeconds,
 ) -> Result<Option<RepositoryForecast>, ExpiryError> {
     let Some(text) = facts.lifecycle_policy(repo).await? else {
         return Ok(None);
     };
     let policy = Policy::parse(&text)?;
-    let images = facts.describe_images(repo).await?;
+    let mut images = facts.describe_images(repo).await?;
+    for image in &mut images {
+        image.in_index = in_index.contains(image.digest.as_str());
+    }
     Ok(Some(RepositoryForecast::new(&policy, images, now)))
 }
 
@@ -156,36 +167,56 @@ pub struct Forecasts {
     pub repositories: Vec<(RepositoryKey, RepositoryForecast)>,
     /// Repositories that could not be read, and why.
     pub errors: Vec<(RepositoryKey, ExpiryError)>,
+    /// Every ECR image asked for whose repository could not be read, with why: it has no
+    /// forecast.
+    pub unread: Vec<(String, String)>,
 }
 
 /// Forecasts for `images` (references), a repository at a time; `digests_of` gives the
-/// digests a reference last resolved to (see [`crate::engine::Engine::manifest_digests`]).
-/// References that are not ECR images are left out.
+/// digests a reference last resolved to, the manifest first and an index's children after
+/// it (see [`crate::engine::Engine::manifest_digests`]). References that are not ECR images
+/// are left out.
 pub async fn forecast_images(
     facts: &dyn LifecycleFacts,
     images: &[String],
     digests_of: impl Fn(&str) -> Vec<String>,
     now: UnixSeconds,
 ) -> Forecasts {
-    let mut by_repo: BTreeMap<RepositoryKey, Vec<(&String, ImageId)>> = BTreeMap::new();
+    // Each image with the id it names and the digests it last resolved to.
+    type Named<'a> = (&'a String, ImageId, Vec<String>);
+    let mut by_repo: BTreeMap<RepositoryKey, Vec<Named>> = BTreeMap::new();
     for image in images {
         if let Ok(ImageTarget::Ecr { repo, id }) = ImageTarget::classify(image) {
-            by_repo.entry(repo).or_default().push((image, id));
+            let digests = digests_of(image);
+            by_repo.entry(repo).or_default().push((image, id, digests));
         }
     }
     let mut out = Forecasts::default();
     for (repo, named) in by_repo {
-        match forecast_repository(facts, &repo, now).await {
+        let in_index: BTreeSet<&str> = named
+            .iter()
+            .flat_map(|(_, _, digests)| digests.iter().skip(1).map(String::as_str))
+            .collect();
+        match forecast_repository(facts, &repo, &in_index, now).await {
             Ok(found) => {
-                for (image, id) in named {
-                    let expiry = found.as_ref().and_then(|f| f.of(&id, &digests_of(image)));
-                    out.images.push((image.clone(), expiry));
+                for (image, id, digests) in &named {
+                    let resolved = digests.first().map(String::as_str);
+                    let expiry = found.as_ref().and_then(|f| f.of(id, resolved));
+                    out.images.push((image.to_string(), expiry));
                 }
                 if let Some(found) = found {
                     out.repositories.push((repo, found));
                 }
             }
-            Err(e) => out.errors.push((repo, e)),
+            Err(e) => {
+                let why = format!("its repository's lifecycle policy cannot be read: {e}");
+                out.unread.extend(
+                    named
+                        .iter()
+                        .map(|(image, ..)| (image.to_string(), why.clone())),
+                );
+                out.errors.push((repo, e));
+            }
         }
     }
     out

@@ -232,6 +232,8 @@ pub struct WatchMetrics {
     pub workload_expiry: Family<ExpiryLabels, Gauge>,
     /// Images on which a lifecycle policy preview and the forecast disagree.
     pub preview_disagreements: Family<RepositoryLabels, Counter>,
+    /// Repositories in use whose lifecycle policy or images could not be read, a pass each.
+    pub forecast_errors: Family<RepositoryLabels, Counter>,
 }
 
 impl WatchMetrics {
@@ -255,6 +257,14 @@ impl WatchMetrics {
             repository: repository.to_owned(),
         };
         self.preview_disagreements.get(&labels).map(|c| c.get())
+    }
+
+    /// Times `repository` could not be read for a forecast; `None` before the first.
+    pub fn forecast_errors_of(&self, repository: &str) -> Option<u64> {
+        let labels = RepositoryLabels {
+            repository: repository.to_owned(),
+        };
+        self.forecast_errors.get(&labels).map(|c| c.get())
     }
 
     fn register(&self, r: &mut Registry) {
@@ -297,6 +307,11 @@ impl WatchMetrics {
             "ecr_preflight_workload_image_expiry_timestamp_seconds",
             "When a lifecycle rule will expire or archive a workload container's image (Unix time; absent when none will; the leader only)",
             self.workload_expiry.clone(),
+        );
+        r.register(
+            "ecr_preflight_lifecycle_forecast_errors",
+            "Times a repository in use could not be read for a lifecycle forecast (GetLifecyclePolicy or DescribeImages refused or failed), by repository",
+            self.forecast_errors.clone(),
         );
         r.register(
             "ecr_preflight_lifecycle_preview_disagreements",

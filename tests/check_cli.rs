@@ -507,3 +507,59 @@ fn fail_on_expiry_needs_lifecycle() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--lifecycle"), "{err}");
 }
+
+#[tokio::test]
+async fn a_multi_arch_image_is_forecast_by_its_index_not_its_untagged_children() {
+    // The most common policy there is, "expire untagged images older than N days", on a
+    // multi-arch image: the index carries the tag, its children are untagged. ECR spares
+    // what an index references, so nothing is expiring and --fail-on-expiry passes.
+    let endpoint = common::moto::endpoint();
+    let s = Seeder::new(&endpoint);
+    let repo = unique("check/multiarch");
+    let (index, _children) = s
+        .index(
+            &repo,
+            "v1",
+            "multi",
+            &[("amd64", INTACT), ("arm64", INTACT)],
+        )
+        .await;
+    put_policy(
+        &s,
+        &repo,
+        serde_json::json!([{"rulePriority": 1, "description": "untagged after a day", "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 1}, "action": {"type": "expire"}}]),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write(
+        dir.path(),
+        "app.yaml",
+        &deployment("multi", &index.reference()),
+    );
+    let out = check(
+        &["--lifecycle", "--fail-on-expiry", "-o", "json", &file],
+        None,
+        &endpoint,
+    );
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    let row = &v["results"][0];
+    assert!(row["expires_at"].is_null(), "{row}");
+    assert!(row["expiring"].is_null(), "{row}");
+    assert_eq!(v["summary"]["expiring"], 0, "{v}");
+    assert_eq!(v["summary"]["lifecycle_errors"], 0, "{v}");
+
+    // The same image referenced by its index's digest: the index's own forecast too.
+    let file = write(
+        dir.path(),
+        "pinned.yaml",
+        &deployment("pinned", &index.by_digest()),
+    );
+    let out = check(&["--lifecycle", "--fail-on-expiry", &file], None, &endpoint);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

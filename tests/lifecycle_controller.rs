@@ -14,7 +14,7 @@ use common::memory_registry::MemoryRegistry;
 use common::seed::REGISTRY;
 use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::image::ImageTarget;
-use ecr_preflight::lifecycle::{Action, ImageFacts};
+use ecr_preflight::lifecycle::{Action, ImageFacts, ImageStatus};
 use ecr_preflight::registry::{BlobState, Preview, PreviewAction, RegistryError};
 use ecr_preflight::watch::inventory::{key_of, project_workload};
 use ecr_preflight::watch::{
@@ -84,14 +84,7 @@ async fn run_verifier(
 }
 
 fn facts(digest: &str, tag: &str, pushed_at: i64) -> ImageFacts {
-    ImageFacts {
-        digest: digest.to_owned(),
-        tags: vec![tag.to_owned()],
-        pushed_at,
-        last_pulled: None,
-        archived: false,
-        archived_at: None,
-    }
+    ImageFacts::pushed(digest, vec![tag.to_owned()], pushed_at)
 }
 
 fn repository_label(image: &str) -> String {
@@ -291,5 +284,76 @@ async fn without_the_flag_nothing_is_restored() {
     assert_eq!(
         inventory.view().workloads[0].containers[0].outcome,
         "archived"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_image_already_being_restored_is_not_restored_again_nor_told() {
+    // ACTIVATING: another replica (or a person) started the restore. Pulls still fail until
+    // it completes, but asking again would only be refused or billed twice.
+    let registry = Arc::new(MemoryRegistry::default());
+    registry.has_lifecycle.store(true, Ordering::SeqCst);
+    registry.push_image("restore/activating", "v1", 2, BlobState::Archived);
+    let mut described = ImageFacts::pushed("sha256:aa", vec!["v1".to_owned()], 0);
+    described.status = ImageStatus::Activating;
+    registry
+        .described
+        .lock()
+        .expect("lock")
+        .insert("restore/activating".into(), vec![described]);
+    let images = vec![format!("{REGISTRY}/restore/activating:v1")];
+    let restore = ExpirySettings {
+        restore_archived: true,
+        ..ExpirySettings::default()
+    };
+    let (_, metrics) = run_verifier(&registry, &images, restore, Duration::from_secs(150)).await;
+    assert!(calls(&registry, "UpdateImageStorageClass").is_empty());
+    assert_eq!(metrics.events_of("ImageRestoreStarted"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_policy_is_logged_once_counted_each_pass_and_explained_in_the_inventory() {
+    // An AWS-owned repository (an EKS add-on's image) answers AccessDenied every pass.
+    let (logs, _guard) = common::logs::capture("ecr_preflight=warn");
+    let registry = Arc::new(MemoryRegistry::default());
+    registry.has_lifecycle.store(true, Ordering::SeqCst);
+    registry.push_image("addon/owned", "v1", 2, BlobState::Available);
+    registry.policy_errors.lock().expect("lock").insert(
+        "addon/owned".into(),
+        RegistryError::AccessDenied {
+            operation: "ecr:GetLifecyclePolicy",
+        },
+    );
+    let images = vec![format!("{REGISTRY}/addon/owned:v1")];
+    let (inventory, metrics) = run_verifier(
+        &registry,
+        &images,
+        ExpirySettings::default(),
+        Duration::from_secs(150),
+    )
+    .await;
+    assert_eq!(
+        calls(&registry, "GetLifecyclePolicy").len(),
+        3,
+        "asked each pass (0, 60, 120 s)"
+    );
+    assert_eq!(
+        metrics.forecast_errors_of(&repository_label(&images[0])),
+        Some(3),
+        "counted each pass"
+    );
+    assert_eq!(
+        logs.count("cannot forecast lifecycle policies"),
+        1,
+        "told once: {:?}",
+        logs.lines()
+    );
+    let view = inventory.view();
+    let c = &view.workloads[0].containers[0];
+    assert!(c.expires_at.is_none());
+    let why = c.no_forecast.as_deref().expect("why there is no forecast");
+    assert!(
+        why.contains("lifecycle policy cannot be read") && why.contains("ecr:GetLifecyclePolicy"),
+        "{why}"
     );
 }

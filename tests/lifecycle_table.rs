@@ -2,7 +2,7 @@
 //! examples with their stated outcomes, archive and pull rules; and properties that hold for
 //! any policy and repository.
 
-use ecr_preflight::lifecycle::{forecast, wildcard_match, Action, ImageFacts, Policy};
+use ecr_preflight::lifecycle::{forecast, wildcard_match, Action, ImageFacts, ImageStatus, Policy};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -10,14 +10,11 @@ const DAY: i64 = 86_400;
 const NOW: i64 = 1_800_000_000;
 
 fn image(digest: &str, tags: &[&str], pushed_days_ago: i64) -> ImageFacts {
-    ImageFacts {
-        digest: digest.into(),
-        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-        pushed_at: NOW - pushed_days_ago * DAY,
-        last_pulled: None,
-        archived: false,
-        archived_at: None,
-    }
+    ImageFacts::pushed(
+        digest,
+        tags.iter().map(|t| (*t).to_owned()).collect(),
+        NOW - pushed_days_ago * DAY,
+    )
 }
 
 fn policy(rules: serde_json::Value) -> Policy {
@@ -137,6 +134,69 @@ fn policies_ecr_refuses_are_refused_with_the_reason() {
         (
             json!([rule(1, sel(json!({"tagStatus": "sometimes"})), expire())]),
             "unknown tagStatus",
+        ),
+        // Only one rule may select untagged images in a storage class.
+        (
+            json!([
+                rule(
+                    1,
+                    json!({"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 5}),
+                    expire()
+                ),
+                rule(
+                    2,
+                    json!({"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 30}),
+                    expire()
+                )
+            ]),
+            "rules 1 and 2 both select untagged images of storage class standard",
+        ),
+        (
+            json!([
+                rule(
+                    1,
+                    json!({"tagStatus": "untagged", "storageClass": "archive", "countType": "sinceImageTransitioned", "countUnit": "days", "countNumber": 90}),
+                    expire()
+                ),
+                rule(
+                    2,
+                    json!({"tagStatus": "untagged", "storageClass": "archive", "countType": "sinceImageTransitioned", "countUnit": "days", "countNumber": 180}),
+                    expire()
+                )
+            ]),
+            "both select untagged images of storage class archive",
+        ),
+        // An `any` rule is the last of its storage class, whatever the other class has.
+        (
+            json!([
+                rule(
+                    1,
+                    json!({"tagStatus": "any", "storageClass": "archive", "countType": "sinceImageTransitioned", "countUnit": "days", "countNumber": 90}),
+                    expire()
+                ),
+                rule(
+                    2,
+                    json!({"tagStatus": "tagged", "tagPrefixList": ["old"], "storageClass": "archive", "countType": "sinceImageTransitioned", "countUnit": "days", "countNumber": 30}),
+                    expire()
+                )
+            ]),
+            "must be the last rule of storage class archive (rule 2 comes after it)",
+        ),
+        (
+            json!([rule(
+                1,
+                json!({"tagStatus": "any", "countType": "sinceImagePulled", "countUnit": "days", "countNumber": 30}),
+                expire()
+            )]),
+            "sinceImagePulled can only archive",
+        ),
+        (
+            json!([rule(
+                1,
+                json!({"tagStatus": "any", "storageClass": "archive", "countType": "imageCountMoreThan", "countNumber": 30}),
+                expire()
+            )]),
+            "storageClass archive takes countType sinceImageTransitioned",
         ),
     ];
     for (rules, says) in cases {
@@ -287,10 +347,10 @@ fn archive_then_expire_and_pull_times() {
         expire()
     ),]));
     let mut long_ago = image("long-ago", &["v1"], 400);
-    long_ago.archived = true;
+    long_ago.status = ImageStatus::Archived;
     long_ago.archived_at = Some(NOW - 100 * DAY);
     let mut lately = image("lately", &["v2"], 200);
-    lately.archived = true;
+    lately.status = ImageStatus::Archived;
     lately.archived_at = Some(NOW - 10 * DAY);
     let active = image("active", &["v3"], 400);
     assert_eq!(
@@ -336,6 +396,256 @@ fn archive_then_expire_and_pull_times() {
     );
 }
 
+#[test]
+fn documented_example_b_multiple_rules() {
+    // Example B: the same repository, the rules' order swapped. Rule 1 (beta) keeps C and
+    // acts on A and B; rule 2 (prod) sees only images rule 1 already governs.
+    let images = [
+        image("A", &["beta-1", "prod-1"], 10),
+        image("B", &["beta-2", "prod-2"], 9),
+        image("C", &["beta-3"], 8),
+    ];
+    let keep_one = |prefix: &str| json!({"tagStatus": "tagged", "tagPrefixList": [prefix], "countType": "imageCountMoreThan", "countNumber": 1});
+    let p = policy(json!([
+        rule(1, keep_one("beta"), expire()),
+        rule(2, keep_one("prod"), expire())
+    ]));
+    assert_eq!(
+        outcome(&p, &images),
+        [("A".into(), 0, "expire", 1), ("B".into(), 0, "expire", 1)]
+    );
+}
+
+#[test]
+fn documented_examples_several_tags_in_one_rule() {
+    // Example A: prefixes alpha and beta, older than five days: only C carries both and is
+    // old enough (F carries both, pushed two days ago: due in three).
+    let p = policy(json!([rule(
+        1,
+        json!({"tagStatus": "tagged", "tagPrefixList": ["alpha", "beta"], "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 5}),
+        expire()
+    )]));
+    let images = [
+        image("A", &["alpha-1"], 12),
+        image("B", &["beta-1"], 11),
+        image("C", &["alpha-2", "beta-2"], 10),
+        image("D", &["alpha-3"], 4),
+        image("E", &["beta-3"], 3),
+        image("F", &["alpha-4", "beta-4"], 2),
+    ];
+    assert_eq!(
+        outcome(&p, &images),
+        [("C".into(), 0, "expire", 1), ("F".into(), 3, "expire", 1)]
+    );
+    // Example B: tags are not exclusive; keep one of those carrying alpha and beta.
+    let p = policy(json!([rule(
+        1,
+        json!({"tagStatus": "tagged", "tagPrefixList": ["alpha", "beta"], "countType": "imageCountMoreThan", "countNumber": 1}),
+        expire()
+    )]));
+    let images = [
+        image("A", &["alpha-1", "beta-1", "gamma-1"], 10),
+        image("B", &["alpha-2", "beta-2"], 9),
+        image("C", &["alpha-3", "beta-3", "gamma-2"], 8),
+    ];
+    assert_eq!(
+        outcome(&p, &images),
+        [("A".into(), 0, "expire", 1), ("B".into(), 0, "expire", 1)]
+    );
+}
+
+#[test]
+fn all_images_rules_come_last_and_spare_what_earlier_rules_select() {
+    // "Filtering on all images", in the guide's shape: rule 1 keeps one alpha image, rule 2
+    // one untagged image, rule 3 (any) one image. Rule 3 counts every image but acts only
+    // on those no earlier rule selects.
+    let keep_one = |sel: serde_json::Value| {
+        let mut s = sel;
+        s["countType"] = json!("imageCountMoreThan");
+        s["countNumber"] = json!(1);
+        s
+    };
+    let p = policy(json!([
+        rule(
+            1,
+            keep_one(json!({"tagStatus": "tagged", "tagPrefixList": ["alpha"]})),
+            expire()
+        ),
+        rule(2, keep_one(json!({"tagStatus": "untagged"})), expire()),
+        rule(3, keep_one(json!({"tagStatus": "any"})), expire()),
+    ]));
+    let images = [
+        image("A", &["alpha-1"], 4),
+        image("B", &["beta-1"], 3),
+        image("C", &[], 2),
+        image("D", &["alpha-2"], 1),
+    ];
+    assert_eq!(
+        outcome(&p, &images),
+        [("A".into(), 0, "expire", 1), ("B".into(), 0, "expire", 3)]
+    );
+    // Example B's shape: two untagged images, the older one goes by rule 2; the tagged
+    // image no earlier rule selects goes by rule 3 as soon as one newer image exists.
+    let images = [
+        image("A", &["alpha-1", "beta-1"], 4),
+        image("B", &[], 3),
+        image("C", &["alpha-2"], 2),
+        image("D", &["git-hash"], 1),
+        image("E", &[], 0),
+    ];
+    assert_eq!(
+        outcome(&p, &images),
+        [
+            ("A".into(), 0, "expire", 1),
+            ("B".into(), 0, "expire", 2),
+            ("D".into(), 0, "expire", 3)
+        ]
+    );
+}
+
+#[test]
+fn combining_archive_and_expire_rules_is_accepted_and_forecast() {
+    // The guide's "Combining archive and expire rules": two `any` rules, one per storage
+    // class. Standard images not pulled for 90 days are archived; archived images are
+    // expired 180 days after their archiving.
+    let p = policy(json!([
+        rule(
+            1,
+            json!({"tagStatus": "any", "countType": "sinceImagePulled", "countUnit": "days", "countNumber": 90}),
+            json!({"type": "transition", "targetStorageClass": "archive"})
+        ),
+        rule(
+            2,
+            json!({"tagStatus": "any", "storageClass": "archive", "countType": "sinceImageTransitioned", "countUnit": "days", "countNumber": 180}),
+            expire()
+        ),
+    ]));
+    let mut pulled = image("pulled", &["v2"], 300);
+    pulled.last_pulled = Some(NOW - 30 * DAY);
+    let mut archived = image("archived", &["v1"], 400);
+    archived.status = ImageStatus::Archived;
+    archived.archived_at = Some(NOW - 100 * DAY);
+    assert_eq!(
+        outcome(&p, &[pulled, archived]),
+        [
+            ("pulled".into(), 60, "archive", 1),
+            ("archived".into(), 80, "expire", 2)
+        ]
+    );
+}
+
+#[test]
+fn restored_images_count_from_their_restore() {
+    let p = policy(json!([rule(
+        1,
+        json!({"tagStatus": "any", "countType": "sinceImagePulled", "countUnit": "days", "countNumber": 30}),
+        json!({"type": "transition", "targetStorageClass": "archive"})
+    )]));
+    // Pulled 200 days ago, archived, restored 2 days ago and not pulled since: 28 days left
+    // (not "archive again now").
+    let mut restored = image("restored", &["v1"], 400);
+    restored.last_pulled = Some(NOW - 200 * DAY);
+    restored.archived_at = Some(NOW - 150 * DAY);
+    restored.last_activated = Some(NOW - 2 * DAY);
+    // Restored 20 days ago and pulled since, 5 days ago: the pull counts.
+    let mut pulled_since = image("pulled-since", &["v2"], 400);
+    pulled_since.last_activated = Some(NOW - 20 * DAY);
+    pulled_since.last_pulled = Some(NOW - 5 * DAY);
+    // Never pulled, restored 10 days ago.
+    let mut never = image("never", &["v3"], 400);
+    never.last_activated = Some(NOW - 10 * DAY);
+    assert_eq!(
+        outcome(&p, &[restored, pulled_since, never]),
+        [
+            ("restored".into(), 28, "archive", 1),
+            ("pulled-since".into(), 25, "archive", 1),
+            ("never".into(), 20, "archive", 1)
+        ]
+    );
+
+    // Ordered by the restore where images are ordered by push: keep the newest two.
+    let keep_two = policy(json!([rule(
+        1,
+        json!({"tagStatus": "tagged", "tagPatternList": ["v*"], "countType": "imageCountMoreThan", "countNumber": 2}),
+        expire()
+    )]));
+    let mut old_restored = image("old-restored", &["v1"], 100);
+    old_restored.last_activated = Some(NOW - DAY);
+    let images = [
+        old_restored,
+        image("mid", &["v2"], 10),
+        image("new", &["v3"], 5),
+    ];
+    assert_eq!(
+        outcome(&keep_two, &images),
+        [("mid".into(), 0, "expire", 1)]
+    );
+}
+
+#[test]
+fn an_image_being_restored_is_in_neither_storage_class() {
+    let p = policy(json!([
+        rule(
+            1,
+            json!({"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 30}),
+            json!({"type": "transition", "targetStorageClass": "archive"})
+        ),
+        rule(
+            2,
+            json!({"tagStatus": "any", "storageClass": "archive", "countType": "sinceImageTransitioned", "countUnit": "days", "countNumber": 90}),
+            expire()
+        ),
+    ]));
+    let mut activating = image("activating", &["v1"], 400);
+    activating.status = ImageStatus::Activating;
+    activating.archived_at = Some(NOW - 300 * DAY);
+    assert_eq!(outcome(&p, &[activating]), []);
+}
+
+#[test]
+fn index_children_are_governed_by_their_index() {
+    // "Expire untagged images older than 14 days" on a multi-arch image: the index carries
+    // the tag; its children are untagged and 30 days old. None of them is forecast, nor is
+    // the index; an untagged image no index references is.
+    let p = policy(json!([rule(
+        1,
+        json!({"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 14}),
+        expire()
+    )]));
+    let index = image("index", &["v1"], 30);
+    let mut amd64 = image("amd64", &[], 30);
+    amd64.in_index = true;
+    let mut arm64 = image("arm64", &[], 30);
+    arm64.in_index = true;
+    let loose = image("loose", &[], 30);
+    assert_eq!(
+        outcome(&p, &[index, amd64, arm64, loose]),
+        [("loose".into(), 0, "expire", 1)]
+    );
+
+    // Nor are children counted: "keep one untagged image" keeps the loose one.
+    let p = policy(json!([rule(
+        1,
+        json!({"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 1}),
+        expire()
+    )]));
+    let mut child = image("child", &[], 1);
+    child.in_index = true;
+    assert_eq!(outcome(&p, &[child, image("loose", &[], 5)]), []);
+
+    // An untagged index is an image of its own: the rule acts on it (and so on its
+    // children with it).
+    let p = policy(json!([rule(
+        1,
+        json!({"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 14}),
+        expire()
+    )]));
+    assert_eq!(
+        outcome(&p, &[image("untagged-index", &[], 20)]),
+        [("untagged-index".into(), 0, "expire", 1)]
+    );
+}
+
 fn arb_policy() -> impl Strategy<Value = Policy> {
     let one =
         (0..3usize, 0..3usize, 1u32..5, prop::bool::ANY).prop_map(|(tags, count, n, archive)| {
@@ -356,7 +666,8 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                 }
             }
             sel["countNumber"] = json!(n);
-            let action = if archive {
+            // ECR refuses sinceImagePulled with expire.
+            let action = if archive || count == 2 {
                 json!({"type": "transition", "targetStorageClass": "archive"})
             } else {
                 expire()
@@ -364,10 +675,21 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
             (sel, action)
         });
     prop::collection::vec(one, 1..4).prop_map(|rules| {
+        let mut untagged = false;
         let rules: Vec<_> = rules
             .into_iter()
             .enumerate()
-            .map(|(i, (s, a))| rule(i as u32 + 1, s, a))
+            .map(|(i, (mut s, a))| {
+                // One rule at most selects untagged images.
+                if s["tagStatus"] == "untagged" {
+                    if untagged {
+                        s["tagStatus"] = json!("tagged");
+                        s["tagPrefixList"] = json!(["rc"]);
+                    }
+                    untagged = true;
+                }
+                rule(i as u32 + 1, s, a)
+            })
             .collect();
         policy(json!(rules))
     })

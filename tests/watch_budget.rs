@@ -324,3 +324,71 @@ async fn a_pull_through_repository_not_filled_yet_is_no_alarm() {
         "the first pull fills it: advisory, as the webhook says"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_workload_created_while_a_check_is_in_flight_is_verified_at_once() {
+    // docs/watch.md: "new workloads are verified at once". Every call takes 5 s; a
+    // Deployment on another repository arrives 1 s into the first repository's check. It
+    // must be verified within seconds, not at the next pass a whole interval later.
+    let registry = Arc::new(MemoryRegistry::default());
+    *registry.latency.lock().expect("lock") = Duration::from_secs(5);
+    let refs = images(&registry, "in-flight", 2);
+    let interval = Duration::from_secs(900);
+    let (_, background) = engines(&registry, &settings(1000.0, interval));
+    let inventory = Inventory::new(0);
+    let deployment = |name: &str, image: &str| {
+        let meta = serde_json::from_value(
+            serde_json::json!({"namespace": "ns", "name": name, "uid": name}),
+        )
+        .expect("meta");
+        let p = project_workload(WorkloadKind::Deployment, &meta, Some(&template(image)));
+        (key_of(WorkloadKind::Deployment, &meta).expect("key"), p)
+    };
+    let (key, p) = deployment("old", &refs[0]);
+    inventory.apply(key, Some(p));
+    let metrics = Arc::new(Default::default());
+    let verifier = Verifier::new(
+        background,
+        inventory.clone(),
+        interval,
+        Arc::new(Signals::new(
+            Arc::clone(&metrics),
+            false,
+            DEFAULT_EXPIRY_WARNING,
+            None,
+        )),
+        metrics,
+        &ExpirySettings::default(),
+    );
+    let start = Instant::now();
+    let run = tokio::spawn(async move { verifier.run().await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !inventory.is_verified(&refs[0]),
+        "the first check is still in flight"
+    );
+    let (key, p) = deployment("new", &refs[1]);
+    inventory.apply(key, Some(p));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    run.abort();
+
+    let view = inventory.view();
+    let new = view
+        .workloads
+        .iter()
+        .find(|w| w.name == "new")
+        .expect("new");
+    assert_eq!(new.containers[0].outcome, "ok", "{new:?}");
+    let first = registry
+        .log
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|c| c.repository == "in-flight/r01")
+        .map(|c| c.at - start)
+        .expect("the new repository was asked");
+    assert!(
+        first <= Duration::from_secs(12),
+        "asked {first:?} after start: right after the check in flight (10 s), not at the next pass"
+    );
+}

@@ -55,7 +55,10 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     nodes::widen_once(&cluster, &engine);
     inventory.attach_cluster(cluster);
     let images: Vec<String> = inventory.images().into_iter().map(String::from).collect();
-    verify::record(&engine, &inventory, images, REPORT_DEADLINE, true).await;
+    let recorded = verify::record(&engine, &inventory, images, REPORT_DEADLINE, true).await;
+    for (repo, error) in &recorded.errors {
+        tracing::warn!(repository = %repo, error = %error, "cannot forecast lifecycle policies' actions for this repository");
+    }
     let rows = inventory.rows();
     let view = InventoryView::of(Some(SystemTime::now()), &rows);
     match args.output {

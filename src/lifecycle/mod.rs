@@ -2,20 +2,25 @@
 //! its images. Pure: the policy, the images as DescribeImages tells them, and `now` in;
 //! for each image the first moment a rule acts on it, which rule, and why.
 //!
-//! The semantics, as ECR documents them ("How lifecycle policies work", "Lifecycle policy
-//! properties"):
+//! The semantics, as the Amazon ECR User Guide states them ("How lifecycle policies work",
+//! "Lifecycle policy properties", "Examples of lifecycle policies"; docs/lifecycle.md quotes
+//! each rule with its source):
 //! - rules apply in `rulePriority` order; an image whose tags (and storage class) a rule
 //!   selects is acted on by that rule or by none: rules after it never act on it;
 //! - a rule still *counts* images that rules before it act on: `imageCountMoreThan N` keeps
-//!   the newest N (by push time) of every image it selects, and acts on the older ones it
-//!   governs;
+//!   the newest N of every image it selects, and acts on the older ones it governs;
+//! - "If an image is referenced by a manifest list, it cannot be expired or archived without
+//!   the manifest list being deleted or archived first": an index's children are governed by
+//!   their index, never acted on (or counted) by themselves;
 //! - `sinceImagePushed`, `sinceImagePulled` and `sinceImageTransitioned` act N days after the
-//!   push, the last recorded pull, the transition to archive.
+//!   push, the last recorded pull, the transition to archive;
+//! - an image restored from the archive counts from `lastActivatedAt` for `sinceImagePulled`
+//!   when it was not pulled since, and is ordered by `lastActivatedAt` where images are
+//!   ordered by push time;
+//! - an image being restored (`ACTIVATING`) is in neither storage class: no rule acts on it.
 //!
-//! Where the documentation is silent, the reading that warns earlier: an image never pulled
-//! counts from its push for `sinceImagePulled`; an archived image without a transition time
-//! counts from its push; an image being restored (ACTIVATING) is still archived; a rule
-//! without `storageClass` selects standard images.
+//! Where the guide is silent: an image never pulled (nor restored) counts from its push for
+//! `sinceImagePulled`; an archived image without a transition time counts from its push.
 
 mod policy;
 
@@ -35,9 +40,51 @@ pub struct ImageFacts {
     pub tags: Vec<String>,
     pub pushed_at: UnixSeconds,
     pub last_pulled: Option<UnixSeconds>,
-    /// `imageStatus` ARCHIVED or ACTIVATING.
-    pub archived: bool,
+    pub status: ImageStatus,
+    /// `lastArchivedAt`.
     pub archived_at: Option<UnixSeconds>,
+    /// `lastActivatedAt`: when it was last restored from the archive.
+    pub last_activated: Option<UnixSeconds>,
+    /// An image index of the repository references it (DescribeImages does not say so:
+    /// the caller knows it from the indexes it has read).
+    pub in_index: bool,
+}
+
+impl ImageFacts {
+    /// An active image, pushed at `pushed_at`, never pulled, archived or restored.
+    pub fn pushed(digest: impl Into<String>, tags: Vec<String>, pushed_at: UnixSeconds) -> Self {
+        ImageFacts {
+            digest: digest.into(),
+            tags,
+            pushed_at,
+            last_pulled: None,
+            status: ImageStatus::Active,
+            archived_at: None,
+            last_activated: None,
+            in_index: false,
+        }
+    }
+
+    /// Restored from the archive (and active again).
+    fn restored(&self) -> Option<UnixSeconds> {
+        self.last_activated
+            .filter(|_| self.status == ImageStatus::Active)
+    }
+
+    /// Where images are ordered by push time: a restored image by its restore.
+    fn order_time(&self) -> UnixSeconds {
+        self.restored()
+            .map_or(self.pushed_at, |at| at.max(self.pushed_at))
+    }
+}
+
+/// `imageStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageStatus {
+    Active,
+    Archived,
+    /// Being restored from the archive.
+    Activating,
 }
 
 /// The first action a rule will take on an image.
@@ -56,17 +103,17 @@ pub struct Forecast {
 /// `None` when none will without new pushes.
 pub fn forecast(policy: &Policy, images: &[ImageFacts], now: UnixSeconds) -> Vec<Option<Forecast>> {
     // Newest first, the order imageCountMoreThan keeps them in; the digest breaks ties so
-    // that the answer never depends on the input order.
-    let mut by_age: Vec<&ImageFacts> = images.iter().collect();
+    // that the answer never depends on the input order. Only images a rule can act on.
+    let mut by_age: Vec<&ImageFacts> = images.iter().filter(|i| storage_of(i).is_some()).collect();
     by_age.sort_by(|a, b| {
-        b.pushed_at
-            .cmp(&a.pushed_at)
+        b.order_time()
+            .cmp(&a.order_time())
             .then_with(|| a.digest.cmp(&b.digest))
     });
     images
         .iter()
         .map(|image| {
-            let storage = storage_of(image);
+            let storage = storage_of(image)?;
             let rule = policy
                 .rules
                 .iter()
@@ -83,11 +130,16 @@ pub fn forecast(policy: &Policy, images: &[ImageFacts], now: UnixSeconds) -> Vec
         .collect()
 }
 
-fn storage_of(image: &ImageFacts) -> StorageClass {
-    if image.archived {
-        StorageClass::Archive
-    } else {
-        StorageClass::Standard
+/// The storage class rules select an image in; `None` for an image no rule acts on: one an
+/// index references, or one being restored.
+fn storage_of(image: &ImageFacts) -> Option<StorageClass> {
+    if image.in_index {
+        return None;
+    }
+    match image.status {
+        ImageStatus::Active => Some(StorageClass::Standard),
+        ImageStatus::Archived => Some(StorageClass::Archive),
+        ImageStatus::Activating => None,
     }
 }
 
@@ -109,7 +161,7 @@ fn due(
             let newer = by_age
                 .iter()
                 .take_while(|other| other.digest != image.digest)
-                .filter(|other| rule.selects(&other.tags, storage_of(other)))
+                .filter(|other| storage_of(other).is_some_and(|s| rule.selects(&other.tags, s)))
                 .count();
             if newer < keep as usize {
                 return None;
@@ -120,9 +172,19 @@ fn due(
             )
         }
         Count::SincePushed { days } => after(image.pushed_at, days, "its push"),
-        Count::SincePulled { days } => match image.last_pulled {
-            Some(pulled) => after(pulled, days, "its last recorded pull"),
-            None => after(image.pushed_at, days, "its push (never pulled)"),
+        Count::SincePulled { days } => match (image.last_pulled, image.restored()) {
+            (Some(pulled), Some(restored)) if restored > pulled => after(
+                restored,
+                days,
+                "its restore from the archive (not pulled since)",
+            ),
+            (Some(pulled), _) => after(pulled, days, "its last recorded pull"),
+            (None, Some(restored)) => after(
+                restored,
+                days,
+                "its restore from the archive (never pulled)",
+            ),
+            (None, None) => after(image.pushed_at, days, "its push (never pulled)"),
         },
         Count::SinceTransitioned { days } => match image.archived_at {
             Some(at) => after(at, days, "its archiving"),

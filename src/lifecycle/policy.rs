@@ -1,7 +1,9 @@
 //! A repository's lifecycle policy, as GetLifecyclePolicy returns its text, read into typed
-//! rules and checked as ECR checks it before accepting a policy: unique priorities, a
-//! `tagStatus: any` rule last, `tagged` with a prefix or a pattern list (not both),
-//! `untagged` with neither, at most four wildcards a pattern, days for the `since*` counts.
+//! rules and checked as ECR checks it before accepting a policy: unique priorities; within
+//! each storage class a `tagStatus: any` rule last and one rule at most selecting untagged
+//! images; `tagged` with a prefix or a pattern list (not both), `untagged` with neither, at
+//! most four wildcards a pattern, days for the `since*` counts; `sinceImagePulled` only to
+//! archive, `sinceImageTransitioned` only on archived images, which only it selects.
 
 use serde::Deserialize;
 
@@ -36,6 +38,15 @@ pub enum TagSelection {
 pub enum StorageClass {
     Standard,
     Archive,
+}
+
+impl StorageClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageClass::Standard => "standard",
+            StorageClass::Archive => "archive",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,16 +141,31 @@ impl Policy {
         if let Some(p) = twice {
             return Err(PolicyError(format!("two rules have rulePriority {p}")));
         }
-        let last = rules.len().saturating_sub(1);
-        if let Some(r) = rules
-            .iter()
-            .take(last)
-            .find(|r| r.tags == TagSelection::Any)
-        {
-            return Err(PolicyError(format!(
-                "rule {} selects tagStatus any, so it must be the last rule",
-                r.priority
-            )));
+        for class in [StorageClass::Standard, StorageClass::Archive] {
+            let mut in_class = rules.iter().filter(|r| r.storage_class == class);
+            let mut untagged: Option<u32> = None;
+            while let Some(r) = in_class.next() {
+                if r.tags == TagSelection::Any {
+                    if let Some(after) = in_class.clone().next() {
+                        return Err(PolicyError(format!(
+                            "rule {} selects tagStatus any, so it must be the last rule of storage class {} (rule {} comes after it)",
+                            r.priority,
+                            class.as_str(),
+                            after.priority
+                        )));
+                    }
+                }
+                if r.tags == TagSelection::Untagged {
+                    if let Some(first) = untagged {
+                        return Err(PolicyError(format!(
+                            "rules {first} and {} both select untagged images of storage class {}: only one rule may",
+                            r.priority,
+                            class.as_str()
+                        )));
+                    }
+                    untagged = Some(r.priority);
+                }
+            }
         }
         Ok(Policy { rules })
     }
@@ -236,11 +262,21 @@ impl Rule {
         if action == Action::Archive && storage_class == StorageClass::Archive {
             return Err(at("an archived image cannot be archived again".into()));
         }
-        if matches!(count, Count::SinceTransitioned { .. })
-            && storage_class != StorageClass::Archive
-        {
+        let transitioned = matches!(count, Count::SinceTransitioned { .. });
+        if transitioned && storage_class != StorageClass::Archive {
             return Err(at(
                 "sinceImageTransitioned selects archived images: storageClass archive".into(),
+            ));
+        }
+        if !transitioned && storage_class == StorageClass::Archive {
+            return Err(at(format!(
+                "storageClass archive takes countType sinceImageTransitioned, not {}",
+                s.count_type
+            )));
+        }
+        if matches!(count, Count::SincePulled { .. }) && action == Action::Expire {
+            return Err(at(
+                "sinceImagePulled can only archive (transition), not expire".into(),
             ));
         }
         Ok(Rule {

@@ -26,11 +26,11 @@ use super::credentials::{CredentialKeeper, KeptCredentials};
 use super::direct::{DirectCalls, DirectSettings};
 use super::{
     BatchGetImageOutput, FetchedManifest, ImageFailure, LayerAvailabilityOutput, LayerDetail,
-    LayerFailure, LifecycleFacts, Preview, PreviewAction, Registry, RegistryError,
+    LayerFailure, LifecycleFacts, Preview, PreviewAction, Registry, RegistryError, Restore,
     MAX_DESCRIBED_IMAGES,
 };
 use crate::image::{EcrRegistry, ImageId, RepositoryKey};
-use crate::lifecycle::{Action, ImageFacts};
+use crate::lifecycle::{Action, ImageFacts, ImageStatus};
 use crate::manifest::ACCEPTED_MEDIA_TYPES;
 
 /// How the SDK clients are made.
@@ -552,9 +552,27 @@ impl LifecycleFacts for EcrApi {
         &'a self,
         repo: &'a RepositoryKey,
         id: &'a ImageId,
-    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+    ) -> BoxFuture<'a, Result<Restore, RegistryError>> {
         async move {
-            self.client_of(&repo.registry)
+            let client = self.client_of(&repo.registry);
+            // A restore under way is not asked for again (another replica, or a person,
+            // started it): DescribeImages tells it as ACTIVATING.
+            let described = client
+                .describe_images()
+                .set_registry_id(registry_id(repo))
+                .repository_name(&repo.repository)
+                .image_ids(identifier(id))
+                .send()
+                .await
+                .map_err(self.failed(repo, "ecr:DescribeImages"))?;
+            let activating = described
+                .image_details()
+                .iter()
+                .any(|d| d.image_status() == Some(&aws_sdk_ecr::types::ImageStatus::Activating));
+            if activating {
+                return Ok(Restore::UnderWay);
+            }
+            client
                 .update_image_storage_class()
                 .set_registry_id(registry_id(repo))
                 .repository_name(&repo.repository)
@@ -562,7 +580,7 @@ impl LifecycleFacts for EcrApi {
                 .target_storage_class(TargetStorageClass::Standard)
                 .send()
                 .await
-                .map(|_| ())
+                .map(|_| Restore::Started)
                 .map_err(self.failed(repo, "ecr:UpdateImageStorageClass"))
         }
         .boxed()
@@ -627,19 +645,22 @@ impl LifecycleFacts for EcrApi {
 /// One DescribeImages entry as the evaluator reads it. Without a push time the image counts
 /// as pushed at the epoch: the reading that warns earliest.
 fn image_facts(d: &aws_sdk_ecr::types::ImageDetail) -> Option<ImageFacts> {
-    use aws_sdk_ecr::types::ImageStatus;
+    use aws_sdk_ecr::types::ImageStatus as Status;
     let secs = |t: &aws_sdk_ecr::primitives::DateTime| t.secs();
-    Some(ImageFacts {
-        digest: d.image_digest()?.to_owned(),
-        tags: d.image_tags().to_vec(),
-        pushed_at: d.image_pushed_at().map_or(0, secs),
-        last_pulled: d.last_recorded_pull_time().map(secs),
-        archived: matches!(
-            d.image_status(),
-            Some(ImageStatus::Archived | ImageStatus::Activating)
-        ),
-        archived_at: d.last_archived_at().map(secs),
-    })
+    let mut facts = ImageFacts::pushed(
+        d.image_digest()?,
+        d.image_tags().to_vec(),
+        d.image_pushed_at().map_or(0, secs),
+    );
+    facts.last_pulled = d.last_recorded_pull_time().map(secs);
+    facts.status = match d.image_status() {
+        Some(Status::Archived) => ImageStatus::Archived,
+        Some(Status::Activating) => ImageStatus::Activating,
+        _ => ImageStatus::Active,
+    };
+    facts.archived_at = d.last_archived_at().map(secs);
+    facts.last_activated = d.last_activated_at().map(secs);
+    Some(facts)
 }
 
 /// One preview result as the cross-check reads it; results without a digest or a known

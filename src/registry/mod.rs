@@ -216,12 +216,13 @@ pub trait LifecycleFacts: Send + Sync + 'static {
         repo: &'a RepositoryKey,
     ) -> BoxFuture<'a, Result<Vec<ImageFacts>, RegistryError>>;
 
-    /// Starts moving an archived image back to standard storage (UpdateImageStorageClass).
+    /// Starts moving an archived image back to standard storage (UpdateImageStorageClass),
+    /// unless a restore is already under way (the image is `ACTIVATING`).
     fn restore<'a>(
         &'a self,
         repo: &'a RepositoryKey,
         id: &'a ImageId,
-    ) -> BoxFuture<'a, Result<(), RegistryError>>;
+    ) -> BoxFuture<'a, Result<Restore, RegistryError>>;
 
     /// Starts a lifecycle policy preview of the repository's own policy
     /// (StartLifecyclePolicyPreview).
@@ -236,6 +237,14 @@ pub trait LifecycleFacts: Send + Sync + 'static {
         &'a self,
         repo: &'a RepositoryKey,
     ) -> BoxFuture<'a, Result<Preview, RegistryError>>;
+}
+
+/// What asking for a restore did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    Started,
+    /// The image was already being restored (`ACTIVATING`): nothing was asked.
+    UnderWay,
 }
 
 /// A lifecycle policy preview as ECR reports it.

@@ -14,6 +14,7 @@ use crate::image::{EcrRegistry, ImageId, RepositoryKey};
 use crate::lifecycle::ImageFacts;
 use crate::registry::{
     BatchGetImageOutput, LayerAvailabilityOutput, LifecycleFacts, Preview, Registry, RegistryError,
+    Restore,
 };
 
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
@@ -170,7 +171,7 @@ impl LifecycleFacts for Budgeted {
         &'a self,
         repo: &'a RepositoryKey,
         id: &'a ImageId,
-    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+    ) -> BoxFuture<'a, Result<Restore, RegistryError>> {
         Box::pin(self.spend(&repo.registry, async {
             self.facts()?.restore(repo, id).await
         }))

@@ -38,6 +38,8 @@ pub struct Row {
     pub verified: Option<Verified>,
     /// When a lifecycle rule will first act on its image.
     pub expiry: Option<Expiry>,
+    /// Why its image has no forecast, when its repository could not be read.
+    pub unforecast: Option<Arc<str>>,
     /// The platforms the workload can land on, where the cluster's are known.
     pub landings: Option<Arc<Vec<Landing>>>,
 }
@@ -115,6 +117,8 @@ pub struct Inventory {
     verified: Mutex<HashMap<Box<str>, Verified>>,
     /// Images in use a lifecycle rule will act on.
     expiry: Mutex<HashMap<Box<str>, Expiry>>,
+    /// Images in use without a forecast because their repository could not be read, and why.
+    unforecast: Mutex<HashMap<Box<str>, Arc<str>>>,
     /// When the last full re-verification finished.
     full_pass: Mutex<Option<SystemTime>>,
     /// Watchers that have not finished their first list.
@@ -136,6 +140,7 @@ impl Inventory {
             store: Mutex::default(),
             verified: Mutex::default(),
             expiry: Mutex::default(),
+            unforecast: Mutex::default(),
             full_pass: Mutex::default(),
             unsynced: watch::Sender::new(watchers),
             cluster: std::sync::OnceLock::new(),
@@ -210,14 +215,24 @@ impl Inventory {
         }
     }
 
-    /// The forecasts of images whose repositories were read: `None` forgets an earlier one.
-    pub fn record_expiry(&self, forecasts: impl IntoIterator<Item = (String, Option<Expiry>)>) {
+    /// The forecasts of images whose repositories were read (`None` forgets an earlier
+    /// one), and why the others have none: an earlier forecast of theirs is kept.
+    pub fn record_expiry(
+        &self,
+        forecasts: impl IntoIterator<Item = (String, Option<Expiry>)>,
+        unread: impl IntoIterator<Item = (String, String)>,
+    ) {
         let mut map = lock(&self.expiry);
+        let mut unforecast = lock(&self.unforecast);
         for (image, expiry) in forecasts {
+            unforecast.remove(image.as_str());
             match expiry {
                 Some(e) => map.insert(image.into(), e),
                 None => map.remove(image.as_str()),
             };
+        }
+        for (image, why) in unread {
+            unforecast.insert(image.into(), why.into());
         }
     }
 
@@ -229,6 +244,7 @@ impl Inventory {
     pub fn full_pass_done(&self, at: SystemTime, in_use: &HashSet<Box<str>>) {
         lock(&self.verified).retain(|image, _| in_use.contains(image));
         lock(&self.expiry).retain(|image, _| in_use.contains(image));
+        lock(&self.unforecast).retain(|image, _| in_use.contains(image));
         *lock(&self.full_pass) = Some(at);
     }
 
@@ -241,6 +257,7 @@ impl Inventory {
         let workloads = self.workloads();
         let verified = lock(&self.verified);
         let expiry = lock(&self.expiry);
+        let unforecast = lock(&self.unforecast);
         let cluster = self.cluster.get();
         workloads
             .into_iter()
@@ -257,6 +274,7 @@ impl Inventory {
                         container: c.clone(),
                         verified: for_workload(verified.get(&*c.image), landings.as_ref()),
                         expiry: expiry.get(&*c.image).cloned(),
+                        unforecast: unforecast.get(&*c.image).cloned(),
                         landings: landings.clone(),
                     })
                     .collect();
@@ -306,6 +324,10 @@ pub struct ContainerView {
     /// `expire` or `archive`.
     pub expiry_action: Option<String>,
     pub expiry_rule: Option<ExpiryRule>,
+    /// Why there is no forecast, when the image's repository could not be read (an
+    /// AWS-owned repository answers AccessDenied, say); `null` otherwise.
+    #[serde(default)]
+    pub no_forecast: Option<String>,
     /// Platforms the workload can land on that the image has no manifest for.
     #[serde(default)]
     pub missing_platforms: Vec<String>,
@@ -354,6 +376,7 @@ impl InventoryView {
                         .as_ref()
                         .map(|e| e.forecast.action.as_str().to_owned()),
                     expiry_rule: row.expiry.as_ref().map(ExpiryRule::of),
+                    no_forecast: row.unforecast.as_deref().map(str::to_owned),
                     missing_platforms: row.missing_platforms(),
                 });
             }

@@ -5,6 +5,7 @@
 //! between two repositories' turns (a new workload) are verified at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +19,7 @@ use crate::engine::Engine;
 use crate::expiry::{self, RepositoryForecast};
 use crate::image::{ImageTarget, RepositoryKey};
 use crate::metrics::WatchMetrics;
+use crate::registry::Restore;
 use crate::report::Outcome;
 
 /// The last repository of a pass starts this far into the interval, so that the pass ends
@@ -45,6 +47,10 @@ pub struct Verifier {
     /// Archived images whose restore was started (never again) or refused (again next
     /// pass).
     restores: Mutex<Restores>,
+    unread: UnreadPolicies,
+    /// The inventory's generation when images in use were last read: a change after it,
+    /// made while a check was in flight too, is looked at by the next wait.
+    looked: AtomicU64,
 }
 
 #[derive(Default)]
@@ -75,6 +81,8 @@ impl Verifier {
             forecast: expiry.forecast,
             restore_archived: expiry.restore_archived,
             restores: Mutex::default(),
+            unread: UnreadPolicies::default(),
+            looked: AtomicU64::new(0),
         }
     }
 
@@ -87,8 +95,9 @@ impl Verifier {
             self.forecast,
         )
         .await;
+        self.unread.tell(&self.metrics, &forecasts.errors);
         if let Some(previews) = &self.previews {
-            for (repo, forecast) in forecasts {
+            for (repo, forecast) in forecasts.repositories {
                 previews.offer(repo, forecast);
             }
         }
@@ -120,6 +129,8 @@ impl Verifier {
             .unwrap_or_else(|p| p.into_inner())
             .refused
             .clear();
+        self.looked
+            .store(self.inventory.generation(), Ordering::SeqCst);
         let groups = by_repository(self.images().await);
         let planned: HashSet<String> = groups.iter().flatten().cloned().collect();
         let turns = groups.len().max(1) as f64;
@@ -134,7 +145,8 @@ impl Verifier {
             }
         }
         let done = SystemTime::now();
-        let in_use = self.images().await.into_iter().collect();
+        let in_use: HashSet<Box<str>> = self.images().await.into_iter().collect();
+        self.unread.retain(&repositories(&in_use));
         self.inventory.full_pass_done(done, &in_use);
         self.publish().await;
         self.metrics.last_full_pass.set(unix_seconds(done));
@@ -144,35 +156,34 @@ impl Verifier {
     }
 
     /// Sleeps until `due`, verifying on the way images that appeared and are neither
-    /// verified nor planned in this pass.
+    /// verified nor planned in this pass. A change is noticed whenever it was made: the
+    /// generation last looked at is kept across waits and checks.
     async fn wait_until(&self, due: Instant, planned: &HashSet<String>) {
-        let mut generation = self.inventory.generation();
         loop {
+            let current = self.inventory.generation();
+            if self.looked.swap(current, Ordering::SeqCst) != current {
+                let fresh: Vec<String> = self
+                    .images()
+                    .await
+                    .into_iter()
+                    .filter(|i| !planned.contains(&**i) && !self.inventory.is_verified(i))
+                    .map(String::from)
+                    .collect();
+                if !fresh.is_empty() {
+                    tracing::debug!(
+                        images = fresh.len(),
+                        "verifying images new to the inventory"
+                    );
+                    self.verify(fresh).await;
+                    self.publish().await;
+                    continue;
+                }
+            }
             let now = Instant::now();
             if now >= due {
                 return;
             }
             tokio::time::sleep_until(due.min(now + NEW_IMAGE_POLL)).await;
-            let current = self.inventory.generation();
-            if current == generation {
-                continue;
-            }
-            generation = current;
-            let fresh: Vec<String> = self
-                .images()
-                .await
-                .into_iter()
-                .filter(|i| !planned.contains(&**i) && !self.inventory.is_verified(i))
-                .map(String::from)
-                .collect();
-            if !fresh.is_empty() {
-                tracing::debug!(
-                    images = fresh.len(),
-                    "verifying images new to the inventory"
-                );
-                self.verify(fresh).await;
-                self.publish().await;
-            }
         }
     }
 
@@ -212,15 +223,18 @@ impl Verifier {
             {
                 let mut restores = self.restores.lock().unwrap_or_else(|p| p.into_inner());
                 match &started {
-                    Ok(()) => restores.started.insert(image.into()),
+                    Ok(_) => restores.started.insert(image.into()),
                     Err(_) => restores.refused.insert(image.into()),
                 };
             }
             match started {
-                Ok(()) => {
+                Ok(Restore::Started) => {
                     tracing::info!(image, "restore of an archived image in use started");
                     let users = rows.iter().filter(|r| &*r.container.image == image);
                     self.signals.restore_started(users).await;
+                }
+                Ok(Restore::UnderWay) => {
+                    tracing::info!(image, "an archived image in use is already being restored (ACTIVATING); not asked again");
                 }
                 Err(e) => {
                     tracing::warn!(image, error = %e, "cannot start restoring an archived image in use; trying again next pass");
@@ -243,18 +257,27 @@ fn unix_seconds(at: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// What a verification could not forecast.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// The forecast of each repository whose policy was read.
+    pub repositories: Vec<(RepositoryKey, RepositoryForecast)>,
+    /// Repositories whose policy or images could not be read, and why.
+    pub errors: Vec<(RepositoryKey, expiry::ExpiryError)>,
+}
+
 /// Checks `images` now (within `budget`) and records what ECR said in `inventory`; then,
 /// with `forecast` and when the registry has lifecycle calls, when a rule will act on each
-/// (within the same budget). Returns the forecast of each repository whose policy was read.
+/// (within the same budget), and why an image has no forecast.
 pub async fn record(
     engine: &Engine,
     inventory: &Inventory,
     images: Vec<String>,
     budget: Duration,
     forecast: bool,
-) -> Vec<(RepositoryKey, RepositoryForecast)> {
+) -> Recorded {
     if images.is_empty() {
-        return Vec::new();
+        return Recorded::default();
     }
     let deadline = Instant::now() + budget;
     let reports = engine.check(&images, deadline).await;
@@ -283,7 +306,7 @@ pub async fn record(
             }),
     );
     let Some(facts) = engine.lifecycle().filter(|_| forecast) else {
-        return Vec::new();
+        return Recorded::default();
     };
     let digests_of = |image: &str| engine.manifest_digests(image);
     let forecasting = expiry::forecast_images(facts, &images, digests_of, expiry::now());
@@ -292,19 +315,58 @@ pub async fn record(
             images = images.len(),
             "reading lifecycle policies timed out; forecasts kept from before"
         );
-        return Vec::new();
+        return Recorded::default();
     };
-    // One line for all: a role without ecr:GetLifecyclePolicy fails every repository.
-    if let Some((repo, error)) = forecasts.errors.first() {
-        tracing::warn!(
-            repositories = forecasts.errors.len(),
-            first = %repo,
-            error = %error,
-            "cannot forecast lifecycle policies' actions; forecasts kept from before"
-        );
+    inventory.record_expiry(forecasts.images, forecasts.unread);
+    Recorded {
+        repositories: forecasts.repositories,
+        errors: forecasts.errors,
     }
-    inventory.record_expiry(forecasts.images);
-    forecasts.repositories
+}
+
+/// Repositories whose lifecycle policy could not be read: each is logged once per process
+/// (an AWS-owned repository answers AccessDenied every pass, forever) and counted each time.
+#[derive(Default)]
+struct UnreadPolicies {
+    told: Mutex<HashSet<RepositoryKey>>,
+}
+
+impl UnreadPolicies {
+    fn tell(&self, metrics: &WatchMetrics, errors: &[(RepositoryKey, expiry::ExpiryError)]) {
+        let mut told = self.told.lock().unwrap_or_else(|p| p.into_inner());
+        for (repo, error) in errors {
+            let labels = crate::metrics::RepositoryLabels {
+                repository: repo.to_string(),
+            };
+            metrics.forecast_errors.get_or_create(&labels).inc();
+            if told.insert(repo.clone()) {
+                tracing::warn!(
+                    repository = %repo,
+                    error = %error,
+                    "cannot forecast lifecycle policies' actions for this repository; told once, counted in ecr_preflight_lifecycle_forecast_errors_total, the reason shown in /inventory (no_forecast)"
+                );
+            }
+        }
+    }
+
+    /// Forgets repositories no longer in use.
+    fn retain(&self, in_use: &HashSet<RepositoryKey>) {
+        self.told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| in_use.contains(r));
+    }
+}
+
+/// The ECR repositories of `images`.
+fn repositories(images: &HashSet<Box<str>>) -> HashSet<RepositoryKey> {
+    images
+        .iter()
+        .filter_map(|i| match ImageTarget::classify(i) {
+            Ok(ImageTarget::Ecr { repo, .. }) => Some(repo),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Images grouped by repository, repositories in a stable order; images that are not ECR's

@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ecr_preflight::image::{ImageId, RepositoryKey};
-use ecr_preflight::lifecycle::ImageFacts;
+use ecr_preflight::lifecycle::{ImageFacts, ImageStatus};
 use ecr_preflight::registry::{
     BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
-    LifecycleFacts, Preview, Registry, RegistryError,
+    LifecycleFacts, Preview, Registry, RegistryError, Restore,
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -52,6 +52,9 @@ pub struct MemoryRegistry {
     pub previews: Mutex<HashMap<String, VecDeque<Preview>>>,
     /// What UpdateImageStorageClass answers (`None`: success).
     pub restore_error: Mutex<Option<RegistryError>>,
+    /// Repository → what GetLifecyclePolicy answers instead of its policy (an AWS-owned
+    /// repository answers AccessDenied).
+    pub policy_errors: Mutex<HashMap<String, RegistryError>>,
 }
 
 /// A lifecycle call's log entry.
@@ -74,6 +77,15 @@ impl LifecycleFacts for MemoryRegistry {
         repo: &'a RepositoryKey,
     ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
         lifecycle_call(self, "GetLifecyclePolicy", repo, String::new());
+        if let Some(e) = self
+            .policy_errors
+            .lock()
+            .expect("lock")
+            .get(&repo.repository)
+        {
+            let e = e.clone();
+            return async move { Err(e) }.boxed();
+        }
         let policy = self
             .policies
             .lock()
@@ -102,10 +114,28 @@ impl LifecycleFacts for MemoryRegistry {
         &'a self,
         repo: &'a RepositoryKey,
         id: &'a ImageId,
-    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+    ) -> BoxFuture<'a, Result<Restore, RegistryError>> {
+        let activating = self
+            .described
+            .lock()
+            .expect("lock")
+            .get(&repo.repository)
+            .is_some_and(|images| {
+                images.iter().any(|i| {
+                    i.status == ImageStatus::Activating
+                        && match id {
+                            ImageId::Tag(t) => i.tags.contains(t),
+                            ImageId::Digest(d) => i.digest == *d,
+                        }
+                })
+            });
+        if activating {
+            lifecycle_call(self, "DescribeImages", repo, id.to_string());
+            return async { Ok(Restore::UnderWay) }.boxed();
+        }
         lifecycle_call(self, "UpdateImageStorageClass", repo, id.to_string());
         let answer = self.restore_error.lock().expect("lock").clone();
-        async move { answer.map_or(Ok(()), Err) }.boxed()
+        async move { answer.map_or(Ok(Restore::Started), Err) }.boxed()
     }
 
     fn start_preview<'a>(

@@ -4,6 +4,7 @@
 
 pub mod fake_apiserver;
 pub mod fault_proxy;
+pub mod logs;
 pub mod memory_registry;
 pub mod moto;
 pub mod oci_registry;
