@@ -337,6 +337,9 @@ pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
 /// "could be scheduled on linux/arm64 nodes (3 nodes, NodePool general), image has only
 /// linux/amd64: publish linux/arm64 or add nodeSelector kubernetes.io/arch: amd64".
 fn gap_sentence(gap: &PlatformGap) -> String {
+    if let Some(bound) = gap.missing.iter().find_map(|l| l.bound.as_deref()) {
+        return bound_sentence(gap, bound);
+    }
     let join = |v: Vec<String>, last: &str| match v.split_last() {
         Some((tail, head)) if !head.is_empty() => format!("{} {last} {tail}", head.join(", ")),
         _ => v.concat(),
@@ -358,6 +361,23 @@ fn gap_sentence(gap: &PlatformGap) -> String {
         join(wheres, "and"),
         join(missing, "and"),
         keep_to(gap)
+    )
+}
+
+/// "runs on node ip-10-0-1-5 (linux/arm64), image has only linux/amd64: publish
+/// linux/arm64 or use an image that has it": a pod bound to a node cannot be moved by a
+/// node selector.
+fn bound_sentence(gap: &PlatformGap, node: &str) -> String {
+    let platform: Vec<String> = gap.missing.iter().map(|l| l.platform.to_string()).collect();
+    let platform = platform.join(", ");
+    let has: Vec<String> = gap.available.iter().map(ToString::to_string).collect();
+    let has = if has.is_empty() {
+        "no platform".to_owned()
+    } else {
+        format!("only {}", has.join(", "))
+    };
+    format!(
+        "runs on node {node} ({platform}), image has {has}: publish {platform} or use an image that has it"
     )
 }
 

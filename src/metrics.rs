@@ -429,3 +429,162 @@ pub fn operation_label(operation: &str) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    /// Every metric registered, each with one series, encoded: metric name → label keys.
+    fn exported() -> BTreeMap<String, BTreeSet<String>> {
+        let engine = EngineMetrics::default();
+        let watch = WatchMetrics::default();
+        let metrics = Metrics::new(&engine, Some(&watch));
+        metrics
+            .admission_requests
+            .get_or_create(&AdmissionLabels {
+                kind: "Pod",
+                operation: "CREATE",
+                decision: "allowed",
+            })
+            .inc();
+        metrics.admission_duration.observe(0.01);
+        metrics.image_checked(Outcome::Ok, 1);
+        let operation = EcrOperation::BatchGetImage;
+        engine
+            .ecr_requests
+            .get_or_create(&EcrLabels {
+                source: "admission",
+                operation,
+                outcome: "success",
+            })
+            .inc();
+        engine
+            .ecr_duration
+            .get_or_create(&OperationLabels { operation })
+            .observe(0.01);
+        let (namespace, kind, name, container) = ("ns", "Deployment", "web", "app");
+        watch
+            .workload_images
+            .get_or_create(&WorkloadLabels {
+                namespace: namespace.into(),
+                kind: kind.into(),
+                name: name.into(),
+                container: container.into(),
+                outcome: "ok",
+            })
+            .set(1);
+        watch
+            .workload_expiry
+            .get_or_create(&ExpiryLabels {
+                namespace: namespace.into(),
+                kind: kind.into(),
+                name: name.into(),
+                container: container.into(),
+                action: "expire",
+            })
+            .set(1);
+        watch
+            .images_in_use
+            .get_or_create(&OutcomeLabels { outcome: "ok" })
+            .set(1);
+        watch
+            .events
+            .get_or_create(&ReasonLabels {
+                reason: "ImageUnavailable",
+            })
+            .inc();
+        let repository = RepositoryLabels {
+            repository: "r".into(),
+        };
+        watch.preview_disagreements.get_or_create(&repository).inc();
+        watch.forecast_errors.get_or_create(&repository).inc();
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for line in metrics.encode().lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap_or_default();
+                out.entry(name.to_owned()).or_default();
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            let (name, labels) = match line.split_once('{') {
+                Some((name, rest)) => (name, rest.split('}').next().unwrap_or_default()),
+                None => (line.split(' ').next().unwrap_or_default(), ""),
+            };
+            let keys = labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned()));
+            let keys: Vec<String> = keys.collect();
+            out.entry(name.to_owned()).or_default().extend(keys.clone());
+            // A histogram's or counter's family, by the name its TYPE line gives.
+            for suffix in ["_bucket", "_sum", "_count", "_total", "_created"] {
+                if let Some(base) = name.strip_suffix(suffix) {
+                    let keys = keys.iter().filter(|k| *k != "le").cloned();
+                    out.entry(base.to_owned()).or_default().extend(keys);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every `ecr_preflight_…{labels}` a document, the chart's alerts and dashboard, or the
+    /// README names: its name is exported and every label it matches on is one of the
+    /// metric's. An alert written from the docs must match something.
+    #[test]
+    fn documents_name_only_metrics_and_labels_the_product_exports() {
+        let exported = exported();
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut files: Vec<String> = ["README.md", "charts/ecr-preflight/README.md"]
+            .iter()
+            .map(|f| format!("{root}/{f}"))
+            .collect();
+        for dir in [
+            "docs",
+            "charts/ecr-preflight/templates",
+            "charts/ecr-preflight/files",
+        ] {
+            for entry in std::fs::read_dir(format!("{root}/{dir}")).expect("dir") {
+                files.push(entry.expect("entry").path().display().to_string());
+            }
+        }
+        let mut checked = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read");
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("ecr_preflight_") {
+                rest = &rest[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                let name = &rest[..end];
+                rest = &rest[end..];
+                // A prefix in prose ("ecr_preflight_*"), or the env variables' prefix.
+                if name.ends_with('_') || name.chars().any(|c| c.is_ascii_uppercase()) {
+                    continue;
+                }
+                let keys = exported.get(name).unwrap_or_else(|| {
+                    panic!("{file} names {name}, which the product does not export")
+                });
+                if let Some(matchers) = rest.strip_prefix('{') {
+                    let matchers = matchers.split('}').next().unwrap_or_default();
+                    for key in matchers
+                        .split(',')
+                        .filter_map(|m| m.split(['=', '!']).next())
+                        .map(|k| k.trim().trim_start_matches('\\').trim_matches('"'))
+                        .filter(|k| !k.is_empty() && !k.starts_with('{'))
+                    {
+                        assert!(
+                            keys.contains(key),
+                            "{file} matches {name} on label {key:?}; it has {keys:?}"
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "only {checked} references found");
+    }
+}

@@ -239,6 +239,7 @@ mod tests {
                 },
                 nodes: 1,
                 pools: Vec::new(),
+                bound: None,
             })
             .collect()
     }

@@ -279,6 +279,7 @@ fn landing(platform: &str, nodes: usize, pools: &[&str]) -> Landing {
         },
         nodes,
         pools: pools.iter().map(|p| (*p).to_owned()).collect(),
+        bound: None,
     }
 }
 

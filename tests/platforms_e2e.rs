@@ -272,3 +272,80 @@ async fn a_wrong_body_or_a_registry_down_is_unknown_for_the_platform_only() {
     assert_eq!(r["allowed"], true, "{r}");
     assert!(r["warnings"].is_null(), "{r}");
 }
+
+impl Setup {
+    /// `body` posted as it is; the response.
+    async fn post(&self, body: String) -> Value {
+        let answer: Value = self
+            .https
+            .post(&self.url)
+            .body(body)
+            .send()
+            .await
+            .expect("review")
+            .json()
+            .await
+            .expect("json");
+        answer["response"].clone()
+    }
+}
+
+/// `kubectl debug` on a running pod bound to `node`: the pods/ephemeralcontainers UPDATE
+/// the API server sends, its new ephemeral container running `image`.
+fn debug_review(node: &str, image: &str) -> String {
+    let mut review: Value = serde_json::from_str(&common::fixture(
+        "pod-ephemeralcontainers-update.json",
+        "sample",
+    ))
+    .expect("fixture");
+    for side in ["object", "oldObject"] {
+        review["request"][side]["spec"]["nodeName"] = json!(node);
+    }
+    review["request"]["object"]["spec"]["ephemeralContainers"][0]["image"] = json!(image);
+    review.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_on_a_node_is_judged_by_that_node_and_kubectl_debug_is_never_refused_wrongly() {
+    let s = setup().await;
+    let repo = common::unique("platforms/bound");
+    let (amd64, _) = s.image(&repo, "amd64", "amd64").await;
+
+    // Unbound, it could land on arm64: denied (the control).
+    let r = s.review(&amd64, json!({})).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    // Bound to the amd64 node: it runs there and nowhere else.
+    let r = s.review(&amd64, json!({"nodeName": "a1"})).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    // Bound to an arm64 node: denied, naming the node, without a node selector to add.
+    let r = s.review(&amd64, json!({"nodeName": "g1"})).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    let message = r["status"]["message"].as_str().expect("message");
+    let want = format!("container app: {amd64}: runs on node g1 (linux/arm64), image has only linux/amd64: publish linux/arm64 or use an image that has it");
+    assert!(message.contains(&want), "{message}");
+    // Bound to a node not known (yet): judged by the cluster's set.
+    let r = s.review(&amd64, json!({"nodeName": "ghost"})).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could be scheduled on linux/arm64 nodes")),
+        "{r}"
+    );
+
+    // kubectl debug with the amd64-only image on a pod running on the amd64 node: allowed.
+    let r = s.post(debug_review("a1", &amd64)).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    // On the arm64 node it could not start: denied, naming the node.
+    let r = s.post(debug_review("g2", &amd64)).await;
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("container debugger") && m.contains("runs on node g2")),
+        "{r}"
+    );
+    // On a node the controller has not seen yet: not judged on a guess.
+    let r = s.post(debug_review("ghost", &amd64)).await;
+    assert_eq!(r["allowed"], true, "{r}");
+}

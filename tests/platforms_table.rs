@@ -419,3 +419,24 @@ fn answers_are_kept_until_a_node_or_pool_really_changes() {
     facts.node("g1", None);
     assert_eq!(facts.landable(&any).expect("listed").len(), 1);
 }
+
+#[test]
+fn a_pod_bound_to_a_node_lands_on_that_node_only() {
+    let c = cluster();
+    // Bound to the Windows node: it runs there, taint or no toleration (it is already
+    // bound; the scheduler's rules no longer apply).
+    let bound = placement(json!({"nodeName": "w1"}));
+    assert_eq!(landings(&bound, &c), ["windows/amd64 x1"]);
+    let l = &landable(&bound, &c)[0];
+    assert_eq!(l.bound.as_deref(), Some("w1"));
+    assert_eq!(l.behind(), "node w1");
+    assert_eq!(
+        landings(&placement(json!({"nodeName": "g2"})), &c),
+        ["linux/arm64 x1"]
+    );
+    // A node not known: the cluster's set, as for an unbound pod.
+    assert_eq!(
+        landings(&placement(json!({"nodeName": "ghost"})), &c),
+        landings(&placement(json!({})), &c)
+    );
+}

@@ -14,7 +14,7 @@ use crate::engine::Engine;
 use crate::json::JsonError;
 use crate::platforms::{Placement, PlatformSources};
 use crate::report::{Finding, ImageReport};
-use crate::workload::{self, ContainerImage, WorkloadKind};
+use crate::workload::{self, ContainerImage, ContainerKind, WorkloadKind};
 use review::{RequestView, ReviewView};
 
 /// Distinct images checked per object; beyond it an image is `unknown` (a pod has a few
@@ -126,7 +126,15 @@ pub async fn evaluate(
     let images: Vec<String> = containers.iter().map(|c| c.image.to_string()).collect();
     out.reports = check_bounded(engine, images, deadline).await;
     if let Some((platforms, placement)) = platforms.zip(placement) {
-        check_platforms(engine, platforms, &placement, deadline, &mut out).await;
+        check_platforms(
+            engine,
+            platforms,
+            &placement,
+            &containers,
+            deadline,
+            &mut out,
+        )
+        .await;
     }
     let verdict = decide_for(
         &containers,
@@ -142,11 +150,15 @@ pub async fn evaluate(
 /// Marks each image that lacks a manifest for a platform the pod can land on: an index by
 /// its children, a single-arch image by its config blob (read once per digest). Nothing
 /// changes while the cluster's nodes are not listed yet (`--platforms` applies) or where
-/// the pod can land nowhere (not an image's problem).
+/// the pod can land nowhere (not an image's problem). A pod bound to a node is judged by
+/// that node; an ephemeral container of a pod bound to a node not known yet is not judged
+/// at all (it runs on that node, whatever the others are: `kubectl debug` during an
+/// incident must never be refused on a guess).
 async fn check_platforms(
     engine: &Engine,
     platforms: &PlatformSources,
     placement: &Placement,
+    containers: &[ContainerImage<'_>],
     deadline: Instant,
     out: &mut Reviewed,
 ) {
@@ -179,7 +191,20 @@ async fn check_platforms(
             });
         found = futures::future::join_all(reads).await;
     }
+    let unknown_node = placement
+        .node_name
+        .as_deref()
+        .is_some_and(|n| !platforms.cluster.knows_node(n));
+    let only_ephemeral = |image: &str| {
+        containers
+            .iter()
+            .filter(|c| c.image == image)
+            .all(|c| c.kind == ContainerKind::Ephemeral)
+    };
     for (report, available) in out.reports.iter_mut().zip(found) {
+        if unknown_node && only_ephemeral(&report.image) {
+            continue;
+        }
         match available {
             Some(Ok(available)) => report.land(&landings, Some(&available)),
             Some(Err(why)) => {

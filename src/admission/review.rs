@@ -291,6 +291,9 @@ pub struct SpecView<'a> {
     pub affinity: Option<AffinityView<'a>>,
     #[serde(borrow, default)]
     pub tolerations: Option<Vec<TolerationView<'a>>>,
+    /// The node a pod is bound to: a running pod's (an ephemeral container's UPDATE).
+    #[serde(borrow, default)]
+    pub node_name: Option<Cow<'a, str>>,
 }
 
 /// `affinity`: only the required node affinity matters here.

@@ -70,6 +70,19 @@ impl ClusterFacts {
             return None;
         }
         let mut facts = self.lock();
+        // A pod bound to a known node: that node, looked up by name and not remembered (one
+        // answer a node would crowd out the placements shared by many pods).
+        if let Some(name) = placement.node_name.as_deref() {
+            if let Some(node) = facts.nodes.get(name) {
+                return Some(Arc::new(super::bound_landing(node)));
+            }
+            let unbound = Placement {
+                node_name: None,
+                ..placement.clone()
+            };
+            drop(facts);
+            return self.landable(&unbound);
+        }
         if let Some(found) = facts.answers.get(placement) {
             return Some(found.clone());
         }
@@ -83,6 +96,11 @@ impl ClusterFacts {
         }
         facts.answers.insert(placement.clone(), found.clone());
         Some(found)
+    }
+
+    /// Whether a Node of this name is known.
+    pub fn knows_node(&self, name: &str) -> bool {
+        self.lock().nodes.contains_key(name)
     }
 
     /// Where the platforms come from, for the decision log: `nodes`, or

@@ -196,11 +196,26 @@ pub struct Landing {
     pub nodes: usize,
     /// NodePools that may start such a node for it.
     pub pools: Vec<String>,
+    /// The node the pod is bound to (`spec.nodeName`), when it is: its only landing.
+    pub bound: Option<String>,
 }
 
 impl Landing {
-    /// "3 nodes, NodePool general".
+    /// The one landing of a pod bound to `node`.
+    fn bound_to(node: &NodeFacts, platform: NodePlatform) -> Self {
+        Landing {
+            platform,
+            nodes: 1,
+            pools: Vec::new(),
+            bound: Some(node.name.clone()),
+        }
+    }
+
+    /// "3 nodes, NodePool general", or "node ip-10-0-1-5" for a pod bound to it.
     pub fn behind(&self) -> String {
+        if let Some(node) = &self.bound {
+            return format!("node {node}");
+        }
         let mut parts = Vec::new();
         if self.nodes > 0 {
             let s = if self.nodes == 1 { "" } else { "s" };
@@ -214,14 +229,22 @@ impl Landing {
     }
 }
 
-/// The platforms `placement` can land on in `cluster`, in platform order.
+/// The platforms `placement` can land on in `cluster`, in platform order. A pod bound to a
+/// node (`spec.nodeName`) runs there and nowhere else: that node's platform, when the node
+/// is known; the cluster's otherwise.
 pub fn landable(placement: &Placement, cluster: &Cluster) -> Vec<Landing> {
+    if let Some(bound) = placement.node_name.as_deref() {
+        if let Some(node) = cluster.nodes.iter().find(|n| n.name == bound) {
+            return bound_landing(node);
+        }
+    }
     let mut found: BTreeMap<NodePlatform, Landing> = BTreeMap::new();
     fn entry(found: &mut BTreeMap<NodePlatform, Landing>, platform: NodePlatform) -> &mut Landing {
         found.entry(platform.clone()).or_insert(Landing {
             platform,
             nodes: 0,
             pools: Vec::new(),
+            bound: None,
         })
     }
     for node in &cluster.nodes {
@@ -247,6 +270,14 @@ pub fn landable(placement: &Placement, cluster: &Cluster) -> Vec<Landing> {
         }
     }
     found.into_values().collect()
+}
+
+/// The landing of a pod bound to `node`: its platform (none when its labels do not say).
+fn bound_landing(node: &NodeFacts) -> Vec<Landing> {
+    node.platform()
+        .map(|p| Landing::bound_to(node, p))
+        .into_iter()
+        .collect()
 }
 
 /// A label key as the scheduler reads it: the deprecated os and arch keys as the GA ones.

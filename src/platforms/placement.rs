@@ -147,6 +147,8 @@ pub struct Placement {
     /// `metadata.name` requirements of each term's `matchFields`, by term.
     pub name_fields: Vec<Vec<Requirement>>,
     pub tolerations: Vec<Toleration>,
+    /// `spec.nodeName`: the node a pod is bound to (set by the scheduler, or by hand).
+    pub node_name: Option<String>,
 }
 
 /// One required node-affinity term: its expressions and its fields, `None` where one names
@@ -234,6 +236,13 @@ impl Placement {
             terms,
             tolerations,
         )
+        .bound_to(spec.node_name.as_deref())
+    }
+
+    /// The same placement for a pod bound to `node` (`spec.nodeName`), when it is.
+    pub fn bound_to(mut self, node: Option<&str>) -> Self {
+        self.node_name = node.filter(|n| !n.is_empty()).map(str::to_owned);
+        self
     }
 
     /// Every `NoSchedule` and `NoExecute` taint is tolerated.

@@ -72,7 +72,7 @@ pub fn placement_of(kind: WorkloadKind, object: &ObjectView<'_>) -> Option<Place
             )
         })
         .collect();
-    Some(Placement::new(selector, terms, tolerations))
+    Some(Placement::new(selector, terms, tolerations).bound_to(spec.node_name.as_deref()))
 }
 
 /// Every container of a pod spec with an image: containers, init containers (native
