@@ -6,6 +6,7 @@
 
 mod budget;
 pub mod inventory;
+mod leader;
 pub mod nodes;
 mod preview;
 mod signals;
@@ -18,7 +19,6 @@ use std::time::Duration;
 
 use kube::runtime::events::Reporter;
 use kube::Client;
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
 use crate::engine::{CacheSettings, Engine, EngineSettings};
@@ -151,14 +151,14 @@ impl Controller {
         );
         let (stop, stopped) = watch::channel(false);
         let (released, done) = watch::channel(false);
-        let leader = Leader {
+        let leader = leader::Leader {
             client,
             settings,
             verifier,
             signals,
             metrics: metrics.clone(),
         };
-        tokio::spawn(lead(leader, stopped, released));
+        tokio::spawn(leader::lead(leader, stopped, released));
         Controller {
             inventory,
             cluster,
@@ -173,103 +173,7 @@ impl Controller {
     pub async fn stop(&self) {
         self.stop.send_replace(true);
         let mut done = self.done.clone();
-        let _ = tokio::time::timeout(RELEASE_WAIT * 2, done.wait_for(|d| *d)).await;
-    }
-}
-
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const LONGEST_RETRY: Duration = Duration::from_secs(60);
-/// At most how long stopping waits for the Lease to be released.
-const RELEASE_WAIT: Duration = Duration::from_secs(3);
-
-type Renewer =
-    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>;
-
-/// The verifier's part: verifies while this replica holds the Lease (always, without
-/// leader election), until stopped; then gives the Lease up, so that another replica
-/// takes over at once instead of after the lease duration.
-async fn lead(leader: Leader, mut stop: watch::Receiver<bool>, released: watch::Sender<bool>) {
-    let mut renewer: Option<Renewer> = None;
-    tokio::select! {
-        () = leader.lead(&mut renewer) => {}
-        _ = stop.wait_for(|s| *s) => {}
-    }
-    // The future above is gone, and with it the Lease's receiver: the renewer releases the
-    // Lease and ends.
-    if let Some(renewer) = renewer {
-        match tokio::time::timeout(RELEASE_WAIT, renewer).await {
-            Ok(Ok(Ok(_))) => tracing::info!("Lease released"),
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(error = %e, "cannot release the Lease; it runs out by itself")
-            }
-            _ => tracing::warn!("the Lease was not released in time; it runs out by itself"),
-        }
-    }
-    leader.metrics.leader.set(0);
-    released.send_replace(true);
-}
-
-/// What verifying as the leader needs.
-struct Leader {
-    client: Client,
-    settings: WatchSettings,
-    verifier: Verifier,
-    signals: Arc<Signals>,
-    metrics: Arc<WatchMetrics>,
-}
-
-impl Leader {
-    async fn lead(&self, renewer: &mut Option<Renewer>) {
-        if !self.settings.leader_election {
-            self.metrics.leader.set(1);
-            self.verifier.run().await;
-            return;
-        }
-        let manager = self.lease_manager().await;
-        let (mut leading, handle) = manager.watch().await;
-        *renewer = Some(handle);
-        loop {
-            if !*leading.borrow_and_update() {
-                if leading.changed().await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            self.metrics.leader.set(1);
-            tracing::info!(identity = %self.settings.identity, "leading the re-verification");
-            tokio::select! {
-                () = self.verifier.run() => {}
-                _ = leading.wait_for(|l| !*l) => {}
-            }
-            self.metrics.leader.set(0);
-            self.signals.step_down();
-            tracing::info!(identity = %self.settings.identity, "no longer leading the re-verification");
-        }
-    }
-
-    /// The Lease's manager, retried with back-off while the API server cannot be reached.
-    async fn lease_manager(&self) -> kube_lease_manager::LeaseManager {
-        let settings = &self.settings;
-        let duration = settings.lease_duration.as_secs().max(2);
-        let mut retry = FIRST_RETRY;
-        loop {
-            let built = LeaseManagerBuilder::new(self.client.clone(), LEASE_NAME)
-                .with_namespace(settings.lease_namespace.as_str())
-                .with_identity(settings.identity.as_str())
-                .with_duration(duration)
-                // Renewed this long before it runs out: a third of the lease.
-                .with_grace((duration / 3).max(1))
-                .build()
-                .await;
-            match built {
-                Ok(m) => return m,
-                Err(e) => {
-                    tracing::warn!(error = %e, lease = LEASE_NAME, namespace = %settings.lease_namespace, retry = ?retry, "cannot reach the Lease; retrying");
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(LONGEST_RETRY);
-                }
-            }
-        }
+        let _ = tokio::time::timeout(leader::RELEASE_WAIT * 2, done.wait_for(|d| *d)).await;
     }
 }
 
