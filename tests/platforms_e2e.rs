@@ -68,7 +68,7 @@ async fn setup() -> Setup {
         expiry: ExpirySettings::default(),
     };
     let background = watch::background_engine(&admission, dynamic, &engine_settings, &settings);
-    let controller = Controller::start(api.client(), Arc::new(background), settings);
+    let controller = Controller::start(api.controller_client(), Arc::new(background), settings);
     let endpoint = RegistryEndpoint {
         url: Some(registry.url.clone()),
         extra_roots: vec![std::fs::read(&registry.ca).expect("ca")],

@@ -173,7 +173,7 @@ async fn a_deleted_image_flips_the_workload_once_and_a_repush_flips_it_back() {
         .await;
     let api = FakeApiServer::start().await;
     put_deployment(&api, "shop", "web", &pushed.reference(), &pushed.digest);
-    let ctl = start(api.client(), settings("replica-a", true)).await;
+    let ctl = start(api.controller_client(), settings("replica-a", true)).await;
 
     let view = ctl.wait_outcome("web", "ok").await;
     let w = &view["workloads"][0];
@@ -273,7 +273,7 @@ async fn a_tag_repushed_onto_a_broken_manifest_is_missing_and_drifted() {
         .await;
     let api = FakeApiServer::start().await;
     put_deployment(&api, "shop", "api", &good.reference(), &good.digest);
-    let ctl = start(api.client(), settings("replica-b", false)).await;
+    let ctl = start(api.controller_client(), settings("replica-b", false)).await;
     ctl.wait_outcome("api", "ok").await;
 
     let seed = format!("{repo}-2");
@@ -306,7 +306,7 @@ async fn a_tag_repushed_onto_a_broken_manifest_is_missing_and_drifted() {
 async fn a_dropped_watch_resumes_and_an_expired_one_relists() {
     let api = FakeApiServer::start().await;
     put_deployment(&api, "a", "one", "nginx:1", "sha256:11");
-    let ctl = start(api.client(), settings("replica-c", false)).await;
+    let ctl = start(api.controller_client(), settings("replica-c", false)).await;
     ctl.wait_outcome("one", "skipped").await;
     let lists = |api: &FakeApiServer| {
         api.requests()
@@ -451,7 +451,7 @@ async fn only_the_watched_namespaces_and_no_workload_series_when_asked() {
         workload_metrics: false,
         ..settings("replica-e", false)
     };
-    let ctl = start(api.client(), only).await;
+    let ctl = start(api.controller_client(), only).await;
     ctl.wait_outcome("web-a", "skipped").await;
     let view = ctl.inventory().await;
     let names: Vec<&str> = view.workloads.iter().map(|w| w.name.as_str()).collect();
@@ -491,7 +491,7 @@ async fn only_the_watched_namespaces_and_no_workload_series_when_asked() {
         },
         ..settings("replica-f", false)
     };
-    let ctl = start(api.client(), all_but).await;
+    let ctl = start(api.controller_client(), all_but).await;
     ctl.wait_outcome("web-a", "skipped").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let view = ctl.inventory().await;
@@ -565,7 +565,7 @@ async fn a_lifecycle_rule_due_within_the_warning_is_told_once_with_its_rule_and_
     let api = FakeApiServer::start().await;
     put_deployment(&api, "shop", "web", &pushed.reference(), &pushed.digest);
     put_deployment(&api, "shop", "kept", &kept.reference(), &kept.digest);
-    let ctl = start(api.client(), settings("replica-x", false)).await;
+    let ctl = start(api.controller_client(), settings("replica-x", false)).await;
 
     ctl.wait_outcome("web", "ok").await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -726,7 +726,7 @@ async fn an_index_without_a_manifest_for_a_platform_the_pod_can_land_on_is_denie
             "spec": {"selector": {}, "template": {"spec": {"nodeSelector": selector,
                 "containers": [{"name": "app", "image": arm_broken.reference()}]}}}}));
     }
-    let ctl = start(api.client(), settings("replica-p", false)).await;
+    let ctl = start(api.controller_client(), settings("replica-p", false)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while ctl
         .controller

@@ -13,7 +13,7 @@ use rustls::sign::CertifiedKey;
 
 use super::engine_args::{parse_duration, Built, EngineArgs};
 use super::process::{credentials_gate, wait_for_signal};
-use super::watch::{kube_client, start_controller, WatchFlags};
+use super::watch::{controller_client, start_controller, WatchFlags};
 use crate::admission::{OwnedObjects, Policy};
 use crate::decision::{Mode, OnError};
 use crate::logging::DecisionLog;
@@ -190,7 +190,7 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
 /// The controller beside the webhook. Without a Kubernetes configuration the webhook serves
 /// alone, saying why: admission must not depend on the controller.
 async fn controller(args: &ServeArgs, built: &Built) -> Option<Controller> {
-    match kube_client().await {
+    match controller_client().await {
         Ok(client) => Some(start_controller(
             client,
             &built.engine,

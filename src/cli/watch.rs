@@ -181,13 +181,24 @@ pub struct WatchArgs {
     pub engine: EngineArgs,
 }
 
-/// The Kubernetes client from the standard chain: in-cluster service account, else
+/// The Kubernetes configuration from the standard chain: in-cluster service account, else
 /// KUBECONFIG or ~/.kube/config (an http:// server, as `kubectl proxy` gives, works too).
-pub async fn kube_client() -> anyhow::Result<kube::Client> {
-    let config = kube::Config::infer()
+async fn kube_config() -> anyhow::Result<kube::Config> {
+    kube::Config::infer()
         .await
-        .map_err(|e| anyhow!("no Kubernetes configuration found: {e}"))?;
-    kube::Client::try_from(config).map_err(|e| anyhow!("cannot build the Kubernetes client: {e}"))
+        .map_err(|e| anyhow!("no Kubernetes configuration found: {e}"))
+}
+
+/// A Kubernetes client for one-shot reads (`report`): kube's own retries included.
+pub async fn kube_client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_from(kube_config().await?)
+        .map_err(|e| anyhow!("cannot build the Kubernetes client: {e}"))
+}
+
+/// The controller's Kubernetes client (see [`watch::controller_client`]).
+pub async fn controller_client() -> anyhow::Result<kube::Client> {
+    watch::controller_client(kube_config().await?)
+        .map_err(|e| anyhow!("cannot build the Kubernetes client: {e}"))
 }
 
 /// Starts the controller on `engine`'s registry, within its own budget.
@@ -218,7 +229,7 @@ pub fn start_controller(
 pub async fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     args.engine.validate().map_err(|e| anyhow!(e))?;
     args.watch.validate().map_err(|e| anyhow!(e))?;
-    let client = kube_client().await?;
+    let client = controller_client().await?;
     let built = args.engine.build_engine().await;
     let controller = start_controller(
         client,

@@ -17,20 +17,26 @@ pub enum LogFormat {
 #[cfg(feature = "aws")]
 pub use subscriber::init;
 
+/// The log filter without `ECR_PREFLIGHT_LOG`.
+pub const DEFAULT_FILTER: &str =
+    "info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn,kube_client::client::builder=off";
+
 #[cfg(feature = "aws")]
 mod subscriber {
     use std::io::IsTerminal;
 
     use tracing_subscriber::EnvFilter;
 
-    use super::{LineSink, LogFormat, SinkGuard};
+    use super::{LineSink, LogFormat, SinkGuard, DEFAULT_FILTER};
 
     /// Logs go to stderr through the batching sink, so a log line costs the request a copy
     /// into memory, not a write system call. `None` when the writer thread cannot start:
     /// then logs are written directly.
     pub fn init(format: LogFormat) -> Option<(LineSink, SinkGuard)> {
         let filter = EnvFilter::try_from_env("ECR_PREFLIGHT_LOG").unwrap_or_else(|_| {
-            EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn,hyper=warn")
+            // kube's client logs every failed request at ERROR: an outage is told by the
+            // watchers, once each, and those lines are left to ECR_PREFLIGHT_LOG=debug.
+            EnvFilter::new(DEFAULT_FILTER)
         });
         let ansi = std::io::stderr().is_terminal();
         let builder = tracing_subscriber::fmt()

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::signals::Signals;
 use super::verify::Verifier;
+use super::watchers::Reach;
 use super::{WatchMetrics, WatchSettings, LEASE_NAME};
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -79,7 +80,7 @@ impl Leader {
             tracing::info!(identity = %self.settings.identity, "leading the re-verification");
             tokio::select! {
                 () = self.verifier.run() => {}
-                () = keep(&manager) => {}
+                () = self.keep(&manager) => {}
             }
             self.metrics.leader.set(0);
             self.signals.step_down();
@@ -91,13 +92,17 @@ impl Leader {
     /// by its holder (false: start afresh, the manager's view is stale).
     async fn wait_for_lease(&self, manager: &LeaseManager) -> bool {
         let mut retry = FIRST_RETRY;
+        let mut reach = Reach::new("Lease");
         loop {
             tokio::select! {
                 changed = manager.changed() => match changed {
-                    Ok(true) => return true,
-                    Ok(false) => {}
+                    Ok(true) => {
+                        reach.saw(None::<&kube_lease_manager::LeaseManagerError>);
+                        return true;
+                    }
+                    Ok(false) => reach.saw(None::<&kube_lease_manager::LeaseManagerError>),
                     Err(e) => {
-                        tracing::warn!(error = %e, lease = LEASE_NAME, retry = ?retry, "cannot take the Lease; retrying");
+                        reach.saw(Some(&e));
                         tokio::time::sleep(retry).await;
                         retry = (retry * 2).min(LONGEST_RETRY);
                     }
@@ -127,6 +132,7 @@ impl Leader {
         let settings = &self.settings;
         let duration = settings.lease_duration.as_secs().max(2);
         let mut retry = FIRST_RETRY;
+        let mut reach = Reach::new("Lease");
         loop {
             let built = LeaseManagerBuilder::new(self.client.clone(), LEASE_NAME)
                 .with_namespace(settings.lease_namespace.as_str())
@@ -137,9 +143,12 @@ impl Leader {
                 .build()
                 .await;
             match built {
-                Ok(m) => return m,
+                Ok(m) => {
+                    reach.saw(None::<&kube_lease_manager::LeaseManagerError>);
+                    return m;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, lease = LEASE_NAME, namespace = %settings.lease_namespace, retry = ?retry, "cannot reach the Lease; retrying");
+                    reach.saw(Some(&e));
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(LONGEST_RETRY);
                 }
@@ -148,17 +157,36 @@ impl Leader {
     }
 }
 
-/// Renews the Lease while it is held; returns when it is lost.
-async fn keep(manager: &LeaseManager) {
-    let mut retry = FIRST_RETRY;
-    loop {
-        match manager.changed().await {
-            Ok(false) => return,
-            Ok(true) => retry = FIRST_RETRY,
-            Err(e) => {
-                tracing::warn!(error = %e, lease = LEASE_NAME, retry = ?retry, "cannot renew the Lease; retrying");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(LONGEST_RETRY);
+impl Leader {
+    /// Renews the Lease while it is held; returns when it is lost. After a failed renewal
+    /// the Lease is read every few seconds, to tell when the API server is back (a renewal
+    /// that succeeds says nothing).
+    async fn keep(&self, manager: &LeaseManager) {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.settings.lease_namespace);
+        let mut retry = FIRST_RETRY;
+        let mut reach = Reach::new("Lease");
+        loop {
+            let changed = if reach.is_lost() {
+                tokio::select! {
+                    changed = manager.changed() => changed,
+                    () = tokio::time::sleep(FREED_POLL * 5) => {
+                        if api.get_opt(LEASE_NAME).await.is_ok() {
+                            reach.saw(None::<&kube::Error>);
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                manager.changed().await
+            };
+            reach.saw(changed.as_ref().err());
+            match changed {
+                Ok(false) => return,
+                Ok(true) => retry = FIRST_RETRY,
+                Err(_) => {
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(LONGEST_RETRY);
+                }
             }
         }
     }

@@ -89,6 +89,15 @@ pub struct Controller {
     done: watch::Receiver<bool>,
 }
 
+/// The controller's Kubernetes client: kube's own retry of 429, 503 and 504 answers (up to
+/// 15 times, a request at a time) is off, so that an API server outage reaches the
+/// watchers, which retry with back-off and tell it once each (lost, back); the Lease and
+/// the Events retry on their own.
+pub fn controller_client(mut config: kube::Config) -> Result<Client, kube::Error> {
+    config.default_retry = false;
+    Client::try_from(config)
+}
+
 /// The engine the controller verifies with: admission's registry behind the background
 /// budget, and caches that never keep an answer for longer than half an interval, so each
 /// pass asks ECR afresh (a deletion or a re-pushed tag is seen by the next pass).

@@ -15,7 +15,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::watchers::list_pages;
+use super::watchers::{list_pages, next_event, Reach};
 use crate::engine::Engine;
 use crate::manifest::Platform;
 pub use crate::platforms::ClusterFacts;
@@ -40,11 +40,12 @@ pub fn spawn(client: &Client, facts: &Arc<ClusterFacts>) {
 }
 
 async fn watch_nodes(api: Api<Node>, facts: Arc<ClusterFacts>) {
-    let mut events = watcher::watcher(api, watcher::Config::default())
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default())
         .default_backoff()
         .boxed();
     let mut listed = BTreeMap::new();
-    while let Some(event) = events.next().await {
+    let mut reach = Reach::new("Node");
+    while let Some(event) = next_event(&mut events, &mut reach, &api, |_| true).await {
         match event {
             Ok(Event::Init) => listed.clear(),
             Ok(Event::InitApply(n)) => {
@@ -63,17 +64,20 @@ async fn watch_nodes(api: Api<Node>, facts: Arc<ClusterFacts>) {
             Ok(Event::Delete(n)) => {
                 facts.node(&n.metadata.name.unwrap_or_default(), None);
             }
-            Err(e) => tracing::warn!(error = %e, "watching Nodes failed; retrying"),
+            Err(_) => {}
         }
     }
 }
 
 async fn watch_pools(api: Api<DynamicObject>, facts: Arc<ClusterFacts>) {
-    let mut events = watcher::watcher(api, watcher::Config::default())
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default())
         .default_backoff()
         .boxed();
     let mut listed = BTreeMap::new();
-    while let Some(event) = events.next().await {
+    let mut reach = Reach::new("NodePool");
+    // No Karpenter (404) is an answer, not a lost API server.
+    let lost = |e: &watcher::Error| !is_not_found(e);
+    while let Some(event) = next_event(&mut events, &mut reach, &api, lost).await {
         match event {
             Ok(Event::Init) => listed.clear(),
             Ok(Event::InitApply(o)) => {
@@ -99,7 +103,7 @@ async fn watch_pools(api: Api<DynamicObject>, facts: Arc<ClusterFacts>) {
                 facts.pools_listed(BTreeMap::new());
                 tracing::debug!("no NodePool resource (Karpenter not installed)");
             }
-            Err(e) => tracing::warn!(error = %e, "watching NodePools failed; retrying"),
+            Err(_) => {}
         }
     }
 }

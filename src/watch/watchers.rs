@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -185,13 +186,14 @@ async fn watch_kind<K: Watched>(
     namespaces: Arc<Namespaces>,
     inventory: Arc<Inventory>,
 ) {
-    let mut events = watcher::watcher(api, watcher::Config::default())
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default())
         .default_backoff()
         .boxed();
     let mut listed: Vec<(ObjectKey, Projection)> = Vec::new();
     let mut first = true;
     let kind = K::KIND.as_str();
-    while let Some(event) = events.next().await {
+    let mut reach = Reach::new(kind);
+    while let Some(event) = next_event(&mut events, &mut reach, &api, |_| true).await {
         match event {
             Ok(Event::Init) => listed.clear(),
             Ok(Event::InitApply(o)) => {
@@ -215,8 +217,89 @@ async fn watch_kind<K: Watched>(
                     inventory.apply(key, None);
                 }
             }
-            // The watcher retries by itself, with back-off; said once per failure.
-            Err(e) => tracing::warn!(kind, error = %e, "watch failed; retrying"),
+            // The watcher retries by itself, with back-off; told by `reach`.
+            Err(_) => {}
+        }
+    }
+}
+
+/// How often a watcher that lost the API server asks for one object, to tell its return
+/// even when nothing changes (a resumed watch yields nothing until something does).
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// A watcher's next event, told to `reach` (errors for which `lost` says so count as a lost
+/// API server); while it is lost, one object is listed every [`PROBE_EVERY`] to see it back.
+pub(super) async fn next_event<K, S>(
+    events: &mut S,
+    reach: &mut Reach,
+    api: &Api<K>,
+    lost: fn(&watcher::Error) -> bool,
+) -> Option<Result<Event<K>, watcher::Error>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    S: futures::Stream<Item = Result<Event<K>, watcher::Error>> + Unpin,
+{
+    loop {
+        let event = if reach.is_lost() {
+            tokio::select! {
+                event = events.next() => event,
+                () = tokio::time::sleep(PROBE_EVERY) => {
+                    let one = kube::api::ListParams::default().limit(1);
+                    if api.list_metadata(&one).await.is_ok() {
+                        reach.saw(None::<&watcher::Error>);
+                    }
+                    continue;
+                }
+            }
+        } else {
+            events.next().await
+        };
+        let error = event
+            .as_ref()
+            .and_then(|e| e.as_ref().err())
+            .filter(|e| lost(e));
+        reach.saw(error);
+        return event;
+    }
+}
+
+/// Whether a watcher (or the Lease's keeper) reaches the API server, told as one story:
+/// one line when it loses it (which resource, the error, that it retries), one when it is
+/// back (after how long); the failed retries in between at debug only.
+pub(super) struct Reach {
+    resource: &'static str,
+    lost: Option<(tokio::time::Instant, usize)>,
+}
+
+impl Reach {
+    pub(super) fn new(resource: &'static str) -> Self {
+        Reach {
+            resource,
+            lost: None,
+        }
+    }
+
+    pub(super) fn is_lost(&self) -> bool {
+        self.lost.is_some()
+    }
+
+    /// What the watcher's last event was: an error, or not.
+    pub(super) fn saw(&mut self, error: Option<&impl std::fmt::Display>) {
+        let resource = self.resource;
+        match (error, &mut self.lost) {
+            (Some(e), None) => {
+                tracing::warn!(resource, error = %e, "lost the API server; retrying with back-off (told again when it is back)");
+                self.lost = Some((tokio::time::Instant::now(), 1));
+            }
+            (Some(e), Some((_, failures))) => {
+                *failures += 1;
+                tracing::debug!(resource, error = %e, "the API server is still unreachable; retrying");
+            }
+            (None, Some((since, failures))) => {
+                tracing::info!(resource, after = ?since.elapsed(), failed_attempts = *failures, "reaches the API server again");
+                self.lost = None;
+            }
+            (None, None) => {}
         }
     }
 }

@@ -64,6 +64,8 @@ struct Data {
     compacted: u64,
     /// New watches are answered 503 (the API server is restarting, say).
     refuse_watches: bool,
+    /// Every request is answered 503 (the API server is down behind its load balancer).
+    unavailable: bool,
     /// Resources (plurals) the API server does not serve (a CRD not installed): 404.
     absent: std::collections::HashSet<String>,
     requests: Vec<String>,
@@ -169,8 +171,17 @@ impl FakeApiServer {
 
     /// A kube client of the standard kind, configured for this server.
     pub fn client(&self) -> kube::Client {
-        let config = kube::Config::new(self.url.parse().expect("url"));
-        kube::Client::try_from(config).expect("client")
+        kube::Client::try_from(self.config()).expect("client")
+    }
+
+    /// The configuration naming this server.
+    pub fn config(&self) -> kube::Config {
+        kube::Config::new(self.url.parse().expect("url"))
+    }
+
+    /// The client the controller uses in production, for this server.
+    pub fn controller_client(&self) -> kube::Client {
+        ecr_preflight::watch::controller_client(self.config()).expect("client")
     }
 
     /// A kubeconfig file naming this server, for processes.
@@ -234,6 +245,15 @@ impl FakeApiServer {
     /// While set, new watches are answered 503 Service Unavailable.
     pub fn refuse_watches(&self, refuse: bool) {
         self.shared.data.lock().expect("lock").refuse_watches = refuse;
+    }
+
+    /// While set, every request is answered 503 Service Unavailable, and open watches end
+    /// (an API server outage behind its load balancer).
+    pub fn unavailable(&self, down: bool) {
+        self.shared.data.lock().expect("lock").unavailable = down;
+        if down {
+            self.drop_watches();
+        }
     }
 
     /// Serves `plural` (`false`: answers 404 for it, as for a CRD not installed).
@@ -374,6 +394,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .expect("lock")
         .requests
         .push(format!("{method} {uri}"));
+    if shared.data.lock().expect("lock").unavailable {
+        return status(
+            503,
+            "ServiceUnavailable",
+            "the API server is down for the test",
+        );
+    }
     let Some(target) = parse_path(uri.path()) else {
         return status(404, "NotFound", &format!("no route {}", uri.path()));
     };

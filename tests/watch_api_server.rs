@@ -1,7 +1,10 @@
-//! Leader election with the chart's 15 s Lease, on the paused clock, against the fake API
-//! server (in this runtime) with kube's own client and kube-lease-manager: a replica that
-//! stops gives the Lease up and the waiting replica takes over within two seconds, not when
-//! the lease would have run out.
+//! The controller and the API server, on the paused clock, against the fake API server (in
+//! this runtime) with kube's own client, watchers and kube-lease-manager:
+//! - leader election with the chart's 15 s Lease: a replica that stops gives the Lease up
+//!   and the waiting replica takes over within two seconds, not when the lease would have
+//!   run out;
+//! - an API server outage is told as one story: one line per watcher when it is lost, one
+//!   when it is back, and none of kube's own request errors at the default log level.
 
 mod common;
 
@@ -38,7 +41,7 @@ fn replica(api: &FakeApiServer, identity: &str) -> Controller {
     let engine_settings = EngineSettings::new(vec!["linux/amd64".parse().expect("platform")]);
     let admission = Engine::new(registry.clone(), engine_settings.clone());
     let background = watch::background_engine(&admission, registry, &engine_settings, &settings);
-    Controller::start(api.client(), Arc::new(background), settings)
+    Controller::start(api.controller_client(), Arc::new(background), settings)
 }
 
 fn holder(api: &FakeApiServer) -> Option<String> {
@@ -89,4 +92,75 @@ async fn a_stopped_leader_hands_the_chart_lease_over_within_two_seconds() {
     let took = until_held_by(&api, "gamma", CHART_LEASE).await;
     assert!(took <= Duration::from_secs(2), "gamma took {took:?}");
     gamma.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_api_server_outage_is_one_line_per_watcher_lost_and_one_back() {
+    let (logs, _guard) = common::logs::capture(ecr_preflight::logging::DEFAULT_FILTER);
+    let api = FakeApiServer::start().await;
+    let replica = replica(&api, "alpha");
+    until_held_by(&api, "alpha", Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(replica.inventory.is_synced());
+    let before = logs.lines().len();
+
+    // Ten seconds down, then back; the watchers retry with kube's back-off.
+    api.unavailable(true);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    api.unavailable(false);
+    tokio::time::sleep(Duration::from_secs(90)).await;
+
+    let lines: Vec<String> = logs.lines().split_off(before);
+    eprintln!("{}", lines.join("\n"));
+    let watched = [
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "Job",
+        "CronJob",
+        "ReplicationController",
+        "Pod",
+        "Node",
+        "NodePool",
+    ];
+    for resource in watched {
+        let of = |text: &str| {
+            lines
+                .iter()
+                .filter(|l| l.contains(text) && l.contains(&format!("resource=\"{resource}\"")))
+                .count()
+        };
+        assert_eq!(of("lost the API server"), 1, "{resource}: {lines:#?}");
+        assert_eq!(
+            of("reaches the API server again"),
+            1,
+            "{resource}: {lines:#?}"
+        );
+    }
+    // The Lease's keeper tells the same story when a renewal fell in the outage.
+    let lease = |text: &str| {
+        lines
+            .iter()
+            .filter(|l| l.contains(text) && l.contains("resource=\"Lease\""))
+            .count()
+    };
+    assert!(lease("lost the API server") <= 1, "{lines:#?}");
+    assert_eq!(
+        lease("lost the API server"),
+        lease("reaches the API server again"),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("failed with status")),
+        "kube's own request errors are left to debug: {lines:#?}"
+    );
+    let loud = lines
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+    assert!(
+        loud <= watched.len() + 1,
+        "one warning per watcher (and the Lease's keeper): {loud} in {lines:#?}"
+    );
 }
