@@ -2,13 +2,16 @@
 # Checks the Helm chart, the rendered manifests and the Dockerfile:
 #   helm lint --strict (default values and every feature on), the renderings validated
 #   against Kubernetes 1.31 and 1.34 schemas (strict), chart assertions for the kinds
-#   without schemas, manifests/ecr-preflight.yaml up to date, hadolint.
+#   without schemas, the PrometheusRule's alerts (promtool check rules, and promtool test
+#   rules with series as the product exports them through the ServiceMonitor),
+#   manifests/ecr-preflight.yaml up to date, hadolint.
 # With --update, rewrites manifests/ecr-preflight.yaml instead of checking it.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ensure_helm
 ensure_chart_tools
+ensure_promtool
 chart=charts/ecr-preflight
 all="$chart/ci/all-features-values.yaml"
 work="$(mktemp -d)"
@@ -25,6 +28,25 @@ for version in 1.31.0 1.34.0; do
     done
 done
 "$VENV/bin/python" "$chart/ci/assert_rendered.py" "$work/default.yaml" "$work/all.yaml"
+
+# The alerts as Prometheus reads them: the rendered PrometheusRule's groups, checked, then
+# unit-tested (charts/ecr-preflight/ci/alerts_test.yaml) with the default values and with
+# every feature on (another `for` and warning window).
+for rendering in default all; do
+    values=()
+    [ "$rendering" = all ] && values=(-f "$all")
+    mkdir -p "$work/alerts-$rendering"
+    "$HELM" template t "$chart" -n ecr-preflight "${values[@]}" --set prometheusRule.enabled=true \
+        --show-only templates/prometheusrule.yaml >"$work/alerts-$rendering/rule.yaml"
+    "$VENV/bin/python" - "$work/alerts-$rendering/rule.yaml" "$work/alerts-$rendering/rules.yaml" <<'PY'
+import sys, yaml
+rule = yaml.safe_load(open(sys.argv[1]))
+yaml.safe_dump({"groups": rule["spec"]["groups"]}, open(sys.argv[2], "w"), sort_keys=False)
+PY
+    promtool check rules "$work/alerts-$rendering/rules.yaml"
+    cp "$chart/ci/alerts_test_$rendering.yaml" "$work/alerts-$rendering/test.yaml"
+    promtool test rules "$work/alerts-$rendering/test.yaml"
+done
 
 # The example IAM policies name exactly the actions the code calls (the all-features one),
 # and the default one only the read actions of what is on by default.

@@ -136,6 +136,17 @@ ensure_helm() {
 }
 
 # kubernetes-validate and hadolint, in the same virtualenv as moto.
+# promtool, from Debian's prometheus package, to check and unit-test the chart's alerts.
+ensure_promtool() {
+    command -v promtool >/dev/null && return
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "promtool is needed: apt-get install prometheus" >&2
+        exit 2
+    fi
+    echo "==> installing prometheus (for promtool)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 ensure_chart_tools() {
     ensure_moto
     if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; then
