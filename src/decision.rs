@@ -350,12 +350,7 @@ fn gap_sentence(gap: &PlatformGap) -> String {
         .iter()
         .map(|l| format!("{} nodes ({})", l.platform, l.behind()))
         .collect();
-    let has: Vec<String> = gap.available.iter().map(ToString::to_string).collect();
-    let has = if has.is_empty() {
-        "no platform".to_owned()
-    } else {
-        format!("only {}", has.join(", "))
-    };
+    let has = image_has(gap);
     format!(
         "could be scheduled on {}, image has {has}: publish {} or {}",
         join(wheres, "and"),
@@ -370,15 +365,20 @@ fn gap_sentence(gap: &PlatformGap) -> String {
 fn bound_sentence(gap: &PlatformGap, node: &str) -> String {
     let platform: Vec<String> = gap.missing.iter().map(|l| l.platform.to_string()).collect();
     let platform = platform.join(", ");
-    let has: Vec<String> = gap.available.iter().map(ToString::to_string).collect();
-    let has = if has.is_empty() {
-        "no platform".to_owned()
-    } else {
-        format!("only {}", has.join(", "))
-    };
+    let has = image_has(gap);
     format!(
         "runs on node {node} ({platform}), image has {has}: publish {platform} or use an image that has it"
     )
+}
+
+/// "only linux/amd64, linux/arm64", or "no platform".
+fn image_has(gap: &PlatformGap) -> String {
+    let has: Vec<String> = gap.available.iter().map(ToString::to_string).collect();
+    if has.is_empty() {
+        "no platform".to_owned()
+    } else {
+        format!("only {}", has.join(", "))
+    }
 }
 
 /// How to keep the pod to the platforms the image has: a node selector on the os or the

@@ -149,17 +149,7 @@ impl Setup {
         ) {
             pod.extend(extra.clone());
         }
-        let answer: Value = self
-            .https
-            .post(&self.url)
-            .body(review.to_string())
-            .send()
-            .await
-            .expect("review")
-            .json()
-            .await
-            .expect("json");
-        answer["response"].clone()
+        self.post(review.to_string()).await
     }
 }
 

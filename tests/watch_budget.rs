@@ -152,27 +152,26 @@ fn template(image: &str) -> PodSpec {
         .expect("spec")
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_pass_is_spread_over_the_interval_and_the_next_asks_afresh() {
-    let registry = Arc::new(MemoryRegistry::default());
-    let refs = images(&registry, "spread", 10);
-    let interval = Duration::from_secs(100);
-    let watch = settings(1000.0, interval);
-    let (_, background) = engines(&registry, &watch);
-    let inventory = Inventory::new(0);
-    for (i, image) in refs.iter().enumerate() {
-        let meta = serde_json::from_value(
-            serde_json::json!({"namespace": "ns", "name": format!("d{i}"), "uid": "u"}),
-        )
-        .expect("meta");
-        let p = project_workload(WorkloadKind::Deployment, &meta, Some(&template(image)));
-        inventory.apply(
-            key_of(WorkloadKind::Deployment, &meta).expect("key"),
-            Some(p),
-        );
-    }
+/// A Deployment `name` in namespace `ns` running `image`, in `inventory`.
+fn deploy(inventory: &Inventory, name: &str, image: &str) {
+    let meta =
+        serde_json::from_value(serde_json::json!({"namespace": "ns", "name": name, "uid": name}))
+            .expect("meta");
+    let p = project_workload(WorkloadKind::Deployment, &meta, Some(&template(image)));
+    inventory.apply(
+        key_of(WorkloadKind::Deployment, &meta).expect("key"),
+        Some(p),
+    );
+}
+
+/// A verifier of `inventory` with `background`, a pass an `interval`, posting no Events.
+fn quiet_verifier(
+    background: Arc<Engine>,
+    inventory: &Arc<Inventory>,
+    interval: Duration,
+) -> Verifier {
     let metrics = Arc::new(Default::default());
-    let verifier = Verifier::new(
+    Verifier::new(
         background,
         inventory.clone(),
         interval,
@@ -184,7 +183,21 @@ async fn a_pass_is_spread_over_the_interval_and_the_next_asks_afresh() {
         )),
         metrics,
         &ExpirySettings::default(),
-    );
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_is_spread_over_the_interval_and_the_next_asks_afresh() {
+    let registry = Arc::new(MemoryRegistry::default());
+    let refs = images(&registry, "spread", 10);
+    let interval = Duration::from_secs(100);
+    let watch = settings(1000.0, interval);
+    let (_, background) = engines(&registry, &watch);
+    let inventory = Inventory::new(0);
+    for (i, image) in refs.iter().enumerate() {
+        deploy(&inventory, &format!("d{i}"), image);
+    }
+    let verifier = quiet_verifier(background, &inventory, interval);
     let start = Instant::now();
     let run = tokio::spawn(async move { verifier.run().await });
     tokio::time::sleep(interval + interval / 2).await;
@@ -336,30 +349,8 @@ async fn a_workload_created_while_a_check_is_in_flight_is_verified_at_once() {
     let interval = Duration::from_secs(900);
     let (_, background) = engines(&registry, &settings(1000.0, interval));
     let inventory = Inventory::new(0);
-    let deployment = |name: &str, image: &str| {
-        let meta = serde_json::from_value(
-            serde_json::json!({"namespace": "ns", "name": name, "uid": name}),
-        )
-        .expect("meta");
-        let p = project_workload(WorkloadKind::Deployment, &meta, Some(&template(image)));
-        (key_of(WorkloadKind::Deployment, &meta).expect("key"), p)
-    };
-    let (key, p) = deployment("old", &refs[0]);
-    inventory.apply(key, Some(p));
-    let metrics = Arc::new(Default::default());
-    let verifier = Verifier::new(
-        background,
-        inventory.clone(),
-        interval,
-        Arc::new(Signals::new(
-            Arc::clone(&metrics),
-            false,
-            DEFAULT_EXPIRY_WARNING,
-            None,
-        )),
-        metrics,
-        &ExpirySettings::default(),
-    );
+    deploy(&inventory, "old", &refs[0]);
+    let verifier = quiet_verifier(background, &inventory, interval);
     let start = Instant::now();
     let run = tokio::spawn(async move { verifier.run().await });
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -367,8 +358,7 @@ async fn a_workload_created_while_a_check_is_in_flight_is_verified_at_once() {
         !inventory.is_verified(&refs[0]),
         "the first check is still in flight"
     );
-    let (key, p) = deployment("new", &refs[1]);
-    inventory.apply(key, Some(p));
+    deploy(&inventory, "new", &refs[1]);
     tokio::time::sleep(Duration::from_secs(30)).await;
     run.abort();
 
