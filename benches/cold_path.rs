@@ -100,7 +100,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The same round trip without the webhook: `BatchGetImage` of one tag through the registry
-/// client alone (sent directly, or through the SDK), sequentially. What is left outside the
+/// client alone (the SDK), sequentially. What is left outside the
 /// proxy's span is the client's and the connection's share of the webhook's own time per
 /// call.
 async fn client_alone(
@@ -108,7 +108,6 @@ async fn client_alone(
     s: &Seeder,
     proxy: &FaultProxy,
     calls: usize,
-    direct: bool,
 ) -> (f64, f64) {
     use ecr_preflight::image::{ImageId, ImageTarget, RepositoryKey};
     use ecr_preflight::registry::Registry;
@@ -116,9 +115,7 @@ async fn client_alone(
     let image = seed(s, &run, 0, Kind::Tag).await;
     let url = proxy.url.clone();
     let registry = webhook_rt
-        .spawn(
-            async move { server::registry_via(Some(url), Duration::from_secs(10), direct).await },
-        )
+        .spawn(async move { server::registry(Some(url), Duration::from_secs(10)).await })
         .await
         .expect("registry");
     let registry = std::sync::Arc::new(registry);
@@ -148,9 +145,8 @@ async fn client_alone(
         total.push(ms(elapsed));
         own.push(ms(elapsed.saturating_sub(inside)));
     }
-    let client = if direct { "direct" } else { "SDK" };
     println!(
-        "CPU time of the webhook's thread per {client} call: {:.3} ms",
+        "CPU time of the webhook's thread per SDK call: {:.3} ms",
         median(cpu)
     );
     (median(total), median(own))
@@ -264,42 +260,29 @@ async fn main() {
         .build()
         .expect("runtime");
     let webhook = webhook_rt.handle().clone();
-    // CLIENT=direct or CLIENT=SDK runs one of the two (a profile of one).
-    let only = std::env::var("CLIENT").ok();
-    let clients: Vec<(bool, &str)> = [(true, "direct"), (false, "SDK")]
-        .into_iter()
-        .filter(|(_, name)| only.as_deref().is_none_or(|o| o.eq_ignore_ascii_case(name)))
-        .collect();
     raw_floor(&webhook, &proxy, images * 2).await;
-    for (direct, client) in clients.clone() {
-        let (total, own) = client_alone(&webhook, &s, &proxy, images * 2, direct).await;
-        println!("{client} alone (`BatchGetImage` of one tag, {} calls): {total:.1} ms a call, **{own:.2} ms** of it outside the proxy's span.", images * 2);
-    }
+    let (total, own) = client_alone(&webhook, &s, &proxy, images * 2).await;
+    println!("SDK alone (`BatchGetImage` of one tag, {} calls): {total:.1} ms a call, **{own:.2} ms** of it outside the proxy's span.", images * 2);
     println!();
     if std::env::var_os("SDK_ONLY").is_some() {
         webhook_rt.shutdown_background();
         return;
     }
-    println!("| client | image | --batch-window | decision | inside ECR calls | sequential calls | warm answer | webhook's own time per call | webhook thread's CPU per call |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-    let rows = clients.into_iter().flat_map(|client| {
-        [ecr_preflight::engine::DEFAULT_BATCH_WINDOW, Duration::ZERO]
-            .into_iter()
-            .flat_map(move |window| {
-                [Kind::Tag, Kind::Index, Kind::Digest].map(|kind| (client, window, kind))
-            })
-    });
+    println!("| image | --batch-window | decision | inside ECR calls | sequential calls | warm answer | webhook's own time per call | webhook thread's CPU per call |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let rows = [ecr_preflight::engine::DEFAULT_BATCH_WINDOW, Duration::ZERO]
+        .into_iter()
+        .flat_map(|window| [Kind::Tag, Kind::Index, Kind::Digest].map(|kind| (window, kind)));
     let webhook_thread = webhook
         .spawn(async { thread_id() })
         .await
         .expect("thread id");
-    for ((direct, client), window, kind) in rows {
+    for (window, kind) in rows {
         {
             let options = Options {
                 timeout: Duration::from_secs(10),
                 batch_window: window,
                 endpoint: Some(proxy.url.clone()),
-                direct,
                 ..Options::default()
             };
             let srv = webhook.spawn(server::start(options)).await.expect("server");
@@ -338,7 +321,7 @@ async fn main() {
                 own.push(ms(left) / sequential.max(1) as f64);
             }
             println!(
-                "| {client} | {} | {} | {:.1} ms | {:.1} ms | {} | {:.2} ms | **{:.2} ms** | {:.3} ms |",
+                "| {} | {} | {:.1} ms | {:.1} ms | {} | {:.2} ms | **{:.2} ms** | {:.3} ms |",
                 kind.name(),
                 humantime::format_duration(window),
                 median(decision),

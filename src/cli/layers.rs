@@ -207,7 +207,6 @@ async fn api(args: &LayersArgs, region: Option<String>) -> EcrApi {
         operation_timeout: args.timeout,
         connect_timeout: Duration::from_secs(3),
         max_attempts: 3,
-        direct: false,
     };
     let region = region.or(args.region.clone());
     EcrApi::from_default_chain(settings, args.profile.as_deref(), region).await

@@ -1,8 +1,9 @@
 //! [`Registry`] over the AWS SDK for ECR. One SDK client per (region, FIPS, dual-stack): the
 //! configured region's made at start-up, any other on first use, each reused. Credentials
 //! come from the default chain through a [`CredentialKeeper`], resolved at start-up and
-//! refreshed in the background. The engine's two calls go by [`DirectCalls`] instead when
-//! [`EcrSettings::direct`] says so (the engine's settings do).
+//! refreshed in the background. Every ECR call, the engine's two included, goes through
+//! the SDK (docs/performance.md 7b–7d: a hand-written client for the two was measured,
+//! kept for a while, and removed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,6 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::credentials::{CredentialKeeper, KeptCredentials};
-use super::direct::{DirectCalls, DirectSettings};
 use super::{
     BatchGetImageOutput, FetchedManifest, ImageFailure, LayerAvailabilityOutput, LayerDetail,
     LayerFailure, LifecycleFacts, Preview, PreviewAction, Registry, RegistryError, Restore,
@@ -46,9 +46,6 @@ pub struct EcrSettings {
     /// Attempts per call inside the SDK (1 = none): the engine retries by itself, within
     /// each request's budget.
     pub max_attempts: u32,
-    /// `BatchGetImage` and `BatchCheckLayerAvailability` sent by [`DirectCalls`], without
-    /// retries, rather than through the SDK (see `direct.rs` for why).
-    pub direct: bool,
 }
 
 impl EcrSettings {
@@ -60,7 +57,6 @@ impl EcrSettings {
             operation_timeout: budget,
             connect_timeout: (budget / 3).max(Duration::from_millis(100)),
             max_attempts: 1,
-            direct: true,
         }
     }
 }
@@ -72,8 +68,6 @@ pub struct EcrApi {
     clients: Mutex<HashMap<(String, bool, bool), Client>>,
     /// `None` when the configuration has no credentials provider at all.
     credentials: Option<Arc<CredentialKeeper>>,
-    /// The engine's two calls, when sent directly (which needs credentials in a keeper).
-    direct: Option<DirectCalls>,
 }
 
 impl EcrApi {
@@ -108,20 +102,11 @@ impl EcrApi {
                 )))
                 .build();
         }
-        let direct = credentials
-            .clone()
-            .filter(|_| settings.direct)
-            .and_then(|keeper| {
-                DirectCalls::new(direct_settings(&base, &settings), keeper)
-                    .inspect_err(|e| tracing::warn!(error = %e, "ECR calls go through the SDK"))
-                    .ok()
-            });
         let api = EcrApi {
             base,
             settings,
             clients: Mutex::new(HashMap::new()),
             credentials,
-            direct,
         };
         if let Some(region) = api.region() {
             api.client(&region, false, false);
@@ -180,37 +165,6 @@ impl EcrApi {
                 Client::from_conf(builder.build())
             })
             .clone()
-    }
-}
-
-/// What the direct calls need of the configuration: the endpoint override the SDK would use
-/// (the setting, else `AWS_ENDPOINT_URL_ECR` or the profile's `ecr` section, else the global
-/// one, as the SDK's `Builder::from(&SdkConfig)` reads them).
-fn direct_settings(base: &aws_config::SdkConfig, settings: &EcrSettings) -> DirectSettings {
-    let service_key = aws_types::service_config::ServiceConfigKey::builder()
-        .service_id("ECR")
-        .env("AWS_ENDPOINT_URL")
-        .profile("endpoint_url")
-        .build()
-        .ok();
-    let configured = base
-        .service_config()
-        .zip(service_key)
-        .and_then(|(conf, key)| conf.load_config(key))
-        .or_else(|| base.endpoint_url().map(str::to_owned));
-    DirectSettings {
-        endpoint_url: settings.endpoint_url.clone().or(configured),
-        default_region: base.region().map(|r| r.to_string()),
-        operation_timeout: settings.operation_timeout,
-        connect_timeout: settings.connect_timeout,
-        clock: {
-            let source = base.time_source();
-            Box::new(move || {
-                source
-                    .as_ref()
-                    .map_or_else(std::time::SystemTime::now, |s| s.now())
-            })
-        },
     }
 }
 
@@ -284,9 +238,6 @@ impl Registry for EcrApi {
         ids: &'a [ImageId],
     ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
         async move {
-            if let Some(direct) = &self.direct {
-                return direct.batch_get_image(repo, ids).await;
-            }
             let image_ids = ids.iter().map(identifier).collect();
             let out = self
                 .client_of(&repo.registry)
@@ -340,9 +291,6 @@ impl Registry for EcrApi {
         digests: &'a [String],
     ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
         async move {
-            if let Some(direct) = &self.direct {
-                return direct.batch_check_layer_availability(repo, digests).await;
-            }
             let out = self
                 .client_of(&repo.registry)
                 .batch_check_layer_availability()
@@ -448,7 +396,7 @@ where
                 };
             };
             let status = service.raw().status().as_u16();
-            RegistryError::of_ecr_code(
+            of_ecr_code(
                 code,
                 status,
                 e.message().unwrap_or_default(),
@@ -677,4 +625,34 @@ fn preview_action(r: &aws_sdk_ecr::types::LifecyclePolicyPreviewResult) -> Optio
         rule_priority: u32::try_from(r.applied_rule_priority()?).ok()?,
         action,
     })
+}
+
+/// The typed error of an answer of HTTP `status` with ECR error `code`, for a call of
+/// `operation` on `repo`.
+fn of_ecr_code(
+    code: &str,
+    status: u16,
+    message: &str,
+    repo: &RepositoryKey,
+    operation: &'static str,
+) -> RegistryError {
+    match code {
+        "RepositoryNotFoundException" => RegistryError::RepositoryNotFound {
+            registry: repo.registry.to_string(),
+            repository: repo.repository.clone(),
+        },
+        "AccessDeniedException"
+        | "AccessDenied"
+        | "UnrecognizedClientException"
+        | "ExpiredTokenException" => RegistryError::AccessDenied { operation },
+        "ThrottlingException" | "TooManyRequestsException" | "LimitExceededException" => {
+            RegistryError::Throttled(code.to_owned())
+        }
+        _ if status == 429 => RegistryError::Throttled(format!("HTTP 429 {code}")),
+        _ if status >= 500 => RegistryError::Server(format!("HTTP {status} {code}")),
+        _ => RegistryError::Service {
+            code: code.to_owned(),
+            message: message.chars().take(200).collect(),
+        },
+    }
 }

@@ -1,17 +1,12 @@
 //! The seam between the engine and ECR: two batch calls with typed answers and errors.
-//! `ecr.rs` implements it with the AWS SDK, the two admission-path calls sent by `direct.rs`;
-//! tests plug in-memory registries behind it.
+//! `ecr.rs` implements it with the AWS SDK; tests plug in-memory registries behind it.
 
 #[cfg(feature = "aws")]
 pub mod credentials;
 #[cfg(feature = "aws")]
-mod direct;
-#[cfg(feature = "aws")]
 pub mod ecr;
 #[cfg(feature = "aws")]
 pub mod oci;
-#[cfg(feature = "aws")]
-mod sigv4;
 
 use futures::future::BoxFuture;
 
@@ -144,39 +139,6 @@ pub enum RegistryError {
     /// No valid AWS credentials: why (the chain's own error).
     #[error("{0}")]
     Credentials(String),
-}
-
-#[cfg(feature = "aws")]
-impl RegistryError {
-    /// The typed error of an answer of HTTP `status` with ECR error `code`, for a call of
-    /// `operation` on `repo`; shared by the SDK path and the direct one.
-    pub(crate) fn of_ecr_code(
-        code: &str,
-        status: u16,
-        message: &str,
-        repo: &RepositoryKey,
-        operation: &'static str,
-    ) -> RegistryError {
-        match code {
-            "RepositoryNotFoundException" => RegistryError::RepositoryNotFound {
-                registry: repo.registry.to_string(),
-                repository: repo.repository.clone(),
-            },
-            "AccessDeniedException"
-            | "AccessDenied"
-            | "UnrecognizedClientException"
-            | "ExpiredTokenException" => RegistryError::AccessDenied { operation },
-            "ThrottlingException" | "TooManyRequestsException" | "LimitExceededException" => {
-                RegistryError::Throttled(code.to_owned())
-            }
-            _ if status == 429 => RegistryError::Throttled(format!("HTTP 429 {code}")),
-            _ if status >= 500 => RegistryError::Server(format!("HTTP {status} {code}")),
-            _ => RegistryError::Service {
-                code: code.to_owned(),
-                message: message.chars().take(200).collect(),
-            },
-        }
-    }
 }
 
 /// The two ECR calls the engine needs. Implementations never see more than

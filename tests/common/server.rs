@@ -35,8 +35,6 @@ pub struct Options {
     pub endpoint: Option<String>,
     pub limits: server::Limits,
     pub batch_window: Duration,
-    /// The engine's two calls sent directly (as `serve` does), not through the SDK.
-    pub direct: bool,
 }
 
 impl Default for Options {
@@ -51,7 +49,6 @@ impl Default for Options {
             endpoint: None,
             limits: server::Limits::default(),
             batch_window: ecr_preflight::engine::DEFAULT_BATCH_WINDOW,
-            direct: true,
         }
     }
 }
@@ -59,11 +56,6 @@ impl Default for Options {
 /// The SDK registry against `endpoint` (the emulator's when `None`), with the emulator's
 /// static test credentials.
 pub async fn registry(endpoint: Option<String>, timeout: Duration) -> EcrApi {
-    registry_via(endpoint, timeout, true).await
-}
-
-/// As [`registry`], with the engine's two calls sent directly or through the SDK.
-pub async fn registry_via(endpoint: Option<String>, timeout: Duration, direct: bool) -> EcrApi {
     let endpoint = endpoint.unwrap_or_else(super::moto::endpoint);
     let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(super::seed::REGION))
@@ -72,13 +64,12 @@ pub async fn registry_via(endpoint: Option<String>, timeout: Duration, direct: b
         ))
         .load()
         .await;
-    let mut settings = EcrSettings::for_budget(Some(endpoint), timeout);
-    settings.direct = direct;
+    let settings = EcrSettings::for_budget(Some(endpoint), timeout);
     EcrApi::new(base, settings)
 }
 
 pub async fn engine(options: &Options) -> Engine {
-    let registry = registry_via(options.endpoint.clone(), options.timeout, options.direct).await;
+    let registry = registry(options.endpoint.clone(), options.timeout).await;
     Engine::new(
         Arc::new(registry),
         EngineSettings {
