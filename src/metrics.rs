@@ -91,6 +91,8 @@ pub struct EngineMetrics {
     pub ecr_requests: Family<EcrLabels, Counter>,
     pub ecr_duration: HistogramFamily<OperationLabels>,
     pub cache_requests: Family<CacheLabels, Counter>,
+    /// SDK clients (one a region and endpoint flavour) evicted to keep their number bounded.
+    pub ecr_clients_evicted: Counter,
     /// The series of `cache_requests`, resolved once: a lookup by labels hashes them and
     /// takes a lock, several times per admission on the warm path.
     cache_counters: [[Counter; 2]; CACHES.len()],
@@ -113,6 +115,7 @@ impl Default for EngineMetrics {
             source: "admission",
             ecr_requests: Family::default(),
             ecr_duration: Family::new_with_constructor(ecr_histogram),
+            ecr_clients_evicted: Counter::default(),
             cache_requests,
             cache_counters,
         }
@@ -128,6 +131,7 @@ impl EngineMetrics {
             source: "watch",
             ecr_requests: self.ecr_requests.clone(),
             ecr_duration: self.ecr_duration.clone(),
+            ecr_clients_evicted: self.ecr_clients_evicted.clone(),
             ..EngineMetrics::default()
         }
     }
@@ -376,6 +380,11 @@ impl Metrics {
             "ecr_preflight_ecr_request_duration_seconds",
             "Duration of ECR API calls",
             engine.ecr_duration.clone(),
+        );
+        r.register(
+            "ecr_preflight_ecr_clients_evicted",
+            "AWS SDK clients (one a region and endpoint flavour) evicted, least recently used first, to keep at most 16",
+            engine.ecr_clients_evicted.clone(),
         );
         r.register(
             "ecr_preflight_cache_requests",

@@ -118,6 +118,7 @@ impl Engine {
         settings: EngineSettings,
         metrics: EngineMetrics,
     ) -> Self {
+        registry.count_client_evictions(metrics.ecr_clients_evicted.clone());
         Engine {
             caller: EcrCaller {
                 registry,

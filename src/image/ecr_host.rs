@@ -16,6 +16,65 @@ const PARTITION_SUFFIXES: &[&str] = &[
 ];
 const DUAL_STACK_SUFFIX: &str = "on.aws";
 
+/// The regions of those partitions, as the partition data of the AWS SDK this build uses
+/// lists them (`aws-sdk-ecr` 1.138, `endpoint_lib.rs`; pseudo-regions such as `aws-global`
+/// left out). A host naming any other region is refused: each region costs an SDK client,
+/// and made-up ones would let anyone who may create Pods grow the webhook's memory. A region
+/// launched after this build needs a newer build, as it needs a newer SDK.
+const KNOWN_REGIONS: &[&str] = &[
+    // aws
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    // aws-cn
+    "cn-north-1",
+    "cn-northwest-1",
+    // aws-us-gov
+    "us-gov-east-1",
+    "us-gov-west-1",
+    // aws-iso, aws-iso-b
+    "us-iso-east-1",
+    "us-iso-west-1",
+    "us-isob-east-1",
+    "us-isob-west-1",
+];
+
+/// Whether `region` is one of the [`KNOWN_REGIONS`].
+pub fn known_region(region: &str) -> bool {
+    KNOWN_REGIONS.contains(&region)
+}
+
 /// One ECR registry: an account in a region, reached through a given endpoint flavour.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EcrRegistry {

@@ -3,7 +3,7 @@
 mod ecr_host;
 mod reference;
 
-pub use ecr_host::{parse_ecr_host, EcrRegistry};
+pub use ecr_host::{known_region, parse_ecr_host, EcrRegistry};
 pub use reference::{validate_digest, Reference, ReferenceError, DEFAULT_REGISTRY};
 
 /// What to ask ECR for: a tag to resolve, or a digest (which wins over any tag).
@@ -55,6 +55,9 @@ impl ImageTarget {
         let Some(registry) = parse_ecr_host(&reference.registry) else {
             return Ok(ImageTarget::Other(reference));
         };
+        if !known_region(&registry.region) {
+            return Err(ReferenceError::UnknownRegion(registry.region));
+        }
         let id = match &reference.digest {
             Some(digest) => ImageId::Digest(digest.clone()),
             None => ImageId::Tag(reference.tag_or_default().to_owned()),

@@ -42,6 +42,8 @@ pub enum ReferenceError {
     InvalidTag(String),
     #[error("invalid digest {0:?}")]
     InvalidDigest(String),
+    #[error("ECR host names region {0:?}, which is not an AWS region this build knows (the AWS SDK's partitions): check the registry host (a region launched after this release needs a newer ecr-preflight)")]
+    UnknownRegion(String),
 }
 
 impl Reference {

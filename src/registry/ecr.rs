@@ -65,7 +65,9 @@ impl EcrSettings {
 pub struct EcrApi {
     base: aws_config::SdkConfig,
     settings: EcrSettings,
-    clients: Mutex<HashMap<(String, bool, bool), Client>>,
+    clients: Mutex<Clients>,
+    /// Counts evicted clients, once an engine has handed its counter.
+    evictions: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
     /// `None` when the configuration has no credentials provider at all.
     credentials: Option<Arc<CredentialKeeper>>,
 }
@@ -105,7 +107,8 @@ impl EcrApi {
         let api = EcrApi {
             base,
             settings,
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::default(),
+            evictions: std::sync::OnceLock::new(),
             credentials,
         };
         if let Some(region) = api.region() {
@@ -128,43 +131,103 @@ impl EcrApi {
         self.client(&registry.region, registry.fips, registry.dual_stack)
     }
 
-    /// The SDK client for a region and endpoint flavour, made on first use.
+    /// The SDK client for a region and endpoint flavour, made on first use and kept while it
+    /// is among the [`MAX_CLIENTS`] used last.
     fn client(&self, region: &str, fips: bool, dual_stack: bool) -> Client {
         let key = (region.to_owned(), fips, dual_stack);
         let mut clients = self
             .clients
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        clients
-            .entry(key)
-            .or_insert_with(|| {
-                let mut builder = aws_sdk_ecr::config::Builder::from(&self.base);
-                if !region.is_empty() {
-                    builder = builder.region(Region::new(region.to_owned()));
-                }
-                if self.credentials.is_some() {
-                    // The keeper answers from memory and refreshes ahead of expiry itself.
-                    builder = builder.identity_cache(IdentityCache::no_cache());
-                }
-                builder = builder
-                    .use_fips(fips)
-                    .use_dual_stack(dual_stack)
-                    .timeout_config(
-                        TimeoutConfig::builder()
-                            .connect_timeout(self.settings.connect_timeout)
-                            .operation_timeout(self.settings.operation_timeout)
-                            .build(),
-                    )
-                    .retry_config(
-                        RetryConfig::standard()
-                            .with_max_attempts(self.settings.max_attempts.max(1)),
-                    );
-                if let Some(url) = &self.settings.endpoint_url {
-                    builder = builder.endpoint_url(url);
-                }
-                Client::from_conf(builder.build())
-            })
-            .clone()
+        if let Some(client) = clients.get(&key) {
+            return client;
+        }
+        let client = self.build_client(region, fips, dual_stack);
+        if clients.insert(key, client.clone()) {
+            if let Some(counter) = self.evictions.get() {
+                counter.inc();
+            }
+        }
+        client
+    }
+
+    /// SDK clients made so far and evicted since start (least recently used first).
+    pub fn clients(&self) -> (usize, u64) {
+        let clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        (clients.map.len(), clients.evicted)
+    }
+
+    fn build_client(&self, region: &str, fips: bool, dual_stack: bool) -> Client {
+        let mut builder = aws_sdk_ecr::config::Builder::from(&self.base);
+        if !region.is_empty() {
+            builder = builder.region(Region::new(region.to_owned()));
+        }
+        if self.credentials.is_some() {
+            // The keeper answers from memory and refreshes ahead of expiry itself.
+            builder = builder.identity_cache(IdentityCache::no_cache());
+        }
+        builder = builder
+            .use_fips(fips)
+            .use_dual_stack(dual_stack)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.settings.connect_timeout)
+                    .operation_timeout(self.settings.operation_timeout)
+                    .build(),
+            )
+            .retry_config(
+                RetryConfig::standard().with_max_attempts(self.settings.max_attempts.max(1)),
+            );
+        if let Some(url) = &self.settings.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        Client::from_conf(builder.build())
+    }
+}
+
+/// SDK clients kept at most. Images name a region each (only known ones pass the reference
+/// check), and a cluster pulls from a handful: beyond this the least recently used goes.
+pub const MAX_CLIENTS: usize = 16;
+
+/// The SDK clients by (region, FIPS, dual-stack), each with when it was last used.
+#[derive(Default)]
+struct Clients {
+    map: HashMap<(String, bool, bool), (Client, u64)>,
+    tick: u64,
+    evicted: u64,
+}
+
+impl Clients {
+    fn get(&mut self, key: &(String, bool, bool)) -> Option<Client> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(key).map(|(client, used)| {
+            *used = tick;
+            client.clone()
+        })
+    }
+
+    /// Keeps `client`; true when another was evicted for it.
+    fn insert(&mut self, key: (String, bool, bool), client: Client) -> bool {
+        let mut evicted = false;
+        if self.map.len() >= MAX_CLIENTS {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.map.remove(&oldest);
+                self.evicted += 1;
+                evicted = true;
+            }
+        }
+        self.tick += 1;
+        self.map.insert(key, (client, self.tick));
+        evicted
     }
 }
 
@@ -228,6 +291,10 @@ impl EcrApi {
 }
 
 impl Registry for EcrApi {
+    fn count_client_evictions(&self, evicted: prometheus_client::metrics::counter::Counter) {
+        let _ = self.evictions.set(evicted);
+    }
+
     fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
         Some(self)
     }

@@ -156,6 +156,9 @@ pub trait Registry: Send + Sync + 'static {
         digests: &'a [String],
     ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>>;
 
+    /// Counts in `evicted` the clients this registry drops to stay bounded, if it keeps any.
+    fn count_client_evictions(&self, _evicted: prometheus_client::metrics::counter::Counter) {}
+
     /// The lifecycle calls of the same registry, when it has them (ECR does; a registry
     /// that only serves manifests and blobs does not).
     fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {

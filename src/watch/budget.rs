@@ -102,6 +102,10 @@ impl Budgeted {
 }
 
 impl Registry for Budgeted {
+    fn count_client_evictions(&self, evicted: prometheus_client::metrics::counter::Counter) {
+        self.inner.count_client_evictions(evicted);
+    }
+
     fn batch_get_image<'a>(
         &'a self,
         repo: &'a RepositoryKey,

@@ -147,6 +147,12 @@ impl Verifier {
         let done = SystemTime::now();
         let in_use: HashSet<Box<str>> = self.images().await.into_iter().collect();
         self.unread.retain(&repositories(&in_use));
+        // Restores are remembered while their image is in use, not for ever.
+        self.restores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .started
+            .retain(|image| in_use.contains(image));
         self.inventory.full_pass_done(done, &in_use);
         self.publish().await;
         self.metrics.last_full_pass.set(unix_seconds(done));
