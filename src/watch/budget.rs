@@ -19,6 +19,8 @@ use crate::registry::{
 
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+/// Slots kept before idle ones are forgotten.
+const IDLE_KEPT: usize = 64;
 
 /// Per registry: when the next call may leave, and the pause after throttling.
 #[derive(Debug)]
@@ -49,6 +51,12 @@ impl Budgeted {
         let at = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
+            if slots.len() >= IDLE_KEPT && !slots.contains_key(registry) {
+                // A slot whose turn has passed and that is not paused is what a new one
+                // would be: forgetting it changes nothing, and keeps the map to registries
+                // with a call due or a pause on (registries are named by workloads).
+                slots.retain(|_, s| s.next > now || s.pause > FIRST_PAUSE);
+            }
             let slot = slots.entry(registry.clone()).or_insert(Slot {
                 next: now,
                 pause: FIRST_PAUSE,
@@ -195,5 +203,57 @@ impl LifecycleFacts for Budgeted {
         repo: &'a RepositoryKey,
     ) -> BoxFuture<'a, Result<Preview, RegistryError>> {
         Box::pin(self.spend(&repo.registry, async { self.facts()?.preview(repo).await }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(n: usize) -> EcrRegistry {
+        EcrRegistry {
+            account: format!("{n:012}"),
+            region: "us-east-1".into(),
+            fips: false,
+            dual_stack: false,
+        }
+    }
+
+    struct Nothing;
+
+    impl Registry for Nothing {
+        fn batch_get_image<'a>(
+            &'a self,
+            _: &'a crate::image::RepositoryKey,
+            _: &'a [crate::image::ImageId],
+        ) -> futures::future::BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
+            Box::pin(async { Err(RegistryError::Timeout) })
+        }
+
+        fn batch_check_layer_availability<'a>(
+            &'a self,
+            _: &'a crate::image::RepositoryKey,
+            _: &'a [String],
+        ) -> futures::future::BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>>
+        {
+            Box::pin(async { Err(RegistryError::Timeout) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_of_many_registries_stay_bounded_and_a_paused_one_is_kept() {
+        let budget = Budgeted::new(Arc::new(Nothing), 10.0);
+        // One throttled: its pause must survive any pruning.
+        budget.turn(&registry(0)).await;
+        budget.answered::<()>(&registry(0), &Err(RegistryError::Throttled("x".into())));
+        for n in 1..10_000 {
+            budget.turn(&registry(n)).await;
+            tokio::time::advance(Duration::from_millis(200)).await;
+        }
+        let slots = budget.slots.lock().expect("lock");
+        assert!(slots.len() <= IDLE_KEPT + 1, "{} slots", slots.len());
+        assert!(slots
+            .get(&registry(0))
+            .is_some_and(|s| s.pause > FIRST_PAUSE));
     }
 }
