@@ -86,7 +86,17 @@ fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
         .spawn()
         .expect("spawn");
     wait_for_listener(admin);
-    assert_eq!(http_status(admin, "/readyz"), Some(200));
+    // Ready once the webhook's listener is bound and credentials are in: a moment after the
+    // admin listener, which starts unready.
+    let started = std::time::Instant::now();
+    while http_status(admin, "/readyz") != Some(200) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never ready: {:?}",
+            http_status(admin, "/readyz")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -41,6 +41,9 @@ pub struct RegistryEndpoint {
     pub timeout: Duration,
 }
 
+/// Registries (account and region) whose login and client are kept at most.
+const MAX_LOGINS: usize = 32;
+
 pub struct OciBlobs {
     ecr: Arc<EcrApi>,
     endpoint: RegistryEndpoint,
@@ -101,8 +104,22 @@ impl OciBlobs {
             Some(_) => now + EXPIRED_KEPT,
             None => now + KEEP_WITHOUT_EXPIRY,
         };
-        self.lock()
-            .insert(registry.clone(), (client.clone(), until));
+        let mut clients = self.lock();
+        if clients.len() >= MAX_LOGINS {
+            // Registries are named by images: keep the map bounded, the expired and then
+            // the soonest to expire going first.
+            clients.retain(|_, (_, until)| *until > now);
+            if clients.len() >= MAX_LOGINS {
+                let soonest = clients
+                    .iter()
+                    .min_by_key(|(_, (_, until))| *until)
+                    .map(|(r, _)| r.clone());
+                if let Some(soonest) = soonest {
+                    clients.remove(&soonest);
+                }
+            }
+        }
+        clients.insert(registry.clone(), (client.clone(), until));
         Ok(client)
     }
 
