@@ -34,6 +34,7 @@ pub mod platforms;
 pub mod registry;
 pub mod report;
 pub mod server;
+mod supervise;
 mod ttl_map;
 pub mod watch;
 pub mod workload;

@@ -238,6 +238,8 @@ pub struct WatchMetrics {
     pub preview_disagreements: Family<RepositoryLabels, Counter>,
     /// Repositories in use whose lifecycle policy or images could not be read, a pass each.
     pub forecast_errors: Family<RepositoryLabels, Counter>,
+    /// The controller's background tasks restarted after a panic or an unexpected end.
+    pub task_restarts: crate::supervise::TaskRestarts,
 }
 
 impl WatchMetrics {
@@ -311,6 +313,11 @@ impl WatchMetrics {
             "ecr_preflight_workload_image_expiry_timestamp_seconds",
             "When a lifecycle rule will expire or archive a workload container's image (Unix time; absent when none will; the leader only)",
             self.workload_expiry.clone(),
+        );
+        r.register(
+            "ecr_preflight_task_restarts",
+            "Background tasks (watchers, Node and NodePool watchers, platform widening) restarted after a panic or an unexpected end, by task",
+            self.task_restarts.clone(),
         );
         r.register(
             "ecr_preflight_lifecycle_forecast_errors",
@@ -509,6 +516,10 @@ mod tests {
         };
         watch.preview_disagreements.get_or_create(&repository).inc();
         watch.forecast_errors.get_or_create(&repository).inc();
+        watch
+            .task_restarts
+            .get_or_create(&crate::supervise::TaskLabels { task: "Pod" })
+            .inc();
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for line in metrics.encode().lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

@@ -70,7 +70,7 @@ async fn nodes_and_node_pools_make_the_platforms_a_pod_can_land_on() {
     api.put(pool("general", &["amd64", "arm64"]));
     let facts = ClusterFacts::new();
     assert!(facts.cluster().is_none(), "unknown before the first list");
-    nodes::spawn(&api.client(), &facts);
+    nodes::spawn(&api.client(), &facts, &Default::default());
     tokio::time::timeout(Duration::from_secs(20), facts.wait_listed())
         .await
         .expect("listed");
@@ -115,7 +115,7 @@ async fn without_karpenter_there_are_no_node_pools_until_the_crd_appears() {
     api.serve_resource("nodepools", false);
     api.put(node("ip-10-0-0-1", "linux", "amd64", json!([])));
     let facts = ClusterFacts::new();
-    nodes::spawn(&api.client(), &facts);
+    nodes::spawn(&api.client(), &facts, &Default::default());
     tokio::time::timeout(Duration::from_secs(20), facts.wait_listed())
         .await
         .expect("the Nodes are listed though NodePools are not served");

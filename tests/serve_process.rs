@@ -276,3 +276,25 @@ async fn the_log_filter_silences_decision_lines() {
     assert!(logs.contains("\"serving\""), "no startup line in {logs}");
     assert!(!logs.contains("admission decision"), "{logs}");
 }
+
+#[test]
+fn serve_watch_without_a_kubernetes_configuration_is_an_error_at_start_up() {
+    let home = tempfile::tempdir().expect("home");
+    let (port, admin) = (free_port(), free_port());
+    let out = serve_on(port, admin)
+        .arg("--watch")
+        .env("KUBECONFIG", home.path().join("no-such-kubeconfig"))
+        .env("HOME", home.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run serve --watch");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--watch: the controller cannot start")
+            && err.contains("run serve without --watch"),
+        "{err}"
+    );
+}

@@ -129,7 +129,7 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     }
     let built = args.engine.build_engine().await;
     let controller = if args.watch {
-        controller(&args, &built).await
+        Some(controller(&args, &built).await?)
     } else {
         None
     };
@@ -187,22 +187,21 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// The controller beside the webhook. Without a Kubernetes configuration the webhook serves
-/// alone, saying why: admission must not depend on the controller.
-async fn controller(args: &ServeArgs, built: &Built) -> Option<Controller> {
-    match controller_client().await {
-        Ok(client) => Some(start_controller(
-            client,
-            &built.engine,
-            built.registry.clone(),
-            &args.engine,
-            &args.watch_flags,
-        )),
-        Err(e) => {
-            tracing::error!(error = %e, "--watch: the controller cannot start; the webhook serves without it");
-            None
-        }
-    }
+/// The controller beside the webhook. Without a Kubernetes configuration `--watch` cannot
+/// be kept, and saying so at start-up beats a webhook that looks healthy while nothing
+/// re-verifies (once started, the controller never holds admission back: an API server
+/// that cannot be reached is retried in the background).
+async fn controller(args: &ServeArgs, built: &Built) -> anyhow::Result<Controller> {
+    let client = controller_client().await.map_err(|e| {
+        anyhow!("--watch: the controller cannot start: {e:#}. Give it a Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config), or run serve without --watch to serve the webhook alone")
+    })?;
+    Ok(start_controller(
+        client,
+        &built.engine,
+        built.registry.clone(),
+        &args.engine,
+        &args.watch_flags,
+    ))
 }
 
 /// The certificate served from the start: the files', or a self-signed one.

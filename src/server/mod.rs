@@ -213,7 +213,11 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
     );
     if let Some(controller) = &config.controller {
         // Admission checks the index children of every platform the cluster has.
-        nodes::widen_with_cluster(&controller.cluster, engine.clone());
+        nodes::widen_with_cluster(
+            &controller.cluster,
+            engine.clone(),
+            &controller.metrics.task_restarts,
+        );
     }
     let state = Arc::new(WebhookState {
         engine,

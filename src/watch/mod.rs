@@ -132,10 +132,10 @@ impl Controller {
         let namespaces = Arc::new(settings.namespaces.clone());
         let inventory = Inventory::new(watchers::count(&namespaces));
         let metrics = Arc::new(WatchMetrics::default());
-        watchers::spawn_all(&client, &namespaces, &inventory);
+        watchers::spawn_all(&client, &namespaces, &inventory, &metrics.task_restarts);
         let cluster = nodes::ClusterFacts::new();
-        nodes::spawn(&client, &cluster);
-        nodes::widen_with_cluster(&cluster, engine.clone());
+        nodes::spawn(&client, &cluster, &metrics.task_restarts);
+        nodes::widen_with_cluster(&cluster, engine.clone(), &metrics.task_restarts);
         inventory.attach_cluster(cluster.clone());
         let events = EventSink {
             client: client.clone(),

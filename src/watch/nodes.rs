@@ -20,6 +20,7 @@ use crate::engine::Engine;
 use crate::manifest::Platform;
 pub use crate::platforms::ClusterFacts;
 use crate::platforms::{NodeFacts, NodePlatform, PoolFacts, Requirement, Taint, TaintEffect};
+use crate::supervise::{self, TaskRestarts};
 
 /// The NodePool resource of Karpenter v1.
 pub fn node_pool_resource() -> ApiResource {
@@ -32,11 +33,19 @@ pub fn node_pool_resource() -> ApiResource {
     }
 }
 
-/// Starts the Node and NodePool watchers; they run until the process ends.
-pub fn spawn(client: &Client, facts: &Arc<ClusterFacts>) {
-    tokio::spawn(watch_nodes(Api::all(client.clone()), facts.clone()));
+/// Starts the Node and NodePool watchers, supervised: they run until the process ends,
+/// each restarted (and counted in `restarts`) should it panic or end.
+pub fn spawn(client: &Client, facts: &Arc<ClusterFacts>, restarts: &TaskRestarts) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let watched = facts.clone();
+    supervise::spawn("Node", restarts.clone(), move || {
+        watch_nodes(nodes.clone(), watched.clone())
+    });
     let pools: Api<DynamicObject> = Api::all_with(client.clone(), &node_pool_resource());
-    tokio::spawn(watch_pools(pools, facts.clone()));
+    let watched = facts.clone();
+    supervise::spawn("NodePool", restarts.clone(), move || {
+        watch_pools(pools.clone(), watched.clone())
+    });
 }
 
 async fn watch_nodes(api: Api<Node>, facts: Arc<ClusterFacts>) {
@@ -189,14 +198,23 @@ fn list(v: &Value) -> impl Iterator<Item = &Value> {
 }
 
 /// Keeps `engine` checking the index children of every platform the cluster has, as
-/// nodes and NodePools come (see [`Engine::widen_platforms`]).
-pub fn widen_with_cluster(cluster: &ClusterFacts, engine: Arc<Engine>) {
-    let mut platforms = cluster.platforms();
-    tokio::spawn(async move {
-        loop {
-            widen(&engine, &platforms.borrow_and_update());
-            if platforms.changed().await.is_err() {
-                return;
+/// nodes and NodePools come (see [`Engine::widen_platforms`]); supervised.
+pub fn widen_with_cluster(
+    cluster: &Arc<ClusterFacts>,
+    engine: Arc<Engine>,
+    restarts: &TaskRestarts,
+) {
+    let cluster = cluster.clone();
+    supervise::spawn("platform-widening", restarts.clone(), move || {
+        let mut platforms = cluster.platforms();
+        let engine = engine.clone();
+        async move {
+            loop {
+                widen(&engine, &platforms.borrow_and_update());
+                if platforms.changed().await.is_err() {
+                    // The cluster's facts are gone with the controller: nothing to follow.
+                    std::future::pending::<()>().await;
+                }
             }
         }
     });

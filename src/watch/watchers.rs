@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use super::inventory::{self, ObjectKey, Projection};
 use super::state::Inventory;
+use crate::supervise::{self, TaskRestarts};
 use crate::workload::WorkloadKind;
 
 /// Which namespaces are watched.
@@ -137,36 +138,56 @@ pub fn count(namespaces: &Namespaces) -> usize {
 
 const KINDS: usize = 8;
 
-/// Starts every watcher; they run until the process ends.
-pub fn spawn_all(client: &Client, namespaces: &Arc<Namespaces>, inventory: &Arc<Inventory>) {
+/// Starts every watcher, supervised: they run until the process ends, each restarted
+/// (and counted in `restarts`) should it panic or end.
+pub fn spawn_all(
+    client: &Client,
+    namespaces: &Arc<Namespaces>,
+    inventory: &Arc<Inventory>,
+    restarts: &TaskRestarts,
+) {
+    let watching = Watching {
+        client,
+        namespaces,
+        inventory,
+        restarts,
+    };
     for scope in namespaces.scopes() {
-        spawn::<Pod>(client, scope.clone(), namespaces, inventory);
-        spawn::<Deployment>(client, scope.clone(), namespaces, inventory);
-        spawn::<StatefulSet>(client, scope.clone(), namespaces, inventory);
-        spawn::<DaemonSet>(client, scope.clone(), namespaces, inventory);
-        spawn::<ReplicaSet>(client, scope.clone(), namespaces, inventory);
-        spawn::<Job>(client, scope.clone(), namespaces, inventory);
-        spawn::<CronJob>(client, scope.clone(), namespaces, inventory);
-        spawn::<ReplicationController>(client, scope, namespaces, inventory);
+        watching.spawn::<Pod>(scope.clone());
+        watching.spawn::<Deployment>(scope.clone());
+        watching.spawn::<StatefulSet>(scope.clone());
+        watching.spawn::<DaemonSet>(scope.clone());
+        watching.spawn::<ReplicaSet>(scope.clone());
+        watching.spawn::<Job>(scope.clone());
+        watching.spawn::<CronJob>(scope.clone());
+        watching.spawn::<ReplicationController>(scope);
     }
 }
 
-fn spawn<K: Watched>(
-    client: &Client,
-    scope: Option<String>,
-    namespaces: &Arc<Namespaces>,
-    inventory: &Arc<Inventory>,
-) {
-    let api: Api<K> = match &scope {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    tokio::spawn(watch_kind(
-        api,
-        scope,
-        namespaces.clone(),
-        inventory.clone(),
-    ));
+/// What every watcher is started with.
+struct Watching<'a> {
+    client: &'a Client,
+    namespaces: &'a Arc<Namespaces>,
+    inventory: &'a Arc<Inventory>,
+    restarts: &'a TaskRestarts,
+}
+
+impl Watching<'_> {
+    fn spawn<K: Watched>(&self, scope: Option<String>) {
+        let api: Api<K> = match &scope {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let (namespaces, inventory) = (self.namespaces.clone(), self.inventory.clone());
+        supervise::spawn(K::KIND.as_str(), self.restarts.clone(), move || {
+            watch_kind(
+                api.clone(),
+                scope.clone(),
+                namespaces.clone(),
+                inventory.clone(),
+            )
+        });
+    }
 }
 
 /// The key and projection of `object`, or `None` when its namespace is excluded.
