@@ -238,6 +238,9 @@ pub struct WatchMetrics {
     pub preview_disagreements: Family<RepositoryLabels, Counter>,
     /// Repositories in use whose lifecycle policy or images could not be read, a pass each.
     pub forecast_errors: Family<RepositoryLabels, Counter>,
+    /// Calls a pass needs over what the budget allows it, for the most loaded registry
+    /// (above 1: passes overrun `--recheck-interval`).
+    pub pass_budget_ratio: Gauge<f64, AtomicU64>,
     /// The controller's background tasks restarted after a panic or an unexpected end.
     pub task_restarts: crate::supervise::TaskRestarts,
 }
@@ -313,6 +316,11 @@ impl WatchMetrics {
             "ecr_preflight_workload_image_expiry_timestamp_seconds",
             "When a lifecycle rule will expire or archive a workload container's image (Unix time; absent when none will; the leader only)",
             self.workload_expiry.clone(),
+        );
+        r.register(
+            "ecr_preflight_watch_pass_budget_ratio",
+            "Calls a full re-verification needs over what --watch-ecr-calls-per-second allows it within --recheck-interval, for the most loaded registry (above 1: passes overrun the interval)",
+            self.pass_budget_ratio.clone(),
         );
         r.register(
             "ecr_preflight_task_restarts",

@@ -382,3 +382,60 @@ async fn a_workload_created_while_a_check_is_in_flight_is_verified_at_once() {
         "asked {first:?} after start: right after the check in flight (10 s), not at the next pass"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_budget_that_cannot_cover_a_pass_is_said_once_measured_and_shown() {
+    let (logs, _guard) = common::logs::capture("ecr_preflight=info");
+    let registry = Arc::new(MemoryRegistry::default());
+    let refs = images(&registry, "short", 10);
+    let interval = Duration::from_secs(60);
+    // 0.1 calls a second over 90 % of a minute: 5 calls a pass, for 10 repositories.
+    let (_, background) = engines(&registry, &settings(0.1, interval));
+    let inventory = Inventory::new(0);
+    for (i, image) in refs.iter().enumerate() {
+        deploy(&inventory, &format!("d{i}"), image);
+    }
+    let metrics: Arc<ecr_preflight::watch::WatchMetrics> = Arc::new(Default::default());
+    let verifier = Verifier::new(
+        background,
+        inventory.clone(),
+        interval,
+        Arc::new(Signals::new(
+            Arc::clone(&metrics),
+            false,
+            DEFAULT_EXPIRY_WARNING,
+            None,
+        )),
+        metrics.clone(),
+        &ExpirySettings::default(),
+    )
+    .with_budget(0.1);
+    let run = tokio::spawn(async move { verifier.run().await });
+    // A pass takes about 200 s at this rate: two passes and the start of a third.
+    tokio::time::sleep(interval * 8).await;
+    run.abort();
+    let asked = registry.calls_per_repository("BatchGetImage");
+    assert!(
+        asked.values().all(|n| *n >= 2),
+        "every repository verified twice: {asked:?}"
+    );
+
+    let budget = inventory.view().budget.expect("the pass's budget");
+    assert_eq!(
+        (
+            budget.repositories,
+            budget.calls_needed,
+            budget.calls_available,
+            budget.fits
+        ),
+        (10, 20, 5, false),
+        "{budget:?}"
+    );
+    assert_eq!(metrics.pass_budget_ratio.get(), 4.0);
+    assert_eq!(
+        logs.count("the background budget cannot verify every repository"),
+        1,
+        "told once, not every pass: {:?}",
+        logs.lines()
+    );
+}

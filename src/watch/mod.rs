@@ -8,6 +8,7 @@ mod budget;
 pub mod inventory;
 mod leader;
 pub mod nodes;
+pub mod pass_budget;
 mod preview;
 mod signals;
 pub mod state;
@@ -157,7 +158,8 @@ impl Controller {
             signals.clone(),
             metrics.clone(),
             &settings.expiry,
-        );
+        )
+        .with_budget(settings.calls_per_second);
         let (stop, stopped) = watch::channel(false);
         let (released, done) = watch::channel(false);
         let leader = leader::Leader {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::inventory::{ObjectKey, Projection, Store, Workload, WorkloadContainer};
+use super::pass_budget::PassBudget;
 use crate::decision::{problems_of, ContainerFinding, Problem};
 use crate::expiry::{self, Expiry, ExpiryRule};
 use crate::image::{ImageId, ImageTarget};
@@ -119,6 +120,8 @@ pub struct Inventory {
     expiry: Mutex<HashMap<Box<str>, Expiry>>,
     /// Images in use without a forecast because their repository could not be read, and why.
     unforecast: Mutex<HashMap<Box<str>, Arc<str>>>,
+    /// Whether the background budget holds a pass of every repository in use.
+    budget: Mutex<Option<PassBudget>>,
     /// When the last full re-verification finished.
     full_pass: Mutex<Option<SystemTime>>,
     /// Watchers that have not finished their first list.
@@ -141,6 +144,7 @@ impl Inventory {
             verified: Mutex::default(),
             expiry: Mutex::default(),
             unforecast: Mutex::default(),
+            budget: Mutex::default(),
             full_pass: Mutex::default(),
             unsynced: watch::Sender::new(watchers),
             cluster: std::sync::OnceLock::new(),
@@ -285,7 +289,13 @@ impl Inventory {
 
     /// The `/inventory` document.
     pub fn view(&self) -> InventoryView {
-        InventoryView::of(self.last_full_pass(), &self.rows())
+        let mut view = InventoryView::of(self.last_full_pass(), &self.rows());
+        view.budget = lock(&self.budget).clone();
+        view
+    }
+
+    pub fn record_budget(&self, budget: Option<PassBudget>) {
+        *lock(&self.budget) = budget;
     }
 }
 
@@ -294,6 +304,10 @@ impl Inventory {
 pub struct InventoryView {
     /// When the last full re-verification finished (RFC 3339), `null` before the first.
     pub verified_at: Option<String>,
+    /// Whether `--watch-ecr-calls-per-second` lets a pass verify every repository within
+    /// `--recheck-interval` (the most loaded registry's figures); `null` before a pass.
+    #[serde(default)]
+    pub budget: Option<PassBudget>,
     pub workloads: Vec<WorkloadView>,
 }
 
@@ -383,6 +397,7 @@ impl InventoryView {
         }
         InventoryView {
             verified_at: verified_at.map(rfc3339),
+            budget: None,
             workloads,
         }
     }

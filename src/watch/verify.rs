@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::pass_budget::{self, PassBudget};
 use super::preview::Previews;
 use super::signals::Signals;
 use super::state::{Inventory, Verified};
@@ -51,6 +52,10 @@ pub struct Verifier {
     /// The inventory's generation when images in use were last read: a change after it,
     /// made while a check was in flight too, is looked at by the next wait.
     looked: AtomicU64,
+    /// `--watch-ecr-calls-per-second` (0: not known, no assessment).
+    calls_per_second: f64,
+    /// Whether the last pass's budget fitted: a change is logged once.
+    fitted: Mutex<Option<bool>>,
 }
 
 #[derive(Default)]
@@ -83,7 +88,55 @@ impl Verifier {
             restores: Mutex::default(),
             unread: UnreadPolicies::default(),
             looked: AtomicU64::new(0),
+            calls_per_second: 0.0,
+            fitted: Mutex::default(),
         }
+    }
+
+    /// Holds each pass to the background budget of `calls_per_second` a registry: says when
+    /// it cannot verify every repository within the interval.
+    pub fn with_budget(mut self, calls_per_second: f64) -> Self {
+        self.calls_per_second = calls_per_second;
+        self
+    }
+
+    /// Assesses the pass ahead against the budget: the figure in `/inventory` and the
+    /// metric, and one line when it stops (or starts again) fitting.
+    fn assess_budget(&self, in_use: &BTreeSet<Box<str>>) {
+        if self.calls_per_second <= 0.0 {
+            return;
+        }
+        let repos = repositories(in_use.iter());
+        let budget = pass_budget::assess(
+            &repos,
+            self.calls_per_second,
+            self.interval,
+            SPREAD,
+            self.forecast && self.engine.lifecycle().is_some(),
+        );
+        self.metrics
+            .pass_budget_ratio
+            .set(budget.as_ref().map_or(0.0, PassBudget::ratio));
+        let fits = budget.as_ref().is_none_or(|b| b.fits);
+        let before = self
+            .fitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(fits);
+        match (&budget, before, fits) {
+            (Some(b), Some(true) | None, false) => tracing::warn!(
+                registry = %b.registry,
+                repositories = b.repositories,
+                calls_needed = b.calls_needed,
+                calls_available = b.calls_available,
+                "the background budget cannot verify every repository within --recheck-interval: passes will overrun it; raise --watch-ecr-calls-per-second or --recheck-interval"
+            ),
+            (_, Some(false), true) => {
+                tracing::info!("the background budget verifies every repository within --recheck-interval again")
+            }
+            _ => {}
+        }
+        self.inventory.record_budget(budget);
     }
 
     async fn verify(&self, images: Vec<String>) {
@@ -131,7 +184,9 @@ impl Verifier {
             .clear();
         self.looked
             .store(self.inventory.generation(), Ordering::SeqCst);
-        let groups = by_repository(self.images().await);
+        let in_use = self.images().await;
+        self.assess_budget(&in_use);
+        let groups = by_repository(in_use);
         let planned: HashSet<String> = groups.iter().flatten().cloned().collect();
         let turns = groups.len().max(1) as f64;
         let mut published = Instant::now();
@@ -146,7 +201,7 @@ impl Verifier {
         }
         let done = SystemTime::now();
         let in_use: HashSet<Box<str>> = self.images().await.into_iter().collect();
-        self.unread.retain(&repositories(&in_use));
+        self.unread.retain(&repositories(in_use.iter()));
         // Restores are remembered while their image is in use, not for ever.
         self.restores
             .lock()
@@ -365,9 +420,8 @@ impl UnreadPolicies {
 }
 
 /// The ECR repositories of `images`.
-fn repositories(images: &HashSet<Box<str>>) -> HashSet<RepositoryKey> {
+fn repositories<'a>(images: impl Iterator<Item = &'a Box<str>>) -> HashSet<RepositoryKey> {
     images
-        .iter()
         .filter_map(|i| match ImageTarget::classify(i) {
             Ok(ImageTarget::Ecr { repo, .. }) => Some(repo),
             _ => None,
