@@ -94,7 +94,7 @@ async fn a_half_written_pair_keeps_the_current_certificate() {
     tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert1, key1) = tls::self_signed_pem().expect("gen1");
-    let (cert2, _) = tls::self_signed_pem().expect("gen2");
+    let (cert2, key2) = tls::self_signed_pem().expect("gen2");
     let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     std::fs::write(&cert_path, &cert1).expect("cert");
     std::fs::write(&key_path, &key1).expect("key");
@@ -103,11 +103,22 @@ async fn a_half_written_pair_keeps_the_current_certificate() {
     tls::spawn_reloader(
         store.clone(),
         cert_path.clone(),
-        key_path,
+        key_path.clone(),
         Duration::from_millis(50),
     );
     // A new certificate with the old key: not a pair, so not loaded.
     std::fs::write(&cert_path, &cert2).expect("cert");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(Arc::ptr_eq(&before, &store.current()));
+    // The reloader was running all along: the pair completed, it is loaded (so the check
+    // above saw a refusal, not a reloader that never ran).
+    std::fs::write(&key_path, &key2).expect("key");
+    let started = Instant::now();
+    while Arc::ptr_eq(&before, &store.current()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the completed pair was never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -82,7 +82,8 @@ impl OciBlobs {
         target: &str,
         protocol: ClientProtocol,
     ) -> Result<Arc<Client>, RegistryError> {
-        let now = crate::expiry::now();
+        // Unix seconds, as the login's expiry is given.
+        let now = jiff::Timestamp::now().as_second();
         if let Some((client, until)) = self.lock().get(registry) {
             if *until > now {
                 return Ok(client.clone());
