@@ -15,7 +15,7 @@ use ecr_preflight::registry::BlobState;
 use ecr_preflight::report::Outcome;
 use ecr_preflight::watch::inventory::{key_of, project_workload};
 use ecr_preflight::watch::{
-    self, ExpirySettings, Inventory, Namespaces, Signals, Verifier, WatchSettings,
+    self, ExpirySettings, Inventory, Namespaces, Signals, Verifier, WatchMetrics, WatchSettings,
     DEFAULT_EXPIRY_WARNING,
 };
 use ecr_preflight::workload::WorkloadKind;
@@ -164,14 +164,15 @@ fn deploy(inventory: &Inventory, name: &str, image: &str) {
     );
 }
 
-/// A verifier of `inventory` with `background`, a pass an `interval`, posting no Events.
+/// A verifier of `inventory` with `background`, a pass an `interval`, posting no Events;
+/// and its metrics.
 fn quiet_verifier(
     background: Arc<Engine>,
     inventory: &Arc<Inventory>,
     interval: Duration,
-) -> Verifier {
-    let metrics = Arc::new(Default::default());
-    Verifier::new(
+) -> (Verifier, Arc<WatchMetrics>) {
+    let metrics: Arc<WatchMetrics> = Arc::new(Default::default());
+    let verifier = Verifier::new(
         background,
         inventory.clone(),
         interval,
@@ -181,9 +182,10 @@ fn quiet_verifier(
             DEFAULT_EXPIRY_WARNING,
             None,
         )),
-        metrics,
+        metrics.clone(),
         &ExpirySettings::default(),
-    )
+    );
+    (verifier, metrics)
 }
 
 #[tokio::test(start_paused = true)]
@@ -197,7 +199,7 @@ async fn a_pass_is_spread_over_the_interval_and_the_next_asks_afresh() {
     for (i, image) in refs.iter().enumerate() {
         deploy(&inventory, &format!("d{i}"), image);
     }
-    let verifier = quiet_verifier(background, &inventory, interval);
+    let (verifier, _) = quiet_verifier(background, &inventory, interval);
     let start = Instant::now();
     let run = tokio::spawn(async move { verifier.run().await });
     tokio::time::sleep(interval + interval / 2).await;
@@ -350,7 +352,7 @@ async fn a_workload_created_while_a_check_is_in_flight_is_verified_at_once() {
     let (_, background) = engines(&registry, &settings(1000.0, interval));
     let inventory = Inventory::new(0);
     deploy(&inventory, "old", &refs[0]);
-    let verifier = quiet_verifier(background, &inventory, interval);
+    let (verifier, _) = quiet_verifier(background, &inventory, interval);
     let start = Instant::now();
     let run = tokio::spawn(async move { verifier.run().await });
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -395,21 +397,8 @@ async fn a_budget_that_cannot_cover_a_pass_is_said_once_measured_and_shown() {
     for (i, image) in refs.iter().enumerate() {
         deploy(&inventory, &format!("d{i}"), image);
     }
-    let metrics: Arc<ecr_preflight::watch::WatchMetrics> = Arc::new(Default::default());
-    let verifier = Verifier::new(
-        background,
-        inventory.clone(),
-        interval,
-        Arc::new(Signals::new(
-            Arc::clone(&metrics),
-            false,
-            DEFAULT_EXPIRY_WARNING,
-            None,
-        )),
-        metrics.clone(),
-        &ExpirySettings::default(),
-    )
-    .with_budget(0.1);
+    let (verifier, metrics) = quiet_verifier(background, &inventory, interval);
+    let verifier = verifier.with_budget(0.1);
     let run = tokio::spawn(async move { verifier.run().await });
     // A pass takes about 200 s at this rate: two passes and the start of a third.
     tokio::time::sleep(interval * 8).await;

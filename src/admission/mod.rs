@@ -191,10 +191,8 @@ async fn check_platforms(
             });
         found = futures::future::join_all(reads).await;
     }
-    let unknown_node = placement
-        .node_name
-        .as_deref()
-        .is_some_and(|n| !platforms.cluster.knows_node(n));
+    // Bound to a node the cluster's facts do not have yet: the landings are the cluster's.
+    let unknown_node = placement.node_name.is_some() && !landings.iter().any(|l| l.bound.is_some());
     let only_ephemeral = |image: &str| {
         containers
             .iter()

@@ -98,11 +98,6 @@ impl ClusterFacts {
         Some(found)
     }
 
-    /// Whether a Node of this name is known.
-    pub fn knows_node(&self, name: &str) -> bool {
-        self.lock().nodes.contains_key(name)
-    }
-
     /// Where the platforms come from, for the decision log: `nodes`, or
     /// `nodes+nodepools` when NodePools exist.
     pub fn source(&self) -> &'static str {

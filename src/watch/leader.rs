@@ -16,11 +16,29 @@ use tokio::sync::watch;
 
 use super::signals::Signals;
 use super::verify::Verifier;
-use super::watchers::Reach;
+use super::watchers::{Reach, PROBE_EVERY};
 use super::{WatchMetrics, WatchSettings, LEASE_NAME};
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LONGEST_RETRY: Duration = Duration::from_secs(60);
+
+/// The pause before the next attempt at the Lease: 1 s, doubling to 60 s, reset by success.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(FIRST_RETRY)
+    }
+
+    async fn sleep(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(LONGEST_RETRY);
+    }
+
+    fn reset(&mut self) {
+        self.0 = FIRST_RETRY;
+    }
+}
 /// At most how long stopping waits for the Lease to be released.
 pub(super) const RELEASE_WAIT: Duration = Duration::from_secs(3);
 /// How often a replica waiting for the Lease reads it, to see a release.
@@ -91,7 +109,7 @@ impl Leader {
     /// Steps `manager` until it holds the Lease (true), or until the Lease is seen given up
     /// by its holder (false: start afresh, the manager's view is stale).
     async fn wait_for_lease(&self, manager: &LeaseManager) -> bool {
-        let mut retry = FIRST_RETRY;
+        let mut backoff = Backoff::new();
         let mut reach = Reach::new("Lease");
         loop {
             tokio::select! {
@@ -103,8 +121,7 @@ impl Leader {
                     Ok(false) => reach.saw(None::<&kube_lease_manager::LeaseManagerError>),
                     Err(e) => {
                         reach.saw(Some(&e));
-                        tokio::time::sleep(retry).await;
-                        retry = (retry * 2).min(LONGEST_RETRY);
+                        backoff.sleep().await;
                     }
                 },
                 () = self.freed() => return false,
@@ -131,7 +148,7 @@ impl Leader {
     async fn lease_manager(&self) -> LeaseManager {
         let settings = &self.settings;
         let duration = settings.lease_duration.as_secs().max(2);
-        let mut retry = FIRST_RETRY;
+        let mut backoff = Backoff::new();
         let mut reach = Reach::new("Lease");
         loop {
             let built = LeaseManagerBuilder::new(self.client.clone(), LEASE_NAME)
@@ -149,27 +166,24 @@ impl Leader {
                 }
                 Err(e) => {
                     reach.saw(Some(&e));
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(LONGEST_RETRY);
+                    backoff.sleep().await;
                 }
             }
         }
     }
-}
 
-impl Leader {
     /// Renews the Lease while it is held; returns when it is lost. After a failed renewal
     /// the Lease is read every few seconds, to tell when the API server is back (a renewal
     /// that succeeds says nothing).
     async fn keep(&self, manager: &LeaseManager) {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.settings.lease_namespace);
-        let mut retry = FIRST_RETRY;
+        let mut backoff = Backoff::new();
         let mut reach = Reach::new("Lease");
         loop {
             let changed = if reach.is_lost() {
                 tokio::select! {
                     changed = manager.changed() => changed,
-                    () = tokio::time::sleep(FREED_POLL * 5) => {
+                    () = tokio::time::sleep(PROBE_EVERY) => {
                         if api.get_opt(LEASE_NAME).await.is_ok() {
                             reach.saw(None::<&kube::Error>);
                         }
@@ -182,11 +196,8 @@ impl Leader {
             reach.saw(changed.as_ref().err());
             match changed {
                 Ok(false) => return,
-                Ok(true) => retry = FIRST_RETRY,
-                Err(_) => {
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(LONGEST_RETRY);
-                }
+                Ok(true) => backoff.reset(),
+                Err(_) => backoff.sleep().await,
             }
         }
     }

@@ -318,7 +318,7 @@ fn unix_seconds(at: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// What a verification could not forecast.
+/// What a verification's forecasts found: the repositories read and those that could not be.
 #[derive(Debug, Default)]
 pub struct Recorded {
     /// The forecast of each repository whose policy was read.

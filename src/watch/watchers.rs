@@ -246,7 +246,7 @@ async fn watch_kind<K: Watched>(
 
 /// How often a watcher that lost the API server asks for one object, to tell its return
 /// even when nothing changes (a resumed watch yields nothing until something does).
-const PROBE_EVERY: Duration = Duration::from_secs(5);
+pub(super) const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// A watcher's next event, told to `reach` (errors for which `lost` says so count as a lost
 /// API server); while it is lost, one object is listed every [`PROBE_EVERY`] to see it back.
