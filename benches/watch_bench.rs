@@ -1,13 +1,15 @@
 //! The controller at scale, in one process as `serve --watch` runs it (the webhook and the
-//! controller on one single-worker runtime): 10,000 Pods (2,000 Deployments of 5 replicas)
-//! running 2,000 distinct images in 500 repositories, 30 blobs an image, half of them shared
-//! by the images of a repository. Reports
+//! controller on one single-worker runtime): REPOS repositories (default 500) of 4 images,
+//! each image run by a Deployment of 5 replicas (500: 10,000 Pods, 2,000 Deployments, 2,000
+//! images; 5,000: 100,000 Pods, 20,000 images), 30 blobs an image, half of them shared by the
+//! images of a repository. Reports
 //! - the ECR calls of one full re-verification per repository, against the bound
 //!   ceil(ids/100) BatchGetImage + ceil(distinct blobs/100) BatchCheckLayerAvailability;
 //! - resident memory of the webhook after serving the load, then with the inventory, then
 //!   after a pass (its results, the controller's caches and per-workload series);
 //! - warm admission latency at 1,000 reviews/s (open loop, from a second runtime), without
-//!   and while a pass runs;
+//!   a pass, while a pass runs, and while `/inventory` is asked for every GET_EVERY (its
+//!   handler's call, each after a change, so that each builds a new document);
 //! - the lifecycle calls of the pass (bound: 1 GetLifecyclePolicy + 1 DescribeImages page a
 //!   repository; each repository lists 100 images, a policy of two rules) and the forecasts
 //!   it made for the images in use.
@@ -15,7 +17,7 @@
 //! The registry behind the seam makes its answers up and counts the calls; the inventory is
 //! fed the projections the watchers would make (no API server).
 //!
-//! Usage: watch_bench [INTERVAL_SECONDS]
+//! Usage: watch_bench [INTERVAL_SECONDS] [REPOS]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -48,7 +50,8 @@ use serde_json::json;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
-const REPOS: usize = 500;
+/// How often the `/inventory` phase asks for the document.
+const GET_EVERY: Duration = Duration::from_millis(250);
 const IMAGES_PER_REPO: usize = 4;
 const BLOBS: usize = 30;
 const SHARED: usize = 15;
@@ -250,8 +253,8 @@ impl Registry for Counting {
 }
 
 /// 2,000 Deployments, their ReplicaSets and 10,000 Pods, as the watchers would project them.
-fn fill(inventory: &Inventory) {
-    for r in 0..REPOS {
+fn fill(inventory: &Inventory, repos: usize) {
+    for r in 0..repos {
         let repo = format!("team-{:02}/service-{r:03}", r % 20);
         for i in 0..IMAGES_PER_REPO {
             let tag = format!("v1.{i}.{r}");
@@ -340,20 +343,24 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn main() {
-    let interval = Duration::from_secs(
+    let arg = |n: usize, default: u64| {
         std::env::args()
-            .nth(1)
+            .nth(n)
             .and_then(|s| s.parse().ok())
-            .unwrap_or(20),
-    );
+            .unwrap_or(default)
+    };
+    let interval = Duration::from_secs(arg(1, 20));
+    let repos = arg(2, 500) as usize;
     tls::install_crypto_provider();
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("server")
         .enable_all()
         .build()
         .expect("rt");
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("client")
         .enable_all()
         .build()
         .expect("rt");
@@ -362,7 +369,8 @@ fn main() {
     let admission = Arc::new(Engine::new(registry.clone(), settings.clone()));
     let watch_settings = WatchSettings {
         recheck_interval: interval,
-        calls_per_second: 1000.0,
+        // Room for a pass (4 calls a repository with forecasts) within 90 % of the interval.
+        calls_per_second: (5.0 * repos as f64 / (0.9 * interval.as_secs_f64())).max(1000.0),
         namespaces: Namespaces::default(),
         workload_metrics: true,
         leader_election: false,
@@ -417,7 +425,7 @@ fn main() {
     let idle = common::rss().0;
 
     let inventory = Inventory::new(0);
-    fill(&inventory);
+    fill(&inventory, repos);
     let filled = common::rss().0;
     let objects = inventory.objects();
     let images = inventory.images().len();
@@ -460,6 +468,36 @@ fn main() {
     pass.abort();
     let after = common::rss().0;
 
+    // `/inventory` asked for every GET_EVERY, each time after a change (the worst case: every
+    // request builds a new document), as its handler does, on the server's runtime.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asking = {
+        let (inventory, stop) = (inventory.clone(), stop.clone());
+        server_rt.spawn(async move {
+            let mut took: Vec<Duration> = Vec::new();
+            let mut bytes = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                inventory.record_budget(None);
+                let start = std::time::Instant::now();
+                bytes = inventory.published_view().await.len();
+                took.push(start.elapsed());
+                tokio::time::sleep(GET_EVERY).await;
+            }
+            took.sort();
+            (took, bytes)
+        })
+    };
+    let reading = client_rt.block_on(load(
+        client.clone(),
+        url.clone(),
+        review.clone(),
+        1000,
+        length,
+    ));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (documents, document_bytes) = server_rt.block_on(asking).expect("asking");
+    let after_reading = common::rss().0;
+
     let calls = registry.calls.lock().expect("lock");
     let watched: Vec<(&String, &(usize, usize))> = calls
         .iter()
@@ -481,7 +519,7 @@ fn main() {
         .flat_map(|w| w.containers.iter().map(|c| c.outcome.as_str()))
         .collect();
 
-    println!("inventory: {objects} objects ({} workloads), {images} distinct images in {REPOS} repositories", view.workloads.len());
+    println!("inventory: {objects} objects ({} workloads), {images} distinct images in {repos} repositories", view.workloads.len());
     println!("one full re-verification: {} repositories asked, {get} BatchGetImage + {check} BatchCheckLayerAvailability; bound per repository {} + {} ({} distinct blobs); repositories over the bound: {}; outcomes {outcomes:?}",
         watched.len(), bound.0, bound.1, distinct_blobs, over.len());
     println!("memory: webhook idle {:.1} MiB; with the inventory {:.1} MiB (+{:.1}); after a pass {:.1} MiB (+{:.1} over idle)",
@@ -513,4 +551,13 @@ fn main() {
     );
     println!("warm admission at 1000/s, during a pass: {} reviews, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         busy.len(), pct(&busy, 0.5), pct(&busy, 0.99), pct(&busy, 1.0));
+    println!("warm admission at 1000/s, /inventory every {GET_EVERY:?}: {} reviews, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        reading.len(), pct(&reading, 0.5), pct(&reading, 0.99), pct(&reading, 1.0));
+    println!("/inventory: {} documents of {:.1} MiB, each built anew, in p50 {:.0} ms, max {:.0} ms (the walks' thread); memory after {:.1} MiB",
+        documents.len(), document_bytes as f64 / 1048576.0, pct(&documents, 0.5), pct(&documents, 1.0), after_reading as f64 / 1024.0);
+    println!(
+        "p99 ratios against no pass: during a pass {:.2}, during /inventory {:.2}",
+        pct(&busy, 0.99) / pct(&quiet, 0.99),
+        pct(&reading, 0.99) / pct(&quiet, 0.99)
+    );
 }

@@ -93,6 +93,8 @@ pub struct EngineMetrics {
     pub cache_requests: Family<CacheLabels, Counter>,
     /// SDK clients (one a region and endpoint flavour) evicted to keep their number bounded.
     pub ecr_clients_evicted: Counter,
+    /// Background tasks restarted, by task: the process's, shared by every engine.
+    pub task_restarts: crate::supervise::TaskRestarts,
     /// The series of `cache_requests`, resolved once: a lookup by labels hashes them and
     /// takes a lock, several times per admission on the warm path.
     cache_counters: [[Counter; 2]; CACHES.len()],
@@ -116,6 +118,7 @@ impl Default for EngineMetrics {
             ecr_requests: Family::default(),
             ecr_duration: Family::new_with_constructor(ecr_histogram),
             ecr_clients_evicted: Counter::default(),
+            task_restarts: crate::supervise::TaskRestarts::default(),
             cache_requests,
             cache_counters,
         }
@@ -132,6 +135,7 @@ impl EngineMetrics {
             ecr_requests: self.ecr_requests.clone(),
             ecr_duration: self.ecr_duration.clone(),
             ecr_clients_evicted: self.ecr_clients_evicted.clone(),
+            task_restarts: self.task_restarts.clone(),
             ..EngineMetrics::default()
         }
     }
@@ -232,6 +236,8 @@ pub struct WatchMetrics {
     pub leader: Gauge,
     pub objects: Gauge,
     pub events: Family<ReasonLabels, Counter>,
+    /// Events dropped because the queue to the API server was full.
+    pub events_dropped: Family<ReasonLabels, Counter>,
     /// When a lifecycle rule will act on a workload container's image (leader only).
     pub workload_expiry: Family<ExpiryLabels, Gauge>,
     /// Images on which a lifecycle policy preview and the forecast disagree.
@@ -241,7 +247,8 @@ pub struct WatchMetrics {
     /// Calls a pass needs over what the budget allows it, for the most loaded registry
     /// (above 1: passes overrun `--recheck-interval`).
     pub pass_budget_ratio: Gauge<f64, AtomicU64>,
-    /// The controller's background tasks restarted after a panic or an unexpected end.
+    /// The controller's background tasks restarted after a panic or an unexpected end (the
+    /// engine's family, registered with it).
     pub task_restarts: crate::supervise::TaskRestarts,
 }
 
@@ -257,6 +264,23 @@ impl WatchMetrics {
     /// Events posted (or that would have been) with `reason`.
     pub fn events_of(&self, reason: &'static str) -> u64 {
         self.events.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// Events dropped because their queue was full, of every reason.
+    pub fn events_dropped(&self) -> u64 {
+        [
+            "ImageUnavailable",
+            "ImageAvailable",
+            "ImageExpiring",
+            "ImageRestoreStarted",
+        ]
+        .into_iter()
+        .map(|reason| {
+            self.events_dropped
+                .get_or_create(&ReasonLabels { reason })
+                .get()
+        })
+        .sum()
     }
 
     /// Images a lifecycle policy preview of `repository` and the forecast disagreed on, in
@@ -313,6 +337,11 @@ impl WatchMetrics {
             self.events.clone(),
         );
         r.register(
+            "ecr_preflight_watch_events_dropped",
+            "Kubernetes Events dropped because the queue to the API server was full, by reason",
+            self.events_dropped.clone(),
+        );
+        r.register(
             "ecr_preflight_workload_image_expiry_timestamp_seconds",
             "When a lifecycle rule will expire or archive a workload container's image (Unix time; absent when none will; the leader only)",
             self.workload_expiry.clone(),
@@ -321,11 +350,6 @@ impl WatchMetrics {
             "ecr_preflight_watch_pass_budget_ratio",
             "Calls a full re-verification needs over what --watch-ecr-calls-per-second allows it within --recheck-interval, for the most loaded registry (above 1: passes overrun the interval)",
             self.pass_budget_ratio.clone(),
-        );
-        r.register(
-            "ecr_preflight_task_restarts",
-            "Background tasks (watchers, Node and NodePool watchers, platform widening) restarted after a panic or an unexpected end, by task",
-            self.task_restarts.clone(),
         );
         r.register(
             "ecr_preflight_lifecycle_forecast_errors",
@@ -395,6 +419,11 @@ impl Metrics {
             "ecr_preflight_ecr_request_duration_seconds",
             "Duration of ECR API calls",
             engine.ecr_duration.clone(),
+        );
+        r.register(
+            "ecr_preflight_task_restarts",
+            "Background tasks (watchers, Node and NodePool watchers, platform widening, the leader, the Event poster, the certificate reloader) restarted after a panic or an unexpected end, by task",
+            engine.task_restarts.clone(),
         );
         r.register(
             "ecr_preflight_ecr_clients_evicted",
@@ -519,12 +548,18 @@ mod tests {
                 reason: "ImageUnavailable",
             })
             .inc();
+        watch
+            .events_dropped
+            .get_or_create(&ReasonLabels {
+                reason: "ImageUnavailable",
+            })
+            .inc();
         let repository = RepositoryLabels {
             repository: "r".into(),
         };
         watch.preview_disagreements.get_or_create(&repository).inc();
         watch.forecast_errors.get_or_create(&repository).inc();
-        watch
+        engine
             .task_restarts
             .get_or_create(&crate::supervise::TaskLabels { task: "Pod" })
             .inc();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -31,12 +32,29 @@ where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let (_, never) = watch::channel(false);
+    spawn_until(task, restarts, never, make)
+}
+
+/// As [`spawn`], for a task that ends when `stop` turns true: that end is the task's
+/// last, not a failure (neither counted nor restarted).
+pub fn spawn_until<F, Fut>(
+    task: &'static str,
+    restarts: TaskRestarts,
+    stop: watch::Receiver<bool>,
+    make: F,
+) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     tokio::spawn(async move {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let started = Instant::now();
             let mut running = AbortOnDrop(tokio::spawn(make()));
             let why = match running.await_end().await {
+                Ok(()) if *stop.borrow() => return,
                 Ok(()) => "it ended".to_owned(),
                 Err(e) if e.is_panic() => format!("it panicked: {}", panic_text(e.into_panic())),
                 // Cancelled from outside: the runtime is shutting down.
@@ -110,5 +128,35 @@ mod tests {
         );
         handle.abort();
         let _ = handle.await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_ends_because_it_was_stopped_is_not_restarted() {
+        let restarts = TaskRestarts::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let (stop, stopped) = watch::channel(false);
+        let handle = spawn_until("stoppable", restarts.clone(), stopped.clone(), move || {
+            let run = counted.fetch_add(1, Ordering::SeqCst);
+            let mut stopped = stopped.clone();
+            async move {
+                if run == 0 {
+                    panic!("first run fails");
+                }
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        stop.send_replace(true);
+        handle.await.expect("the supervisor ends with its task");
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "restarted after the panic only"
+        );
+        let count = restarts
+            .get_or_create(&TaskLabels { task: "stoppable" })
+            .get();
+        assert_eq!(count, 1);
     }
 }

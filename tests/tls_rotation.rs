@@ -41,6 +41,7 @@ async fn a_swapped_secret_is_served_without_restart_and_open_connections_survive
         cert_path,
         key_path,
         Duration::from_millis(100),
+        &Default::default(),
     );
 
     let engine = Arc::new(Engine::new(
@@ -105,6 +106,7 @@ async fn a_half_written_pair_keeps_the_current_certificate() {
         cert_path.clone(),
         key_path.clone(),
         Duration::from_millis(50),
+        &Default::default(),
     );
     // A new certificate with the old key: not a pair, so not loaded.
     std::fs::write(&cert_path, &cert2).expect("cert");

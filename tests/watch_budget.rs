@@ -15,7 +15,7 @@ use ecr_preflight::registry::BlobState;
 use ecr_preflight::report::Outcome;
 use ecr_preflight::watch::inventory::{key_of, project_workload};
 use ecr_preflight::watch::{
-    self, ExpirySettings, Inventory, Namespaces, Signals, Verifier, WatchMetrics, WatchSettings,
+    self, ExpirySettings, Inventory, Signals, Verifier, WatchMetrics, WatchSettings,
     DEFAULT_EXPIRY_WARNING,
 };
 use ecr_preflight::workload::WorkloadKind;
@@ -23,17 +23,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 use tokio::time::Instant;
 
 fn settings(rate: f64, interval: Duration) -> WatchSettings {
-    WatchSettings {
-        recheck_interval: interval,
-        calls_per_second: rate,
-        namespaces: Namespaces::default(),
-        workload_metrics: false,
-        leader_election: false,
-        lease_namespace: "default".into(),
-        lease_duration: Duration::from_secs(15),
-        identity: "test".into(),
-        expiry: ExpirySettings::default(),
-    }
+    common::watch_settings(rate, interval)
 }
 
 /// The admission engine and the controller's beside it, on one registry.

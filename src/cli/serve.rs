@@ -116,18 +116,19 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     let tls_source = args.tls_source().map_err(|e| anyhow!(e))?;
     args.engine.validate().map_err(|e| anyhow!(e))?;
     let certificates = CertStore::new(first_certificate(&tls_source)?);
+    if args.watch {
+        args.watch_flags.validate().map_err(|e| anyhow!(e))?;
+    }
+    let built = args.engine.build_engine().await;
     if let TlsSource::Files { cert, key } = &tls_source {
         tls::spawn_reloader(
             certificates.clone(),
             cert.clone(),
             key.clone(),
             args.tls_reload_interval,
+            &built.engine.metrics().task_restarts,
         );
     }
-    if args.watch {
-        args.watch_flags.validate().map_err(|e| anyhow!(e))?;
-    }
-    let built = args.engine.build_engine().await;
     let controller = if args.watch {
         Some(controller(&args, &built).await?)
     } else {

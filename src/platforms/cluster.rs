@@ -4,6 +4,7 @@
 //! placement, so admission computes it once per workload and change.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -19,6 +20,10 @@ struct Facts {
     pools: BTreeMap<String, PoolFacts>,
     /// Placements answered since the last change (foldhash: looked up on the warm path).
     answers: foldhash::HashMap<Placement, Arc<Vec<Landing>>>,
+    /// The nodes and NodePools as one value, made on first need after a change: a new
+    /// placement is answered from it without holding the lock (the controller's walks ask
+    /// from a low-priority thread; admission must never wait for one that holds it).
+    snapshot: Option<Arc<Cluster>>,
 }
 
 impl Facts {
@@ -37,6 +42,8 @@ pub struct ClusterFacts {
     listed: watch::Sender<bool>,
     /// Every platform of the cluster (see [`ClusterFacts::platforms`]).
     platforms: watch::Sender<Vec<NodePlatform>>,
+    /// Bumped on every change of the nodes or NodePools.
+    generation: AtomicU64,
 }
 
 impl ClusterFacts {
@@ -45,6 +52,7 @@ impl ClusterFacts {
             facts: Mutex::default(),
             listed: watch::Sender::new(false),
             platforms: watch::Sender::new(Vec::new()),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -86,15 +94,31 @@ impl ClusterFacts {
         if let Some(found) = facts.answers.get(placement) {
             return Some(found.clone());
         }
-        let cluster = Cluster {
-            nodes: facts.nodes.values().cloned().collect(),
-            pools: facts.pools.values().cloned().collect(),
+        let cluster = match &facts.snapshot {
+            Some(cluster) => cluster.clone(),
+            None => {
+                let cluster = Arc::new(Cluster {
+                    nodes: facts.nodes.values().cloned().collect(),
+                    pools: facts.pools.values().cloned().collect(),
+                });
+                facts.snapshot = Some(cluster.clone());
+                cluster
+            }
         };
+        drop(facts);
         let found = Arc::new(landable(placement, &cluster));
-        if facts.answers.len() >= REMEMBERED {
-            facts.answers.clear();
+        let mut facts = self.lock();
+        // Remembered only if nothing changed meanwhile (a change drops the snapshot).
+        if facts
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &cluster))
+        {
+            if facts.answers.len() >= REMEMBERED {
+                facts.answers.clear();
+            }
+            facts.answers.insert(placement.clone(), found.clone());
         }
-        facts.answers.insert(placement.clone(), found.clone());
         Some(found)
     }
 
@@ -114,9 +138,17 @@ impl ClusterFacts {
         self.platforms.subscribe()
     }
 
+    /// Counts the changes of the nodes and NodePools (and the first list), so that readers
+    /// can tell whether anything moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// Drops the answers and publishes the platforms, after a change.
     fn changed(&self, mut facts: MutexGuard<'_, Facts>) {
         facts.answers.clear();
+        facts.snapshot = None;
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let now = facts.platforms();
         drop(facts);
         self.platforms.send_if_modified(|p| {

@@ -105,7 +105,11 @@ fn admin_router(
                 let inventory = inventory.clone();
                 async move {
                     match inventory {
-                        Some(i) => axum::Json(i.view()).into_response(),
+                        Some(i) => (
+                            [(header::CONTENT_TYPE, "application/json")],
+                            i.published_view().await,
+                        )
+                            .into_response(),
                         None => (
                             StatusCode::NOT_FOUND,
                             "no inventory: the controller runs with `serve --watch` or `watch`\n",

@@ -13,6 +13,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
+use crate::supervise::{self, TaskRestarts};
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
@@ -147,37 +149,44 @@ pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsErro
 /// directory, not by writing the files, so contents are compared, not modification events.
 /// A pair that does not load (say, read between the two writes of a manual update) keeps
 /// the current certificate and is tried again on the next tick.
+///
+/// Supervised: should it panic, it is counted in `restarts` and started again.
 pub fn spawn_reloader(
     store: Arc<CertStore>,
     cert: PathBuf,
     key: PathBuf,
     interval: Duration,
+    restarts: &TaskRestarts,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let read =
-            |cert: &Path, key: &Path| Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?));
-        let mut last = read(&cert, &key);
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    supervise::spawn("certificate-reloader", restarts.clone(), move || {
+        reload(store.clone(), cert.clone(), key.clone(), interval)
+    })
+}
+
+async fn reload(store: Arc<CertStore>, cert: PathBuf, key: PathBuf, interval: Duration) {
+    let read =
+        |cert: &Path, key: &Path| Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?));
+    let mut last = read(&cert, &key);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
         tick.tick().await;
-        loop {
-            tick.tick().await;
-            let current = read(&cert, &key);
-            if current.is_none() || current == last {
-                continue;
-            }
-            if let Some((cert_pem, key_pem)) = &current {
-                match certified_key(cert_pem, key_pem, &cert, &key) {
-                    Ok(certified) => {
-                        store.replace(certified);
-                        tracing::info!(cert = %cert.display(), "serving certificate reloaded");
-                        last = current;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "new certificate not loaded; keeping the current one")
-                    }
+        let current = read(&cert, &key);
+        if current.is_none() || current == last {
+            continue;
+        }
+        if let Some((cert_pem, key_pem)) = &current {
+            match certified_key(cert_pem, key_pem, &cert, &key) {
+                Ok(certified) => {
+                    store.replace(certified);
+                    tracing::info!(cert = %cert.display(), "serving certificate reloaded");
+                    last = current;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "new certificate not loaded; keeping the current one")
                 }
             }
         }
-    })
+    }
 }

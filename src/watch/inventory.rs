@@ -3,7 +3,7 @@
 //! from it by following controller owners (Pod -> ReplicaSet -> Deployment, Pod -> Job ->
 //! CronJob). Pure: the watchers and `report` feed it, the verifier reads it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec};
@@ -37,11 +37,11 @@ pub struct Owner {
 /// One container of an object and, for a Pod, the digest it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerUse {
-    pub name: Box<str>,
+    pub name: Arc<str>,
     pub kind: ContainerKind,
-    pub image: Box<str>,
+    pub image: Arc<str>,
     /// From the Pod's status `imageID`, when it names a digest.
-    pub running: Option<Box<str>>,
+    pub running: Option<Arc<str>>,
 }
 
 /// What is kept of one watched object: never the object itself.
@@ -221,10 +221,16 @@ pub fn running_digest(image_id: &str) -> Option<&str> {
     digest.contains(':').then_some(digest)
 }
 
-/// Every watched object's projection, by key.
-#[derive(Debug, Default)]
+/// A persistent map: a clone is a snapshot, taken in constant time and shared until
+/// either side changes, so readers walk it without holding the writers' lock.
+pub type Map<K, V> = rpds::HashTrieMapSync<K, V>;
+
+/// Every watched object's projection, by key. Cloning it is a snapshot (constant time).
+#[derive(Default, Clone)]
 pub struct Store {
-    objects: HashMap<ObjectKey, Projection>,
+    objects: Map<ObjectKey, Projection>,
+    /// How many containers of the objects use each image: the images in use without a walk.
+    image_uses: Map<Arc<str>, usize>,
     /// Bumped on every change, so readers can tell whether anything moved.
     generation: u64,
 }
@@ -239,7 +245,7 @@ impl Store {
     }
 
     pub fn len(&self) -> usize {
-        self.objects.len()
+        self.objects.size()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -248,8 +254,13 @@ impl Store {
 
     pub fn apply(&mut self, key: ObjectKey, projection: Option<Projection>) {
         let changed = match projection {
-            Some(p) => self.objects.insert(key, p.clone()).as_ref() != Some(&p),
-            None => self.objects.remove(&key).is_some(),
+            Some(p) if self.objects.get(&key) == Some(&p) => false,
+            Some(p) => {
+                self.forget(&key);
+                self.insert(key, p);
+                true
+            }
+            None => self.forget(&key),
         };
         if changed {
             self.generation += 1;
@@ -265,16 +276,27 @@ impl Store {
         listed: Vec<(ObjectKey, Projection)>,
     ) {
         let kind_name = kind.as_str();
-        self.objects.retain(|k, _| {
-            &*k.kind != kind_name || namespace.is_some_and(|ns| &*k.namespace != ns)
-        });
-        self.objects.extend(listed);
+        let gone: Vec<ObjectKey> = self
+            .objects
+            .keys()
+            .filter(|k| &*k.kind == kind_name && namespace.is_none_or(|ns| &*k.namespace == ns))
+            .cloned()
+            .collect();
+        for key in &gone {
+            self.forget(key);
+        }
+        for (key, projection) in listed {
+            self.forget(&key);
+            self.insert(key, projection);
+        }
         self.generation += 1;
     }
 
     /// The workloads a user edits, each with its containers, sorted by key.
     pub fn workloads(&self) -> Vec<Workload> {
-        let mut by_key: BTreeMap<ObjectKey, Workload> = BTreeMap::new();
+        // Grouped by hash and sorted once at the end: a sorted map compared three strings per
+        // step for each of 100,000 objects (the larger part of the walk, measured).
+        let mut by_key: foldhash::HashMap<ObjectKey, Workload> = foldhash::HashMap::default();
         for (key, projection) in &self.objects {
             if projection.containers.is_empty() {
                 continue;
@@ -298,6 +320,7 @@ impl Store {
             }
         }
         let mut workloads: Vec<Workload> = by_key.into_values().collect();
+        workloads.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         for w in &mut workloads {
             w.containers
                 .sort_by(|a, b| (&a.name, &a.image).cmp(&(&b.name, &b.image)));
@@ -305,14 +328,35 @@ impl Store {
         workloads
     }
 
-    /// Every distinct image in use: the images of the workloads, read straight from the
-    /// projections (every container of the store belongs to some workload), without
-    /// attributing them.
+    /// Every distinct image in use: the images of the workloads (every container of the
+    /// store belongs to some workload), from the counts kept as objects change.
     pub fn images(&self) -> BTreeSet<Box<str>> {
-        self.objects
-            .values()
-            .flat_map(|p| p.containers.iter().map(|c| c.image.clone()))
-            .collect()
+        self.image_uses.keys().map(|i| i.as_ref().into()).collect()
+    }
+
+    fn insert(&mut self, key: ObjectKey, projection: Projection) {
+        for c in &projection.containers {
+            let uses = self.image_uses.get(&*c.image).copied().unwrap_or(0);
+            self.image_uses.insert_mut(c.image.clone(), uses + 1);
+        }
+        self.objects.insert_mut(key, projection);
+    }
+
+    /// Removes the object at `key`; whether there was one.
+    fn forget(&mut self, key: &ObjectKey) -> bool {
+        let Some(old) = self.objects.get(key) else {
+            return false;
+        };
+        let images: Vec<Arc<str>> = old.containers.iter().map(|c| c.image.clone()).collect();
+        for image in images {
+            match self.image_uses.get(&image).copied() {
+                Some(uses) if uses > 1 => self.image_uses.insert_mut(image, uses - 1),
+                _ => {
+                    self.image_uses.remove_mut(&image);
+                }
+            }
+        }
+        self.objects.remove_mut(key)
     }
 
     /// The object at the top of `owner`'s chain of controllers, as far as the store knows
@@ -332,21 +376,21 @@ impl Store {
 fn add_container(into: &mut Vec<WorkloadContainer>, c: &ContainerUse) {
     let at = into
         .iter()
-        .position(|w| w.name == c.name && w.image == c.image);
+        .position(|w| *w.name == *c.name && *w.image == *c.image);
     let entry = match at {
         Some(i) => into.get_mut(i),
         None => {
             into.push(WorkloadContainer {
-                name: c.name.clone(),
+                name: c.name.as_ref().into(),
                 kind: c.kind,
-                image: c.image.clone(),
+                image: c.image.as_ref().into(),
                 running_digests: BTreeSet::new(),
             });
             into.last_mut()
         }
     };
     if let (Some(entry), Some(d)) = (entry, &c.running) {
-        entry.running_digests.insert(d.clone());
+        entry.running_digests.insert(d.as_ref().into());
     }
 }
 
@@ -592,6 +636,34 @@ mod tests {
         assert_eq!(running_digest("docker://sha256:ab"), None);
         assert_eq!(running_digest(""), None);
         assert_eq!(running_digest("r@"), None);
+    }
+
+    #[test]
+    fn the_images_in_use_follow_every_change_without_a_walk() {
+        let mut store = Store::default();
+        let images =
+            |s: &Store| -> Vec<String> { s.images().iter().map(|i| i.to_string()).collect() };
+        put_pod(&mut store, &pod("a", None, "shared:1", "", "Running"));
+        put_pod(&mut store, &pod("b", None, "shared:1", "", "Running"));
+        assert_eq!(images(&store), ["init:1", "shared:1"]);
+        // A changed pod moves its count; a deleted one drops its own.
+        put_pod(&mut store, &pod("a", None, "moved:2", "", "Running"));
+        assert_eq!(images(&store), ["init:1", "moved:2", "shared:1"]);
+        store.apply(
+            key_of(WorkloadKind::Pod, &meta("ns", "b", None)).expect("key"),
+            None,
+        );
+        assert_eq!(images(&store), ["init:1", "moved:2"]);
+        // A relist replaces what the kind held.
+        let c = pod("c", None, "listed:3", "", "Running");
+        let listed = vec![(
+            key_of(WorkloadKind::Pod, &c.metadata).expect("key"),
+            project_pod(&c).expect("projection"),
+        )];
+        store.replace(WorkloadKind::Pod, None, listed);
+        assert_eq!(images(&store), ["init:1", "listed:3"]);
+        store.replace(WorkloadKind::Pod, None, Vec::new());
+        assert!(store.images().is_empty());
     }
 
     #[test]

@@ -57,10 +57,13 @@ pub(super) struct Leader {
 /// leader election), until stopped; then gives the Lease up, so that another replica
 /// takes over at once instead of after the lease duration.
 pub(super) async fn lead(
-    leader: Leader,
+    leader: Arc<Leader>,
     mut stop: watch::Receiver<bool>,
     released: watch::Sender<bool>,
 ) {
+    // A restart after a panic starts as a follower: the series of the run that failed go.
+    leader.metrics.leader.set(0);
+    leader.signals.step_down();
     let mut held: Option<Arc<LeaseManager>> = None;
     tokio::select! {
         () = leader.lead(&mut held) => {}

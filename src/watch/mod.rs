@@ -5,6 +5,8 @@
 //! starts at once.
 
 mod budget;
+mod events;
+mod intern;
 pub mod inventory;
 mod leader;
 pub mod nodes;
@@ -13,6 +15,7 @@ mod preview;
 mod signals;
 pub mod state;
 pub mod verify;
+mod walks;
 pub mod watchers;
 
 use std::sync::Arc;
@@ -25,8 +28,10 @@ use tokio::sync::watch;
 use crate::engine::{CacheSettings, Engine, EngineSettings};
 pub use crate::metrics::WatchMetrics;
 use crate::registry::Registry;
+use crate::supervise;
 pub use budget::Budgeted;
-pub use signals::{EventSink, Signals};
+pub use events::{EventPace, EventSink};
+pub use signals::Signals;
 pub use state::{Inventory, InventoryView};
 pub use verify::Verifier;
 pub use watchers::Namespaces;
@@ -132,7 +137,10 @@ impl Controller {
     pub fn start(client: Client, engine: Arc<Engine>, settings: WatchSettings) -> Controller {
         let namespaces = Arc::new(settings.namespaces.clone());
         let inventory = Inventory::new(watchers::count(&namespaces));
-        let metrics = Arc::new(WatchMetrics::default());
+        let metrics = Arc::new(WatchMetrics {
+            task_restarts: engine.metrics().task_restarts.clone(),
+            ..WatchMetrics::default()
+        });
         watchers::spawn_all(&client, &namespaces, &inventory, &metrics.task_restarts);
         let cluster = nodes::ClusterFacts::new();
         nodes::spawn(&client, &cluster, &metrics.task_restarts);
@@ -144,6 +152,7 @@ impl Controller {
                 controller: REPORTER.to_owned(),
                 instance: Some(settings.identity.clone()),
             },
+            pace: EventPace::default(),
         };
         let signals = Arc::new(Signals::new(
             metrics.clone(),
@@ -162,14 +171,19 @@ impl Controller {
         .with_budget(settings.calls_per_second);
         let (stop, stopped) = watch::channel(false);
         let (released, done) = watch::channel(false);
-        let leader = leader::Leader {
+        let leader = Arc::new(leader::Leader {
             client,
             settings,
             verifier,
             signals,
             metrics: metrics.clone(),
-        };
-        tokio::spawn(leader::lead(leader, stopped, released));
+        });
+        // A leader that panics is started afresh (a new Lease manager, the same identity);
+        // one that ended because it was stopped is done.
+        let restarts = metrics.task_restarts.clone();
+        supervise::spawn_until("leader", restarts, stopped.clone(), move || {
+            leader::lead(leader.clone(), stopped.clone(), released.clone())
+        });
         Controller {
             inventory,
             cluster,

@@ -9,22 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::Client;
+use kube::runtime::events::{Event, EventType};
 
+use super::events::{EventQueue, EventSink};
 use super::inventory::ObjectKey;
 use super::state::{Inventory, Row};
+use super::walks;
 use crate::decision::{truncate, Severity};
 use crate::expiry::{self, Expiry};
 use crate::lifecycle::Action;
 use crate::metrics::{ExpiryLabels, OutcomeLabels, ReasonLabels, WatchMetrics, WorkloadLabels};
 use crate::report::Outcome;
-
-/// Where Events go.
-pub struct EventSink {
-    pub client: Client,
-    pub reporter: Reporter,
-}
 
 /// What one (workload, container, image) last looked like.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +42,7 @@ pub struct Signals {
     metrics: Arc<WatchMetrics>,
     workload_metrics: bool,
     expiry_warning: Duration,
-    events: Option<EventSink>,
+    events: Option<EventQueue>,
     seen: Mutex<HashMap<RowKey, Seen>>,
     series: Mutex<HashSet<WorkloadLabels>>,
     /// Rows told `ImageExpiring` while their forecast stays within the warning.
@@ -69,15 +64,16 @@ fn row_key(row: &Row) -> RowKey {
 
 /// An Event's note is at most 1 kB.
 const NOTE_MAX: usize = 1000;
-const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Signals {
+    /// With `events`, starts their poster on the current runtime.
     pub fn new(
         metrics: Arc<WatchMetrics>,
         workload_metrics: bool,
         expiry_warning: Duration,
         events: Option<EventSink>,
     ) -> Self {
+        let events = events.map(|sink| EventQueue::start(sink, metrics.clone()));
         Signals {
             metrics,
             workload_metrics,
@@ -91,29 +87,32 @@ impl Signals {
     }
 
     /// Brings metrics up to date with the inventory and posts the Events of what changed.
-    /// The walk over every workload runs on a blocking thread: with 10,000 Pods it takes
-    /// milliseconds, which the webhook's worker must not wait for.
-    pub async fn publish(self: &Arc<Self>, inventory: &Arc<Inventory>) {
+    /// The walk over every workload runs on the walks' thread: with 100,000 Pods it takes
+    /// tens of milliseconds, which the webhook's worker must not wait for.
+    /// Returns how long the walk took.
+    pub async fn publish(self: &Arc<Self>, inventory: &Arc<Inventory>) -> Duration {
         let (this, inventory) = (self.clone(), inventory.clone());
-        let changed = tokio::task::spawn_blocking(move || {
+        let (changed, took) = walks::run(move || {
+            let start = std::time::Instant::now();
             let rows = inventory.rows();
             this.set_metrics(&rows);
             this.set_expiry_metrics(&rows);
             let mut tell = this.expiring(&rows);
             tell.extend(this.transitions(rows));
-            tell
+            (tell, start.elapsed())
         })
         .await
         .unwrap_or_default();
         for (row, event) in changed {
-            self.post(&row, event).await;
+            self.post(&row, event);
         }
+        took
     }
 
     /// The restore of an archived image started: a Normal Event on each workload using it.
-    pub async fn restore_started(&self, rows: impl Iterator<Item = &Row>) {
+    pub fn restore_started<'a>(&self, rows: impl Iterator<Item = &'a Row>) {
         for row in rows {
-            self.post(row, Tell::RestoreStarted).await;
+            self.post(row, Tell::RestoreStarted);
         }
     }
 
@@ -258,7 +257,8 @@ impl Signals {
         changed
     }
 
-    async fn post(&self, row: &Row, tell: Tell) {
+    /// Counts and logs what is told, and queues its Event (never waits for the API server).
+    fn post(&self, row: &Row, tell: Tell) {
         let (type_, reason, note) = match tell {
             Tell::Seen(Seen::Broken(_)) => (
                 EventType::Warning,
@@ -295,7 +295,7 @@ impl Signals {
             note = %note,
             "workload image changed"
         );
-        let Some(sink) = &self.events else {
+        let Some(queue) = &self.events else {
             return;
         };
         let event = Event {
@@ -314,15 +314,7 @@ impl Signals {
             uid: Some(w.identity.uid.to_string()).filter(|u| !u.is_empty()),
             ..ObjectReference::default()
         };
-        // A recorder per Event: kube's recorder folds a repeat of the same reason on the same
-        // object within minutes into the first Event (a PATCH of its count), keeping the
-        // first note; each transition here is news with its own note.
-        let recorder = Recorder::new(sink.client.clone(), sink.reporter.clone());
-        match tokio::time::timeout(POST_TIMEOUT, recorder.publish(&event, &reference)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, reason, "cannot post the Event"),
-            Err(_) => tracing::warn!(reason, "posting the Event timed out"),
-        }
+        queue.offer(event, reference, reason);
     }
 }
 

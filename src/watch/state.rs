@@ -2,15 +2,18 @@
 //! records what ECR said) and the admin listener (who shows it): and the `/inventory` view
 //! built from both.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::inventory::{ObjectKey, Projection, Store, Workload, WorkloadContainer};
+use super::intern::Interner;
+use super::inventory::{Map, ObjectKey, Projection, Store, Workload, WorkloadContainer};
 use super::pass_budget::PassBudget;
+use super::walks;
 use crate::decision::{problems_of, ContainerFinding, Problem};
 use crate::expiry::{self, Expiry, ExpiryRule};
 use crate::image::{ImageId, ImageTarget};
@@ -112,18 +115,37 @@ impl Row {
     }
 }
 
+/// What the verifier found, by image: persistent maps, so that a snapshot is a clone.
+#[derive(Clone, Default)]
+struct Findings {
+    verified: Map<Box<str>, Verified>,
+    /// Images in use a lifecycle rule will act on.
+    expiry: Map<Box<str>, Expiry>,
+    /// Images in use without a forecast because their repository could not be read, and why.
+    unforecast: Map<Box<str>, Arc<str>>,
+    /// Whether the background budget holds a pass of every repository in use.
+    budget: Option<PassBudget>,
+    /// When the last full re-verification finished.
+    full_pass: Option<SystemTime>,
+    /// Bumped on every change.
+    generation: u64,
+}
+
+/// Which state a snapshot shows: the store's, the findings' and the cluster's generations.
+type Version = (u64, u64, u64);
+
 /// The store, the verifications, and whether every watcher has listed once.
+///
+/// Readers never walk under a lock: they take a [`Snapshot`] (constant time, the locks held
+/// for a clone of two persistent maps' roots) and walk that, on the walks' thread when it is
+/// cluster-sized, while the watchers and the verifier go on writing.
 pub struct Inventory {
     store: Mutex<Store>,
-    verified: Mutex<HashMap<Box<str>, Verified>>,
-    /// Images in use a lifecycle rule will act on.
-    expiry: Mutex<HashMap<Box<str>, Expiry>>,
-    /// Images in use without a forecast because their repository could not be read, and why.
-    unforecast: Mutex<HashMap<Box<str>, Arc<str>>>,
-    /// Whether the background budget holds a pass of every repository in use.
-    budget: Mutex<Option<PassBudget>>,
-    /// When the last full re-verification finished.
-    full_pass: Mutex<Option<SystemTime>>,
+    /// Shares the projections' repeated values before they are stored.
+    interner: Mutex<Interner>,
+    findings: Mutex<Findings>,
+    /// The last `/inventory` document served and the state it shows; one is built at a time.
+    published: tokio::sync::Mutex<Option<(Version, Bytes)>>,
     /// Watchers that have not finished their first list.
     unsynced: watch::Sender<usize>,
     /// The cluster's nodes and NodePools, when they are watched.
@@ -136,16 +158,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The images of `map` not in `in_use`.
+fn out_of_use<V>(map: &Map<Box<str>, V>, in_use: &HashSet<Box<str>>) -> Vec<Box<str>> {
+    map.keys()
+        .filter(|i| !in_use.contains(*i))
+        .cloned()
+        .collect()
+}
+
 impl Inventory {
     /// An empty inventory that counts as synced once `watchers` have each listed once.
     pub fn new(watchers: usize) -> Arc<Self> {
         Arc::new(Inventory {
             store: Mutex::default(),
-            verified: Mutex::default(),
-            expiry: Mutex::default(),
-            unforecast: Mutex::default(),
-            budget: Mutex::default(),
-            full_pass: Mutex::default(),
+            interner: Mutex::default(),
+            findings: Mutex::default(),
+            published: tokio::sync::Mutex::default(),
             unsynced: watch::Sender::new(watchers),
             cluster: std::sync::OnceLock::new(),
             configs: std::sync::OnceLock::new(),
@@ -166,7 +194,8 @@ impl Inventory {
         let _ = self.cluster.set(cluster);
     }
 
-    pub fn apply(&self, key: ObjectKey, projection: Option<Projection>) {
+    pub fn apply(&self, mut key: ObjectKey, mut projection: Option<Projection>) {
+        lock(&self.interner).intern(&mut key, projection.as_mut());
         lock(&self.store).apply(key, projection);
     }
 
@@ -178,6 +207,13 @@ impl Inventory {
         listed: Vec<(ObjectKey, Projection)>,
         first: bool,
     ) {
+        let mut listed = listed;
+        {
+            let mut interner = lock(&self.interner);
+            for (key, projection) in &mut listed {
+                interner.intern(key, Some(projection));
+            }
+        }
         lock(&self.store).replace(kind, namespace, listed);
         if first {
             self.unsynced.send_modify(|n| *n = n.saturating_sub(1));
@@ -203,19 +239,73 @@ impl Inventory {
         lock(&self.store).len()
     }
 
+    /// Everything known now, to walk without a lock.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            store: lock(&self.store).clone(),
+            findings: lock(&self.findings).clone(),
+            cluster: self.cluster.get().cloned(),
+        }
+    }
+
     pub fn workloads(&self) -> Vec<Workload> {
-        lock(&self.store).workloads()
+        self.snapshot().store.workloads()
     }
 
     /// Every distinct image in use, sorted.
     pub fn images(&self) -> BTreeSet<Box<str>> {
-        lock(&self.store).images()
+        self.snapshot().store.images()
+    }
+
+    /// Every workload container with its image's last verification.
+    pub fn rows(&self) -> Vec<Row> {
+        self.snapshot().rows()
+    }
+
+    /// The `/inventory` document.
+    pub fn view(&self) -> InventoryView {
+        self.snapshot().view()
+    }
+
+    /// The `/inventory` document, serialised: the last one while nothing changed since,
+    /// else a new one built from a snapshot on the walks' thread (never on the worker that
+    /// answers admission). Requests that arrive while one is built wait for it and share it.
+    pub async fn published_view(&self) -> Bytes {
+        let mut published = self.published.lock().await;
+        let snapshot = self.snapshot();
+        let version = snapshot.version();
+        if let Some((v, doc)) = published.as_ref().filter(|(v, _)| *v == version) {
+            tracing::trace!(?v, "serving the published inventory");
+            return doc.clone();
+        }
+        let built = walks::run(move || serde_json::to_vec(&snapshot.view())).await;
+        match built {
+            Some(Ok(doc)) => {
+                let doc = Bytes::from(doc);
+                *published = Some((version, doc.clone()));
+                doc
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot serialise the inventory document");
+                Bytes::new()
+            }
+            None => {
+                tracing::error!("building the inventory document failed");
+                Bytes::new()
+            }
+        }
+    }
+
+    fn findings(&self) -> MutexGuard<'_, Findings> {
+        let mut f = lock(&self.findings);
+        f.generation += 1;
+        f
     }
 
     pub fn record(&self, verified: impl IntoIterator<Item = Verified>) {
-        let mut map = lock(&self.verified);
+        let mut f = self.findings();
         for v in verified {
-            map.insert(v.report.image.as_str().into(), v);
+            f.verified.insert_mut(v.report.image.as_str().into(), v);
         }
     }
 
@@ -226,44 +316,81 @@ impl Inventory {
         forecasts: impl IntoIterator<Item = (String, Option<Expiry>)>,
         unread: impl IntoIterator<Item = (String, String)>,
     ) {
-        let mut map = lock(&self.expiry);
-        let mut unforecast = lock(&self.unforecast);
+        let mut f = self.findings();
         for (image, expiry) in forecasts {
-            unforecast.remove(image.as_str());
+            f.unforecast.remove_mut(image.as_str());
             match expiry {
-                Some(e) => map.insert(image.into(), e),
-                None => map.remove(image.as_str()),
+                Some(e) => f.expiry.insert_mut(image.into(), e),
+                None => {
+                    f.expiry.remove_mut(image.as_str());
+                }
             };
         }
         for (image, why) in unread {
-            unforecast.insert(image.into(), why.into());
+            f.unforecast.insert_mut(image.into(), why.into());
         }
     }
 
     pub fn is_verified(&self, image: &str) -> bool {
-        lock(&self.verified).contains_key(image)
+        lock(&self.findings).verified.contains_key(image)
     }
 
-    /// A full pass ended: forgets images no longer in use.
+    /// A full pass ended: forgets images no longer in use. The keys to forget are found on
+    /// a snapshot; the lock is held only to remove them.
     pub fn full_pass_done(&self, at: SystemTime, in_use: &HashSet<Box<str>>) {
-        lock(&self.verified).retain(|image, _| in_use.contains(image));
-        lock(&self.expiry).retain(|image, _| in_use.contains(image));
-        lock(&self.unforecast).retain(|image, _| in_use.contains(image));
-        *lock(&self.full_pass) = Some(at);
+        let seen = lock(&self.findings).clone();
+        let verified = out_of_use(&seen.verified, in_use);
+        let expiry = out_of_use(&seen.expiry, in_use);
+        let unforecast = out_of_use(&seen.unforecast, in_use);
+        let mut f = self.findings();
+        for image in &verified {
+            f.verified.remove_mut(image);
+        }
+        for image in &expiry {
+            f.expiry.remove_mut(image);
+        }
+        for image in &unforecast {
+            f.unforecast.remove_mut(image);
+        }
+        f.full_pass = Some(at);
     }
 
     pub fn last_full_pass(&self) -> Option<SystemTime> {
-        *lock(&self.full_pass)
+        lock(&self.findings).full_pass
+    }
+
+    pub fn record_budget(&self, budget: Option<PassBudget>) {
+        self.findings().budget = budget;
+    }
+}
+
+/// The inventory at one moment: the store, the findings and the cluster's facts.
+pub struct Snapshot {
+    store: Store,
+    findings: Findings,
+    cluster: Option<Arc<ClusterFacts>>,
+}
+
+impl Snapshot {
+    fn version(&self) -> Version {
+        (
+            self.store.generation(),
+            self.findings.generation,
+            self.cluster.as_ref().map_or(0, |c| c.generation()),
+        )
+    }
+
+    /// Every distinct image in use, sorted.
+    pub fn images(&self) -> BTreeSet<Box<str>> {
+        self.store.images()
     }
 
     /// Every workload container with its image's last verification.
     pub fn rows(&self) -> Vec<Row> {
-        let workloads = self.workloads();
-        let verified = lock(&self.verified);
-        let expiry = lock(&self.expiry);
-        let unforecast = lock(&self.unforecast);
-        let cluster = self.cluster.get();
-        workloads
+        let f = &self.findings;
+        let cluster = self.cluster.as_ref();
+        self.store
+            .workloads()
             .into_iter()
             .flat_map(|w| {
                 let landings = cluster
@@ -276,9 +403,9 @@ impl Inventory {
                     .map(|c| Row {
                         workload: w.clone(),
                         container: c.clone(),
-                        verified: for_workload(verified.get(&*c.image), landings.as_ref()),
-                        expiry: expiry.get(&*c.image).cloned(),
-                        unforecast: unforecast.get(&*c.image).cloned(),
+                        verified: for_workload(f.verified.get(&*c.image), landings.as_ref()),
+                        expiry: f.expiry.get(&*c.image).cloned(),
+                        unforecast: f.unforecast.get(&*c.image).cloned(),
                         landings: landings.clone(),
                     })
                     .collect();
@@ -289,13 +416,9 @@ impl Inventory {
 
     /// The `/inventory` document.
     pub fn view(&self) -> InventoryView {
-        let mut view = InventoryView::of(self.last_full_pass(), &self.rows());
-        view.budget = lock(&self.budget).clone();
+        let mut view = InventoryView::of(self.findings.full_pass, &self.rows());
+        view.budget = self.findings.budget.clone();
         view
-    }
-
-    pub fn record_budget(&self, budget: Option<PassBudget>) {
-        *lock(&self.budget) = budget;
     }
 }
 
@@ -409,4 +532,65 @@ pub fn rfc3339(at: SystemTime) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     expiry::rfc3339(i64::try_from(seconds).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::inventory::{key_of, project_workload};
+
+    fn deploy(inventory: &Inventory, name: &str, image: &str) {
+        let meta = serde_json::from_value(
+            serde_json::json!({"namespace": "ns", "name": name, "uid": name}),
+        )
+        .expect("meta");
+        let spec = serde_json::from_value(
+            serde_json::json!({"containers": [{"name": "app", "image": image}]}),
+        )
+        .expect("spec");
+        inventory.apply(
+            key_of(WorkloadKind::Deployment, &meta).expect("key"),
+            Some(project_workload(
+                WorkloadKind::Deployment,
+                &meta,
+                Some(&spec),
+            )),
+        );
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_moment_while_the_inventory_changes() {
+        let inventory = Inventory::new(0);
+        deploy(&inventory, "a", "r:1");
+        let before = inventory.snapshot();
+        deploy(&inventory, "b", "r:2");
+        inventory.full_pass_done(SystemTime::UNIX_EPOCH, &HashSet::new());
+        assert_eq!(before.rows().len(), 1);
+        assert_eq!(before.view().verified_at, None);
+        assert_eq!(inventory.rows().len(), 2);
+        assert!(inventory.view().verified_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_published_document_is_built_once_per_change() {
+        let inventory = Inventory::new(0);
+        deploy(&inventory, "a", "r:1");
+        let first = inventory.published_view().await;
+        let again = inventory.published_view().await;
+        assert_eq!(
+            first.as_ptr(),
+            again.as_ptr(),
+            "the same document, not rebuilt"
+        );
+        deploy(&inventory, "b", "r:2");
+        let changed = inventory.published_view().await;
+        assert_ne!(first.as_ptr(), changed.as_ptr());
+        let view: InventoryView = serde_json::from_slice(&changed).expect("json");
+        assert_eq!(view.workloads.len(), 2);
+        // A finding is a change too.
+        inventory.record_budget(None);
+        let recorded = inventory.published_view().await;
+        assert_ne!(changed.as_ptr(), recorded.as_ptr());
+        assert_eq!(recorded, changed, "same content, built anew");
+    }
 }

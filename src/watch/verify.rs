@@ -15,6 +15,7 @@ use super::pass_budget::{self, PassBudget};
 use super::preview::Previews;
 use super::signals::Signals;
 use super::state::{Inventory, Verified};
+use super::walks;
 use super::ExpirySettings;
 use crate::engine::Engine;
 use crate::expiry::{self, RepositoryForecast};
@@ -31,8 +32,11 @@ pub const REPOSITORY_DEADLINE: Duration = Duration::from_secs(120);
 /// How often the verifier looks for new images while it waits.
 const NEW_IMAGE_POLL: Duration = Duration::from_secs(1);
 /// Metrics and Events are brought up to date at most this often during a pass (and at its
-/// end): each time walks every workload.
+/// end): each time walks every workload. In a cluster where the walk takes long, at most
+/// every WALK_SHARE times the last walk's duration, so that walks take at most a tenth of a
+/// core (100,000 Pods: about a second a walk, one every 10 s).
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+const WALK_SHARE: u32 = 10;
 
 pub struct Verifier {
     engine: Arc<Engine>,
@@ -102,13 +106,12 @@ impl Verifier {
 
     /// Assesses the pass ahead against the budget: the figure in `/inventory` and the
     /// metric, and one line when it stops (or starts again) fitting.
-    fn assess_budget(&self, in_use: &BTreeSet<Box<str>>) {
+    fn assess_budget(&self, plan: &Plan) {
         if self.calls_per_second <= 0.0 {
             return;
         }
-        let repos = repositories(in_use.iter());
         let budget = pass_budget::assess(
-            &repos,
+            plan.repositories.keys(),
             self.calls_per_second,
             self.interval,
             SPREAD,
@@ -184,31 +187,31 @@ impl Verifier {
             .clear();
         self.looked
             .store(self.inventory.generation(), Ordering::SeqCst);
-        let in_use = self.images().await;
-        self.assess_budget(&in_use);
-        let groups = by_repository(in_use);
-        let planned: HashSet<String> = groups.iter().flatten().cloned().collect();
+        let plan = self.plan().await;
+        self.assess_budget(&plan);
+        let planned: HashSet<String> = plan.images().cloned().collect();
+        let groups = plan.into_groups();
         let turns = groups.len().max(1) as f64;
         let mut published = Instant::now();
+        let mut every = PUBLISH_EVERY;
         for (i, images) in groups.into_iter().enumerate() {
             let due = start + self.interval.mul_f64(SPREAD * i as f64 / turns);
             self.wait_until(due, &planned).await;
             self.verify(images).await;
-            if published.elapsed() >= PUBLISH_EVERY {
-                self.publish().await;
+            if published.elapsed() >= every {
+                every = PUBLISH_EVERY.max(self.publish().await * WALK_SHARE);
                 published = Instant::now();
             }
         }
         let done = SystemTime::now();
-        let in_use: HashSet<Box<str>> = self.images().await.into_iter().collect();
-        self.unread.retain(&repositories(in_use.iter()));
+        let (plan, in_use) = self.pass_done(done).await;
+        self.unread.retain(&plan.repositories);
         // Restores are remembered while their image is in use, not for ever.
         self.restores
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .started
             .retain(|image| in_use.contains(image));
-        self.inventory.full_pass_done(done, &in_use);
         self.publish().await;
         self.metrics.last_full_pass.set(unix_seconds(done));
         let took = done.duration_since(began).unwrap_or_default();
@@ -248,14 +251,16 @@ impl Verifier {
         }
     }
 
-    async fn publish(&self) {
+    /// Returns how long the walk over every workload took.
+    async fn publish(&self) -> Duration {
         self.metrics
             .objects
             .set(i64::try_from(self.inventory.objects()).unwrap_or(i64::MAX));
-        self.signals.publish(&self.inventory).await;
+        let took = self.signals.publish(&self.inventory).await;
         if self.restore_archived {
             self.restore_archived().await;
         }
+        took
     }
 
     /// Starts restoring each archived image in use, once (`--restore-archived-in-use`), and
@@ -264,7 +269,10 @@ impl Verifier {
         let Some(facts) = self.engine.lifecycle() else {
             return;
         };
-        let rows = self.inventory.rows();
+        let inventory = self.inventory.clone();
+        let rows = walks::run(move || inventory.rows())
+            .await
+            .unwrap_or_default();
         let archived: BTreeSet<&str> = rows
             .iter()
             .filter(|r| r.outcome() == Outcome::Archived)
@@ -292,7 +300,7 @@ impl Verifier {
                 Ok(Restore::Started) => {
                     tracing::info!(image, "restore of an archived image in use started");
                     let users = rows.iter().filter(|r| &*r.container.image == image);
-                    self.signals.restore_started(users).await;
+                    self.signals.restore_started(users);
                 }
                 Ok(Restore::UnderWay) => {
                     tracing::info!(image, "an archived image in use is already being restored (ACTIVATING); not asked again");
@@ -304,12 +312,34 @@ impl Verifier {
         }
     }
 
-    /// The images in use, gathered on a blocking thread (a walk over every workload).
+    /// The images in use, gathered on the walks' thread (a walk over every workload).
     async fn images(&self) -> BTreeSet<Box<str>> {
         let inventory = self.inventory.clone();
-        tokio::task::spawn_blocking(move || inventory.images())
+        walks::run(move || inventory.images())
             .await
             .unwrap_or_default()
+    }
+
+    /// The images in use by repository, gathered and classified once, on the walks' thread.
+    async fn plan(&self) -> Plan {
+        let inventory = self.inventory.clone();
+        walks::run(move || Plan::of(inventory.images()))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// A pass ended at `done`: the inventory forgets the images no longer in use (on the
+    /// walks' thread); what is in use now, by repository, and as a set.
+    async fn pass_done(&self, done: SystemTime) -> (Plan, HashSet<Box<str>>) {
+        let inventory = self.inventory.clone();
+        walks::run(move || {
+            let plan = Plan::of(inventory.images());
+            let in_use: HashSet<Box<str>> = plan.images().map(|i| i.as_str().into()).collect();
+            inventory.full_pass_done(done, &in_use);
+            (plan, in_use)
+        })
+        .await
+        .unwrap_or_default()
     }
 }
 
@@ -411,39 +441,52 @@ impl UnreadPolicies {
     }
 
     /// Forgets repositories no longer in use.
-    fn retain(&self, in_use: &HashSet<RepositoryKey>) {
+    fn retain<V>(&self, in_use: &BTreeMap<RepositoryKey, V>) {
         self.told
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|r| in_use.contains(r));
+            .retain(|r| in_use.contains_key(r));
     }
 }
 
-/// The ECR repositories of `images`.
-fn repositories<'a>(images: impl Iterator<Item = &'a Box<str>>) -> HashSet<RepositoryKey> {
-    images
-        .filter_map(|i| match ImageTarget::classify(i) {
-            Ok(ImageTarget::Ecr { repo, .. }) => Some(repo),
-            _ => None,
-        })
-        .collect()
+/// The images in use, each classified once: ECR's by repository, in a stable order, and the
+/// others (not ECR's, or not valid references), which cost no call.
+#[derive(Debug, Default)]
+pub struct Plan {
+    local: Vec<String>,
+    repositories: BTreeMap<RepositoryKey, Vec<String>>,
 }
 
-/// Images grouped by repository, repositories in a stable order; images that are not ECR's
-/// (or not valid references) form one group of their own, first: they cost no call.
-pub fn by_repository(images: impl IntoIterator<Item = Box<str>>) -> Vec<Vec<String>> {
-    let mut local: Vec<String> = Vec::new();
-    let mut repos: BTreeMap<RepositoryKey, Vec<String>> = BTreeMap::new();
-    for image in images {
-        match ImageTarget::classify(&image) {
-            Ok(ImageTarget::Ecr { repo, .. }) => repos.entry(repo).or_default().push(image.into()),
-            _ => local.push(image.into()),
+impl Plan {
+    pub fn of(images: impl IntoIterator<Item = Box<str>>) -> Self {
+        let mut plan = Plan::default();
+        for image in images {
+            match ImageTarget::classify(&image) {
+                Ok(ImageTarget::Ecr { repo, .. }) => plan
+                    .repositories
+                    .entry(repo)
+                    .or_default()
+                    .push(image.into()),
+                _ => plan.local.push(image.into()),
+            }
         }
+        plan
     }
-    let mut groups: Vec<Vec<String>> = Vec::with_capacity(repos.len() + 1);
-    if !local.is_empty() {
-        groups.push(local);
+
+    pub fn images(&self) -> impl Iterator<Item = &String> {
+        self.local
+            .iter()
+            .chain(self.repositories.values().flatten())
     }
-    groups.extend(repos.into_values());
-    groups
+
+    /// One group a repository; the images that are not ECR's form a group of their own,
+    /// first.
+    pub fn into_groups(self) -> Vec<Vec<String>> {
+        let mut groups: Vec<Vec<String>> = Vec::with_capacity(self.repositories.len() + 1);
+        if !self.local.is_empty() {
+            groups.push(self.local);
+        }
+        groups.extend(self.repositories.into_values());
+        groups
+    }
 }

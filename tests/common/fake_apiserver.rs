@@ -69,6 +69,13 @@ struct Data {
     /// Resources (plurals) the API server does not serve (a CRD not installed): 404.
     absent: std::collections::HashSet<String>,
     requests: Vec<String>,
+    /// How long an Event POST takes to be answered.
+    event_delay: Duration,
+    /// Event POSTs being answered now, and the most at once.
+    events_in_flight: usize,
+    most_events_in_flight: usize,
+    /// When each Event POST arrived.
+    event_posts: Vec<std::time::Instant>,
 }
 
 struct Shared {
@@ -273,6 +280,17 @@ impl FakeApiServer {
         data.history.clear();
     }
 
+    /// Event POSTs are answered after `delay` (a busy API server).
+    pub fn slow_events(&self, delay: Duration) {
+        self.shared.data.lock().expect("lock").event_delay = delay;
+    }
+
+    /// When each Event POST arrived, and the most answered at once.
+    pub fn event_posts(&self) -> (Vec<std::time::Instant>, usize) {
+        let data = self.shared.data.lock().expect("lock");
+        (data.event_posts.clone(), data.most_events_in_flight)
+    }
+
     /// `METHOD path?query` of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.shared.data.lock().expect("lock").requests.clone()
@@ -379,6 +397,21 @@ fn status(code: u16, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// An Event POST: counted while it is answered, after the configured delay.
+async fn create_event(shared: &Shared, target: &Target, body: &[u8]) -> Response {
+    let delay = {
+        let mut data = shared.data.lock().expect("lock");
+        data.event_posts.push(std::time::Instant::now());
+        data.events_in_flight += 1;
+        data.most_events_in_flight = data.most_events_in_flight.max(data.events_in_flight);
+        data.event_delay
+    };
+    tokio::time::sleep(delay).await;
+    let response = create(shared, target, body);
+    shared.data.lock().expect("lock").events_in_flight -= 1;
+    response
+}
+
 fn json_response(code: StatusCode, v: &Value) -> Response {
     (code, [("content-type", "application/json")], v.to_string()).into_response()
 }
@@ -424,6 +457,9 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         (&Method::GET, None) if is_true(query.get("watch")) => watch(&shared, &target, &query),
         (&Method::GET, None) => list(&shared, &target, &query),
         (&Method::GET, Some(name)) => get(&shared, &target, name),
+        (&Method::POST, None) if target.resource.plural == "events" => {
+            create_event(&shared, &target, &body).await
+        }
         (&Method::POST, None) => create(&shared, &target, &body),
         (&Method::PUT, Some(name)) => replace(&shared, &target, name, &body),
         (&Method::PATCH, Some(name)) => patch(&shared, &target, name, &headers, &query, &body),

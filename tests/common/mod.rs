@@ -108,3 +108,22 @@ pub fn rss() -> (u64, u64) {
     };
     (field("VmRSS:"), field("VmHWM:"))
 }
+
+/// The controller's settings for tests that drive a verifier: `rate` background calls a
+/// second, a pass every `interval`, no leader election, no workload series.
+pub fn watch_settings(
+    rate: f64,
+    interval: std::time::Duration,
+) -> ecr_preflight::watch::WatchSettings {
+    ecr_preflight::watch::WatchSettings {
+        recheck_interval: interval,
+        calls_per_second: rate,
+        namespaces: ecr_preflight::watch::Namespaces::default(),
+        workload_metrics: false,
+        leader_election: false,
+        lease_namespace: "default".into(),
+        lease_duration: std::time::Duration::from_secs(15),
+        identity: "test".into(),
+        expiry: ecr_preflight::watch::ExpirySettings::default(),
+    }
+}
