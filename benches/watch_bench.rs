@@ -17,7 +17,12 @@
 //! The registry behind the seam makes its answers up and counts the calls; the inventory is
 //! fed the projections the watchers would make (no API server).
 //!
-//! Usage: watch_bench [INTERVAL_SECONDS] [REPOS]
+//! Usage: watch_bench [INTERVAL_SECONDS] [REPOS] [CALLS_PER_SECOND] [LOAD_SECONDS]
+//!
+//! By default the pass is squeezed into 90 % of the interval (the budget is set to fit), and
+//! each load phase lasts as long. With CALLS_PER_SECOND the pass keeps to that budget as
+//! `--watch-ecr-calls-per-second` does (the production shape: a 900 s interval, a budget
+//! that just fits), each load phase lasts LOAD_SECONDS, and memory is read when the pass ends.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -351,6 +356,17 @@ fn main() {
     };
     let interval = Duration::from_secs(arg(1, 20));
     let repos = arg(2, 500) as usize;
+    // Room for a pass (4 calls a repository with forecasts) within 90 % of the interval,
+    // unless given.
+    let squeezed = 5.0 * repos as f64 / (0.9 * interval.as_secs_f64());
+    let calls_per_second = std::env::args()
+        .nth(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(squeezed.max(1000.0));
+    let length = match arg(4, 0) {
+        0 => interval.mul_f64(0.9),
+        seconds => Duration::from_secs(seconds),
+    };
     tls::install_crypto_provider();
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -369,8 +385,7 @@ fn main() {
     let admission = Arc::new(Engine::new(registry.clone(), settings.clone()));
     let watch_settings = WatchSettings {
         recheck_interval: interval,
-        // Room for a pass (4 calls a repository with forecasts) within 90 % of the interval.
-        calls_per_second: (5.0 * repos as f64 / (0.9 * interval.as_secs_f64())).max(1000.0),
+        calls_per_second,
         namespaces: Namespaces::default(),
         workload_metrics: true,
         leader_election: false,
@@ -430,7 +445,6 @@ fn main() {
     let objects = inventory.objects();
     let images = inventory.images().len();
 
-    let length = interval.mul_f64(0.9);
     let quiet = client_rt.block_on(load(
         client.clone(),
         url.clone(),
@@ -439,7 +453,7 @@ fn main() {
         length,
     ));
 
-    let metrics = Arc::new(Default::default());
+    let metrics: Arc<ecr_preflight::watch::WatchMetrics> = Arc::new(Default::default());
     let verifier = Verifier::new(
         background,
         inventory.clone(),
@@ -450,9 +464,10 @@ fn main() {
             DEFAULT_EXPIRY_WARNING,
             None,
         )),
-        metrics,
+        metrics.clone(),
         &ExpirySettings::default(),
-    );
+    )
+    .with_budget(calls_per_second);
     let pass = server_rt.spawn(async move { verifier.run().await });
     let busy = client_rt.block_on(load(
         client.clone(),
@@ -461,23 +476,24 @@ fn main() {
         1000,
         length,
     ));
-    // The pass ends at 90 % of the interval; wait for it.
-    while inventory.last_full_pass().is_none() {
+    // Wait for the pass to end (its duration is set last).
+    while metrics.cycle_duration.get() == 0.0 {
         std::thread::sleep(Duration::from_millis(100));
     }
     pass.abort();
     let after = common::rss().0;
+    let budget = inventory.view().budget;
 
     // `/inventory` asked for every GET_EVERY, each time after a change (the worst case: every
     // request builds a new document), as its handler does, on the server's runtime.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let asking = {
-        let (inventory, stop) = (inventory.clone(), stop.clone());
+        let (inventory, stop, budget) = (inventory.clone(), stop.clone(), budget.clone());
         server_rt.spawn(async move {
             let mut took: Vec<Duration> = Vec::new();
             let mut bytes = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                inventory.record_budget(None);
+                inventory.record_budget(budget.clone());
                 let start = std::time::Instant::now();
                 bytes = inventory.published_view().await.len();
                 took.push(start.elapsed());
@@ -519,6 +535,11 @@ fn main() {
         .flat_map(|w| w.containers.iter().map(|c| c.outcome.as_str()))
         .collect();
 
+    println!(
+        "pass: {calls_per_second:.0} calls a second, {:.0} s; budget {:?}",
+        metrics.cycle_duration.get(),
+        budget
+    );
     println!("inventory: {objects} objects ({} workloads), {images} distinct images in {repos} repositories", view.workloads.len());
     println!("one full re-verification: {} repositories asked, {get} BatchGetImage + {check} BatchCheckLayerAvailability; bound per repository {} + {} ({} distinct blobs); repositories over the bound: {}; outcomes {outcomes:?}",
         watched.len(), bound.0, bound.1, distinct_blobs, over.len());

@@ -7,15 +7,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::watchers::{list_pages, next_event, Reach};
+use super::watchers::{list_pages, run, Fill};
 use crate::engine::Engine;
 use crate::manifest::Platform;
 pub use crate::platforms::ClusterFacts;
@@ -49,70 +47,69 @@ pub fn spawn(client: &Client, facts: &Arc<ClusterFacts>, restarts: &TaskRestarts
 }
 
 async fn watch_nodes(api: Api<Node>, facts: Arc<ClusterFacts>) {
-    let mut events = watcher::watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut listed = BTreeMap::new();
-    let mut reach = Reach::new("Node");
-    while let Some(event) = next_event(&mut events, &mut reach, &api, |_| true).await {
-        match event {
-            Ok(Event::Init) => listed.clear(),
-            Ok(Event::InitApply(n)) => {
-                let n = project_node(&n);
-                listed.insert(n.name.clone(), n);
-            }
-            Ok(Event::InitDone) => {
-                let fresh = std::mem::take(&mut listed);
-                tracing::debug!(nodes = fresh.len(), "nodes listed");
-                facts.nodes_listed(fresh);
-            }
-            Ok(Event::Apply(n)) => {
-                let n = project_node(&n);
-                facts.node(&n.name.clone(), Some(n));
-            }
-            Ok(Event::Delete(n)) => {
-                facts.node(&n.metadata.name.unwrap_or_default(), None);
-            }
-            Err(_) => {}
-        }
-    }
+    run(api, "Node", |_| true, Nodes(facts)).await;
 }
 
 async fn watch_pools(api: Api<DynamicObject>, facts: Arc<ClusterFacts>) {
-    let mut events = watcher::watcher(api.clone(), watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut listed = BTreeMap::new();
-    let mut reach = Reach::new("NodePool");
     // No Karpenter (404) is an answer, not a lost API server.
     let lost = |e: &watcher::Error| !is_not_found(e);
-    while let Some(event) = next_event(&mut events, &mut reach, &api, lost).await {
-        match event {
-            Ok(Event::Init) => listed.clear(),
-            Ok(Event::InitApply(o)) => {
-                if let Some(p) = project_pool(&o) {
-                    listed.insert(p.name.clone(), p);
-                }
-            }
-            Ok(Event::InitDone) => {
-                let fresh = std::mem::take(&mut listed);
-                tracing::debug!(node_pools = fresh.len(), "NodePools listed");
-                facts.pools_listed(fresh);
-            }
-            Ok(Event::Apply(o)) => {
-                if let Some(p) = project_pool(&o) {
-                    facts.pool(&p.name.clone(), Some(p));
-                }
-            }
-            Ok(Event::Delete(o)) => {
-                facts.pool(&o.metadata.name.unwrap_or_default(), None);
-            }
-            Err(e) if is_not_found(&e) => {
-                // No Karpenter here: no NodePools. Asked again with back-off.
-                facts.pools_listed(BTreeMap::new());
-                tracing::debug!("no NodePool resource (Karpenter not installed)");
-            }
-            Err(_) => {}
+    run(api, "NodePool", lost, Pools(facts)).await;
+}
+
+/// The cluster's facts, filled by the Node watcher.
+struct Nodes(Arc<ClusterFacts>);
+
+impl Fill<Node> for Nodes {
+    type Item = NodeFacts;
+
+    fn project(&self, node: &Node) -> Option<NodeFacts> {
+        Some(project_node(node))
+    }
+
+    fn listed(&mut self, nodes: Vec<NodeFacts>) {
+        self.0
+            .nodes_listed(nodes.into_iter().map(|n| (n.name.clone(), n)).collect());
+    }
+
+    fn applied(&self, node: NodeFacts) {
+        self.0.node(&node.name.clone(), Some(node));
+    }
+
+    fn deleted(&self, node: &Node) {
+        self.0
+            .node(node.metadata.name.as_deref().unwrap_or_default(), None);
+    }
+}
+
+/// The cluster's facts, filled by the NodePool watcher.
+struct Pools(Arc<ClusterFacts>);
+
+impl Fill<DynamicObject> for Pools {
+    type Item = PoolFacts;
+
+    fn project(&self, object: &DynamicObject) -> Option<PoolFacts> {
+        project_pool(object)
+    }
+
+    fn listed(&mut self, pools: Vec<PoolFacts>) {
+        self.0
+            .pools_listed(pools.into_iter().map(|p| (p.name.clone(), p)).collect());
+    }
+
+    fn applied(&self, pool: PoolFacts) {
+        self.0.pool(&pool.name.clone(), Some(pool));
+    }
+
+    fn deleted(&self, object: &DynamicObject) {
+        self.0
+            .pool(object.metadata.name.as_deref().unwrap_or_default(), None);
+    }
+
+    fn failed(&self, error: &watcher::Error) {
+        if is_not_found(error) {
+            // No Karpenter here: no NodePools. Asked again with back-off.
+            self.0.pools_listed(BTreeMap::new());
+            tracing::debug!("no NodePool resource (Karpenter not installed)");
         }
     }
 }

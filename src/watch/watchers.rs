@@ -207,39 +207,101 @@ async fn watch_kind<K: Watched>(
     namespaces: Arc<Namespaces>,
     inventory: Arc<Inventory>,
 ) {
+    let fill = Workloads {
+        scope,
+        namespaces,
+        inventory,
+        first: true,
+    };
+    run(api, K::KIND.as_str(), |_| true, fill).await;
+}
+
+/// Where one watcher's objects go: what each becomes, and what a list, a change and a
+/// deletion do with it.
+pub(super) trait Fill<K> {
+    type Item;
+    /// `None`: the object is not kept (an excluded namespace, say).
+    fn project(&self, object: &K) -> Option<Self::Item>;
+    /// A (re)list: everything there is now.
+    fn listed(&mut self, items: Vec<Self::Item>);
+    fn applied(&self, item: Self::Item);
+    fn deleted(&self, object: &K);
+    /// An error the watcher retries by itself, with back-off: nothing more to do unless the
+    /// error is an answer.
+    fn failed(&self, _error: &watcher::Error) {}
+}
+
+/// One watcher, whatever it fills: kube-runtime lists, watches from the list's
+/// resourceVersion, resumes a dropped watch, relists on 410 Gone and backs off while the
+/// API server cannot be reached; whether it is reached is told once each way (`Reach`;
+/// errors `lost` says so of count as a lost API server).
+pub(super) async fn run<K, F>(
+    api: Api<K>,
+    resource: &'static str,
+    lost: fn(&watcher::Error) -> bool,
+    mut fill: F,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    F: Fill<K>,
+{
     let mut events = watcher::watcher(api.clone(), watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut listed: Vec<(ObjectKey, Projection)> = Vec::new();
-    let mut first = true;
-    let kind = K::KIND.as_str();
-    let mut reach = Reach::new(kind);
-    while let Some(event) = next_event(&mut events, &mut reach, &api, |_| true).await {
+    let mut listed: Vec<F::Item> = Vec::new();
+    let mut reach = Reach::new(resource);
+    while let Some(event) = next_event(&mut events, &mut reach, &api, lost).await {
         match event {
             Ok(Event::Init) => listed.clear(),
-            Ok(Event::InitApply(o)) => {
-                if let Some((key, Some(p))) = keyed(&o, &namespaces) {
-                    listed.push((key, p));
-                }
-            }
+            Ok(Event::InitApply(o)) => listed.extend(fill.project(&o)),
             Ok(Event::InitDone) => {
-                let fresh = std::mem::take(&mut listed);
-                tracing::debug!(kind, objects = fresh.len(), "listed");
-                inventory.relisted(K::KIND, scope.as_deref(), fresh, first);
-                first = false;
+                tracing::debug!(resource, objects = listed.len(), "listed");
+                fill.listed(std::mem::take(&mut listed));
             }
             Ok(Event::Apply(o)) => {
-                if let Some((key, p)) = keyed(&o, &namespaces) {
-                    inventory.apply(key, p);
+                if let Some(item) = fill.project(&o) {
+                    fill.applied(item);
                 }
             }
-            Ok(Event::Delete(o)) => {
-                if let Some((key, _)) = keyed(&o, &namespaces) {
-                    inventory.apply(key, None);
-                }
-            }
-            // The watcher retries by itself, with back-off; told by `reach`.
-            Err(_) => {}
+            Ok(Event::Delete(o)) => fill.deleted(&o),
+            Err(e) => fill.failed(&e),
+        }
+    }
+}
+
+/// The inventory, filled by the watcher of one kind in one scope.
+struct Workloads {
+    scope: Option<String>,
+    namespaces: Arc<Namespaces>,
+    inventory: Arc<Inventory>,
+    /// No list has ended yet: the first counts towards the inventory's sync.
+    first: bool,
+}
+
+impl<K: Watched> Fill<K> for Workloads {
+    type Item = (ObjectKey, Option<Projection>);
+
+    fn project(&self, object: &K) -> Option<Self::Item> {
+        keyed(object, &self.namespaces)
+    }
+
+    fn listed(&mut self, items: Vec<Self::Item>) {
+        let fresh = items
+            .into_iter()
+            .filter_map(|(key, p)| Some((key, p?)))
+            .collect();
+        self.inventory
+            .relisted(K::KIND, self.scope.as_deref(), fresh, self.first);
+        self.first = false;
+    }
+
+    fn applied(&self, (key, projection): Self::Item) {
+        self.inventory.apply(key, projection);
+    }
+
+    fn deleted(&self, object: &K) {
+        if let Some((key, _)) = keyed(object, &self.namespaces) {
+            self.inventory.apply(key, None);
         }
     }
 }
