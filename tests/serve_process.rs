@@ -6,8 +6,6 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::free_port;
-
 const BIN: &str = env!("CARGO_BIN_EXE_ecr-preflight");
 
 #[test]
@@ -59,33 +57,53 @@ fn flags_are_read_from_the_environment() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("sometimes"));
 }
 
-/// `serve` with a self-signed certificate on the given ports, test credentials, no output.
-fn serve_on(port: u16, admin: u16) -> Command {
+/// `serve` with a self-signed certificate on ports the system picks, test credentials, no
+/// output on stdout.
+fn serve() -> Command {
     let mut command = Command::new(BIN);
     command
         .args(["serve", "--insecure-self-signed"])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null());
     command
+}
+
+/// Starts `command` (a `serve`) and returns it with the webhook's and the admin listener's
+/// ports, as it reports them once bound.
+fn start_serving(command: &mut Command) -> (std::process::Child, u16, u16) {
+    let (child, ports) = common::spawn_reporting(command, "serving", &["webhook", "metrics"]);
+    (child, ports[0], ports[1])
+}
+
+/// The ports the `serve` logging to `log` reports (webhook, admin), once it has bound them.
+fn ports_in_log(log: &std::path::Path) -> (u16, u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let line = text.lines().find(|l| l.contains("\"serving\""));
+        let ports = line.and_then(|l| {
+            Some((
+                common::reported_port(l, "webhook")?,
+                common::reported_port(l, "metrics")?,
+            ))
+        });
+        if let Some(ports) = ports {
+            return ports;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reported its ports: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
 fn sigterm_turns_readiness_off_serves_out_the_delay_and_exits_zero() {
-    let (port, admin) = (free_port(), free_port());
-    let mut child = serve_on(port, admin)
-        .args(["--shutdown-delay", "5s"])
-        .spawn()
-        .expect("spawn");
-    wait_for_listener(admin);
+    let (mut child, port, admin) = start_serving(serve().args(["--shutdown-delay", "5s"]));
     // Ready once the webhook's listener is bound and credentials are in: a moment after the
     // admin listener, which starts unready.
     let started = std::time::Instant::now();
@@ -131,16 +149,14 @@ fn worker_threads_follow_the_flag_and_the_environment() {
         (None, Some("3"), 3),
         (Some("2"), Some("3"), 2),
     ] {
-        let (port, admin) = (free_port(), free_port());
-        let mut command = serve_on(port, admin);
+        let mut command = serve();
         if let Some(n) = flag {
             command.args(["--worker-threads", n]);
         }
         if let Some(n) = env {
             command.env("ECR_PREFLIGHT_WORKER_THREADS", n);
         }
-        let mut child = command.spawn().expect("spawn");
-        wait_for_listener(admin);
+        let (mut child, _, _) = start_serving(&mut command);
         // tokio names its worker threads `tokio-rt-worker` (blocking-pool threads differ).
         let workers = std::fs::read_dir(format!("/proc/{}/task", child.id()))
             .expect("tasks")
@@ -151,11 +167,6 @@ fn worker_threads_follow_the_flag_and_the_environment() {
         let _ = child.wait();
         assert_eq!(workers, expected, "flag {flag:?}, env {env:?}");
     }
-}
-
-/// Waits (20 s at most) until something listens on `port`.
-fn wait_for_listener(port: u16) {
-    common::wait_for_listener(port, Duration::from_secs(20), "the server");
 }
 
 /// The status of a plain HTTP GET, with nothing but std.
@@ -176,7 +187,6 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
 /// Runs `serve --log-format json` with `env`, posts one Pod review whose body and process
 /// environment hold secrets, stops the server with SIGTERM and returns what it logged.
 async fn logs_of_one_review(env: &[(&str, &str)]) -> String {
-    let (port, admin) = (free_port(), free_port());
     let log = tempfile::NamedTempFile::new().expect("log file");
     let mut child = Command::new(BIN)
         .args([
@@ -187,12 +197,7 @@ async fn logs_of_one_review(env: &[(&str, &str)]) -> String {
             "--log-format",
             "json",
         ])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env("AWS_ACCESS_KEY_ID", "AKIAEXAMPLELOGCHECK")
         .env("AWS_SECRET_ACCESS_KEY", "very-secret-key-value")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -201,7 +206,7 @@ async fn logs_of_one_review(env: &[(&str, &str)]) -> String {
         .stderr(Stdio::from(log.reopen().expect("reopen")))
         .spawn()
         .expect("spawn");
-    wait_for_listener(admin);
+    let (port, _) = ports_in_log(log.path());
     let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "log-check-uid", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
         "namespace": "shop", "name": "p",
@@ -280,8 +285,7 @@ async fn the_log_filter_silences_decision_lines() {
 #[test]
 fn serve_watch_without_a_kubernetes_configuration_is_an_error_at_start_up() {
     let home = tempfile::tempdir().expect("home");
-    let (port, admin) = (free_port(), free_port());
-    let out = serve_on(port, admin)
+    let out = serve()
         .arg("--watch")
         .env("KUBECONFIG", home.path().join("no-such-kubeconfig"))
         .env("HOME", home.path())

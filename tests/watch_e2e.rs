@@ -115,6 +115,23 @@ impl Running {
         }
     }
 
+    /// Waits (bounded) until `n` more full passes have ended: "several passes later" as a
+    /// condition, not a time.
+    async fn wait_passes(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = self.inventory().await.verified_at;
+        let mut ended = 0;
+        while ended < n {
+            assert!(Instant::now() < deadline, "{ended} of {n} passes ended");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.inventory().await.verified_at;
+            if now.is_some() && now != seen {
+                ended += 1;
+                seen = now;
+            }
+        }
+    }
+
     /// Polls /inventory until `name`'s container shows `outcome` (bounded).
     async fn wait_outcome(&self, name: &str, outcome: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -136,6 +153,37 @@ impl Running {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// Waits (bounded) until `name` has `n` Events (they leave through a queue, after the pass
+/// that found them); its Events then.
+async fn wait_events(api: &FakeApiServer, name: &str, n: usize) -> Vec<(String, String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let posted = events(api, name);
+        if posted.len() >= n {
+            return posted;
+        }
+        assert!(Instant::now() < deadline, "{posted:?}: fewer than {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The watch requests for `path` so far.
+fn watches(api: &FakeApiServer, path: &str) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.starts_with(&format!("GET {path}?")) && r.contains("watch=true"))
+        .count()
+}
+
+/// Waits (bounded) until `path` has been watched more than `before` times.
+async fn wait_watched(api: &FakeApiServer, path: &str, before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watches(api, path) <= before {
+        assert!(Instant::now() < deadline, "{:?}", api.requests());
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -221,7 +269,8 @@ async fn a_deleted_image_flips_the_workload_once_and_a_repush_flips_it_back() {
         .to_owned();
     assert!(problem.contains("tag not found in ECR"), "{problem}");
     // Several more passes: still one Event.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_events(&api, "web", 1).await;
+    ctl.wait_passes(2).await;
     let posted = events(&api, "web");
     assert_eq!(posted.len(), 1, "{posted:?}");
     assert_eq!(
@@ -245,7 +294,8 @@ async fn a_deleted_image_flips_the_workload_once_and_a_repush_flips_it_back() {
         .image(&repo, "v1", &repo, 2, DOCKER_MANIFEST, Breakage::default())
         .await;
     ctl.wait_outcome("web", "ok").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_events(&api, "web", 2).await;
+    ctl.wait_passes(1).await;
     let posted = events(&api, "web");
     assert_eq!(posted.len(), 2, "{posted:?}");
     assert_eq!(
@@ -296,7 +346,8 @@ async fn a_tag_repushed_onto_a_broken_manifest_is_missing_and_drifted() {
     let problem = c["problem"].as_str().expect("problem");
     assert!(problem.contains(&broken.layers[1]), "{problem}");
     assert!(problem.contains("1 of 4 blobs missing"), "{problem}");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_events(&api, "api", 1).await;
+    ctl.wait_passes(1).await;
     let posted = events(&api, "api");
     assert_eq!(posted.len(), 1, "{posted:?}");
     assert_eq!(posted[0].1, "ImageUnavailable");
@@ -319,8 +370,10 @@ async fn a_dropped_watch_resumes_and_an_expired_one_relists() {
     assert_eq!(lists(&api), 1);
 
     // Dropped: resumed from where it was, without a list.
+    let deployments = "/apis/apps/v1/deployments";
+    let watched = watches(&api, deployments);
     api.drop_watches();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_watched(&api, deployments, watched).await;
     put_deployment(&api, "a", "two", "nginx:2", "sha256:22");
     ctl.wait_outcome("two", "skipped").await;
     assert_eq!(lists(&api), 1, "{:?}", api.requests());
@@ -328,8 +381,10 @@ async fn a_dropped_watch_resumes_and_an_expired_one_relists() {
     // Expired: 410 Gone, then a fresh list that drops what was deleted meanwhile.
     // Changes made while no watch is open, then the history they are in compacted away.
     api.refuse_watches(true);
+    let watched = watches(&api, deployments);
     api.drop_watches();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its watch tried again, and refused: no watch is open.
+    wait_watched(&api, deployments, watched).await;
     // The garbage collector's work too: the Deployment's ReplicaSet and Pod go with it.
     api.delete("Deployment", "a", "one");
     api.delete("ReplicaSet", "a", "one-5d8f");
@@ -493,7 +548,7 @@ async fn only_the_watched_namespaces_and_no_workload_series_when_asked() {
     };
     let ctl = start(api.controller_client(), all_but).await;
     ctl.wait_outcome("web-a", "skipped").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctl.wait_passes(1).await;
     let view = ctl.inventory().await;
     assert!(
         view.workloads.iter().all(|w| w.namespace != "c"),
@@ -601,7 +656,8 @@ async fn a_lifecycle_rule_due_within_the_warning_is_told_once_with_its_rule_and_
     );
 
     // Several passes later: one Warning, naming the image, the rule, the time and the way out.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_events(&api, "web", 1).await;
+    ctl.wait_passes(2).await;
     let posted = events(&api, "web");
     assert_eq!(posted.len(), 1, "{posted:?}");
     let (kind, reason, note) = &posted[0];
@@ -827,7 +883,8 @@ async fn an_index_without_a_manifest_for_a_platform_the_pod_can_land_on_is_denie
         json!(["linux/arm64"]),
         "{w}"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_events(&api, "arm-blind", 1).await;
+    ctl.wait_passes(1).await;
     let posted = events(&api, "arm-blind");
     assert_eq!(posted.len(), 1, "{posted:?}");
     assert_eq!(posted[0].1, "ImageUnavailable");

@@ -41,17 +41,17 @@ impl Drop for Replica {
 }
 
 fn replica(kubeconfig: &Path, name: &str) -> Replica {
-    let port = common::free_port();
-    let child = command(kubeconfig, &common::moto::endpoint())
-        .args(["watch", "--metrics-listen", &format!("127.0.0.1:{port}")])
-        .args(["--recheck-interval", "2s", "--lease-duration", "3s"])
-        .args(["--lease-namespace", "ops"])
-        .env("POD_NAME", name)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn watch");
-    common::wait_for_listener(port, Duration::from_secs(30), "watch admin listener");
+    let (child, ports) = common::spawn_reporting(
+        command(kubeconfig, &common::moto::endpoint())
+            .args(["watch", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--recheck-interval", "2s", "--lease-duration", "3s"])
+            .args(["--lease-namespace", "ops"])
+            .env("POD_NAME", name)
+            .stdout(Stdio::null()),
+        "watching",
+        &["metrics"],
+    );
+    let port = ports[0];
     Replica {
         child,
         metrics: format!("http://127.0.0.1:{port}/metrics"),
@@ -74,6 +74,48 @@ async fn wait_until_leading(replica: &Replica) {
             "the replica never reported leading"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (10 s at most) until `replica` serves its metrics and does not lead.
+async fn wait_until_following(replica: &Replica) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader_gauge(replica).await != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never came up following"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// When `replica`'s last full pass ended (its metric; 0 until it answers).
+async fn last_pass(replica: &Replica) -> f64 {
+    let Ok(response) = reqwest::get(&replica.metrics).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("ecr_preflight_watch_last_full_verification_timestamp_seconds ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits (30 s at most) until `replica` has ended `n` more full passes.
+async fn wait_passes(replica: &Replica, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = last_pass(replica).await;
+    let mut ended = 0;
+    while ended < n {
+        assert!(Instant::now() < deadline, "{ended} of {n} passes ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = last_pass(replica).await;
+        if now != seen {
+            ended += 1;
+            seen = now;
+        }
     }
 }
 
@@ -115,7 +157,9 @@ async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
         !api.objects("Event").is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Beta runs, and alpha has made two more passes meanwhile.
+    wait_until_following(&beta).await;
+    wait_passes(&alpha, 2).await;
     assert!(holder(&api).starts_with("alpha-"), "{}", holder(&api));
     assert_eq!(leader_gauge(&alpha).await, Some(1));
     assert_eq!(leader_gauge(&beta).await, Some(0));
@@ -300,7 +344,7 @@ async fn a_replica_stopped_with_sigterm_gives_the_lease_up() {
     })
     .await;
     let beta = replica(&kubeconfig, "beta");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until_following(&beta).await;
     let status = Command::new("kill")
         .args(["-TERM", &alpha.child.id().to_string()])
         .status()

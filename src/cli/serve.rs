@@ -164,7 +164,7 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     };
     let running = server::start_webhook(engine, config).await?;
     tracing::info!(
-        webhook = ?running.webhook_addr,
+        webhook = %running.webhook_addr.map(|a| a.to_string()).unwrap_or_default(),
         metrics = %running.metrics_addr,
         mode = args.mode.as_str(),
         timeout = ?args.engine.timeout,

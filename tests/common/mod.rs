@@ -67,6 +67,58 @@ pub fn message(response: &Value) -> String {
         .to_owned()
 }
 
+/// The loopback port `name` names in `line` (`webhook=127.0.0.1:8443`, or in a JSON line
+/// `"metrics":"127.0.0.1:9090"`), as a process reports the addresses it bound.
+pub fn reported_port(line: &str, name: &str) -> Option<u16> {
+    let after = line
+        .split_once(&format!("{name}="))
+        .or_else(|| line.split_once(&format!("\"{name}\":")))?
+        .1;
+    let (_, port) = after.split_once("127.0.0.1:")?;
+    let digits: String = port.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Spawns `command` with its standard error piped and reads it until the line that holds
+/// `marker` reports the port of each of `names` (the process listens on port 0 and says
+/// where): no port is chosen beforehand, so parallel tests cannot race for one. The rest of
+/// its standard error is drained in the background.
+pub fn spawn_reporting(
+    command: &mut std::process::Command,
+    marker: &str,
+    names: &[&str],
+) -> (std::process::Child, Vec<u16>) {
+    use std::io::BufRead;
+    let mut child = command
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (marker, names): (String, Vec<String>) = (
+        marker.to_owned(),
+        names.iter().map(|n| (*n).to_owned()).collect(),
+    );
+    std::thread::spawn(move || {
+        let mut told = false;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if !told && line.contains(&marker) {
+                let ports: Option<Vec<u16>> =
+                    names.iter().map(|n| reported_port(&line, n)).collect();
+                if let Some(ports) = ports {
+                    let _ = tx.send(ports);
+                    told = true;
+                }
+            }
+        }
+    });
+    let ports = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the process never reported where it listens");
+    (child, ports)
+}
+
 /// A loopback port free right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
