@@ -47,8 +47,11 @@ fn images_of_view(view: ReviewView<'_>) -> usize {
         .resolve()
         .expect("view")
         .expect("object");
-    ecr_preflight::workload::images_of(ecr_preflight::workload::WorkloadKind::Deployment, &object)
-        .len()
+    ecr_preflight::admission::objects::images_of(
+        ecr_preflight::workload::WorkloadKind::Deployment,
+        &object,
+    )
+    .len()
 }
 
 /// The same borrowed view through `sonic-rs` (SIMD, serde) and `simd-json` (SIMD, serde;

@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 use common::memory_registry::MemoryRegistry;
 use common::pod_review;
 use common::seed::REGISTRY;
+use ecr_preflight::admission::json_line;
 use ecr_preflight::admission::{self, OwnedObjects, Policy};
 use ecr_preflight::decision::{Mode, OnError};
 use ecr_preflight::engine::{Engine, EngineSettings};
-use ecr_preflight::logging::json_line;
 use ecr_preflight::registry::BlobState;
 use serde_json::Value;
 

@@ -1,9 +1,10 @@
 //! Pod templates from every kind, read from AdmissionReview fixtures through the borrowed
 //! view, cross-checked against a full `k8s-openapi` decode.
 
+use ecr_preflight::admission::objects;
 use ecr_preflight::admission::review::{ObjectField, ReviewView};
 use ecr_preflight::workload::ContainerKind;
-use ecr_preflight::workload::{self, WorkloadKind};
+use ecr_preflight::workload::WorkloadKind;
 use k8s_openapi::api::{apps, batch, core};
 use kube::core::admission::AdmissionReview;
 use kube::core::DynamicObject;
@@ -87,7 +88,7 @@ fn view_images(body: &str) -> (WorkloadKind, Vec<(ContainerKind, String, String)
         .resolve()
         .expect("object view")
         .expect("object");
-    let images = workload::images_of(kind, &object)
+    let images = objects::images_of(kind, &object)
         .into_iter()
         .map(|c| (c.kind, c.name.into_owned(), c.image.into_owned()))
         .collect();
@@ -238,8 +239,8 @@ fn owners_and_mirror_pods_are_recognised() {
             .expect("view")
             .expect("object");
         (
-            workload::has_controller_owner(&object),
-            workload::is_mirror_pod(&object),
+            objects::has_controller_owner(&object),
+            objects::is_mirror_pod(&object),
         )
     };
     assert_eq!(object("pod-owned-create.json"), (true, false));
@@ -257,9 +258,9 @@ fn update_checks_only_images_new_to_the_object() {
         let kind = request.kind.workload_kind().expect("kind");
         let new = request.object.resolve().expect("new").expect("new");
         let old = request.old_object.resolve().expect("old").expect("old");
-        let fresh = workload::new_images(
-            workload::images_of(kind, &new),
-            &workload::images_of(kind, &old),
+        let fresh = objects::new_images(
+            objects::images_of(kind, &new),
+            &objects::images_of(kind, &old),
         );
         fresh
             .into_iter()
@@ -303,7 +304,7 @@ fn object_before_kind_is_kept_raw_and_decoded_after() {
     let request = view.request.expect("request");
     assert!(matches!(request.object, ObjectField::Raw(_)));
     let object = request.object.resolve().expect("decode").expect("object");
-    let images = workload::images_of(WorkloadKind::Deployment, &object);
+    let images = objects::images_of(WorkloadKind::Deployment, &object);
     assert_eq!(images.len(), 3);
 }
 

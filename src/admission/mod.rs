@@ -1,7 +1,11 @@
 //! Review in, response out: the webhook's logic, independent of HTTP so that the server,
 //! tests and fuzzers drive the same code.
 
+mod decision_line;
+pub mod objects;
 pub mod review;
+
+pub use decision_line::{json_line, DecisionLog};
 
 use std::time::Duration;
 
@@ -14,7 +18,7 @@ use crate::engine::Engine;
 use crate::json::JsonError;
 use crate::platforms::{Placement, PlatformSources};
 use crate::report::{Finding, ImageReport};
-use crate::workload::{self, ContainerImage, ContainerKind, WorkloadKind};
+use crate::workload::{ContainerImage, ContainerKind, WorkloadKind};
 use review::{RequestView, ReviewView};
 
 /// Distinct images checked per object; beyond it an image is `unknown` (a pod has a few
@@ -239,25 +243,25 @@ fn containers_to_check<'a>(
     if out.name.is_empty() {
         out.name = object.metadata.name_or_generate_name().to_owned();
     }
-    if kind == WorkloadKind::Pod && workload::is_mirror_pod(&object) {
+    if kind == WorkloadKind::Pod && objects::is_mirror_pod(&object) {
         return Ok(None);
     }
-    let mut containers = workload::images_of(kind, &object);
+    let mut containers = objects::images_of(kind, &object);
     if operation == "UPDATE" {
         let old = request
             .old_object
             .resolve()
             .map_err(malformed)?
             .unwrap_or_default();
-        containers = workload::new_images(containers, &workload::images_of(kind, &old));
+        containers = objects::new_images(containers, &objects::images_of(kind, &old));
     }
     if containers.is_empty() {
         return Ok(None);
     }
-    if workload::has_controller_owner(&object) && owned_objects == OwnedObjects::Audit {
+    if objects::has_controller_owner(&object) && owned_objects == OwnedObjects::Audit {
         out.effective_mode = Mode::Audit;
     }
-    Ok(Some((containers, workload::placement_of(kind, &object))))
+    Ok(Some((containers, objects::placement_of(kind, &object))))
 }
 
 /// Reports for `images` (the engine checks each distinct one once), the first

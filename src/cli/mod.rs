@@ -13,7 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::logging::{self, DecisionLog, LogFormat};
+use crate::admission::DecisionLog;
+use crate::logging::{self, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(

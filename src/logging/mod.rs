@@ -1,10 +1,9 @@
 //! Logging: the batched line sink every log line goes through, the decision line, and the
 //! subscriber set-up of the command line.
 
-mod decision_line;
 mod sink;
 
-pub use decision_line::{json_line, DecisionLog};
+pub(crate) use sink::{push_rfc3339_micros, push_zero_padded};
 pub use sink::{LineSink, SinkGuard};
 
 /// Log line format.

@@ -29,9 +29,9 @@ pub mod webhook;
 
 use anyhow::Context;
 
+use crate::admission::DecisionLog;
 use crate::admission::Policy;
 use crate::engine::Engine;
-use crate::logging::DecisionLog;
 use crate::metrics::{self, Metrics};
 use crate::platforms::{ConfigCache, PlatformSources};
 use crate::watch::{nodes, Controller, Inventory};

@@ -19,10 +19,10 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
+use crate::admission::DecisionLog;
 use crate::admission::{self, Policy, Reviewed};
 use crate::decision::Mode;
 use crate::engine::Engine;
-use crate::logging::DecisionLog;
 use crate::metrics::{self, AdmissionLabels, Metrics};
 use crate::platforms::PlatformSources;
 use crate::report::Finding;

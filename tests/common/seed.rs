@@ -18,7 +18,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(data))
+    format!("sha256:{}", hex(&Sha256::digest(data)))
 }
 
 /// An image as pushed: its reference pieces and blob digests.
@@ -295,4 +295,15 @@ impl Seeder {
             pushed,
         )
     }
+}
+
+/// Lower-case hexadecimal, two digits a byte.
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            use std::fmt::Write;
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ecr_preflight::admission::DecisionLog;
 use ecr_preflight::admission::{OwnedObjects, Policy};
 use ecr_preflight::decision::{Mode, OnError};
 use ecr_preflight::engine::{Engine, EngineSettings};
-use ecr_preflight::logging::DecisionLog;
 use ecr_preflight::registry::ecr::{EcrApi, EcrSettings};
 use ecr_preflight::server::tls::{self, CertStore};
 use ecr_preflight::server::{self, Running, WebhookConfig};

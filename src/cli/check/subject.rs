@@ -3,8 +3,9 @@
 use serde::Deserialize;
 
 use super::input::{Document, InputError};
+use crate::admission::objects;
 use crate::admission::review::ObjectView;
-use crate::workload::{self, ContainerKind, WorkloadKind};
+use crate::workload::{ContainerKind, WorkloadKind};
 
 /// A container of an object read from the input.
 #[derive(Debug, Clone)]
@@ -51,7 +52,7 @@ pub fn subjects(documents: &[Document], errors: &mut Vec<InputError>) -> Vec<Sub
         };
         let name = view.metadata.name_or_generate_name().to_owned();
         let namespace = view.metadata.namespace.as_deref().map(str::to_owned);
-        for c in workload::images_of(workload_kind, &view) {
+        for c in objects::images_of(workload_kind, &view) {
             out.push(Subject {
                 file: doc.file.clone(),
                 document: doc.index,

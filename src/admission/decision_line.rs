@@ -9,9 +9,9 @@
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
 
-use super::sink::{push_rfc3339_micros, push_zero_padded, LineSink};
-use crate::admission::Reviewed;
+use super::Reviewed;
 use crate::json::plain_run_bytewise;
+use crate::logging::{push_rfc3339_micros, push_zero_padded, LineSink};
 
 /// The log target of decision lines, for `ECR_PREFLIGHT_LOG` directives.
 pub const TARGET: &str = "ecr_preflight::decision";

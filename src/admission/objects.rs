@@ -1,0 +1,127 @@
+//! Where an admitted object's pod template sits, which images it names, and where its pods
+//! can land, read from the review's borrowed view.
+
+use std::collections::BTreeSet;
+
+use super::review::{ContainerView, ObjectView, RequirementView, SpecView};
+use crate::platforms::{Placement, Requirement, Toleration};
+use crate::workload::{ContainerImage, ContainerKind, WorkloadKind};
+
+/// The pod spec of an object of `kind`, wherever it sits.
+pub fn pod_spec<'o, 'a>(
+    kind: WorkloadKind,
+    object: &'o ObjectView<'a>,
+) -> Option<&'o SpecView<'a>> {
+    let spec = object.spec.as_ref()?;
+    match kind {
+        WorkloadKind::Pod => Some(spec),
+        WorkloadKind::CronJob => {
+            let job = spec.job_template.as_ref()?.spec.as_ref()?;
+            job.template.as_ref()?.spec.as_ref()
+        }
+        _ => spec.template.as_ref()?.spec.as_ref(),
+    }
+}
+
+/// Where the pod (or the pods of the template) can land: its node selector, required node
+/// affinity and tolerations.
+pub fn placement_of(kind: WorkloadKind, object: &ObjectView<'_>) -> Option<Placement> {
+    let spec = pod_spec(kind, object)?;
+    let selector = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    let requirement = |r: &RequirementView<'_>| {
+        let values = r.values.iter().flatten().map(|v| v.to_string()).collect();
+        Requirement::new(&r.key, &r.operator, values)
+    };
+    let terms = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| n.required.as_ref())
+        .and_then(|r| r.node_selector_terms.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let exprs = t.match_expressions.iter().flatten().map(requirement);
+            let fields = t.match_fields.iter().flatten().map(requirement);
+            (exprs.collect(), fields.collect())
+        });
+    let tolerations = spec
+        .tolerations
+        .iter()
+        .flatten()
+        .map(|t| {
+            Toleration::new(
+                t.key.as_deref(),
+                t.operator.as_deref(),
+                t.value.as_deref(),
+                t.effect.as_deref(),
+            )
+        })
+        .collect();
+    Some(Placement::new(selector, terms, tolerations).bound_to(spec.node_name.as_deref()))
+}
+
+/// Every container of a pod spec with an image: containers, init containers (native
+/// sidecars included), ephemeral containers.
+pub fn container_images<'a>(spec: &SpecView<'a>) -> Vec<ContainerImage<'a>> {
+    let groups: [(&Option<Vec<ContainerView<'a>>>, ContainerKind); 3] = [
+        (&spec.init_containers, ContainerKind::Init),
+        (&spec.containers, ContainerKind::Container),
+        (&spec.ephemeral_containers, ContainerKind::Ephemeral),
+    ];
+    groups
+        .into_iter()
+        .flat_map(|(list, kind)| {
+            list.iter().flatten().filter_map(move |c| {
+                c.image.as_ref().map(|image| ContainerImage {
+                    name: c.name.clone(),
+                    kind,
+                    image: image.clone(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// The images of an object (empty when it has no pod spec).
+pub fn images_of<'a>(kind: WorkloadKind, object: &ObjectView<'a>) -> Vec<ContainerImage<'a>> {
+    pod_spec(kind, object)
+        .map(container_images)
+        .unwrap_or_default()
+}
+
+/// The containers whose image is new on UPDATE: an image already in `old` is not checked
+/// again, so an edit that keeps a since-broken image is never blocked.
+pub fn new_images<'a>(
+    current: Vec<ContainerImage<'a>>,
+    old: &[ContainerImage<'_>],
+) -> Vec<ContainerImage<'a>> {
+    let before: BTreeSet<&str> = old.iter().map(|c| c.image.as_ref()).collect();
+    current
+        .into_iter()
+        .filter(|c| !before.contains(c.image.as_ref()))
+        .collect()
+}
+
+/// Controlled by another object (a Pod of a ReplicaSet, a ReplicaSet of a Deployment, …).
+pub fn has_controller_owner(object: &ObjectView<'_>) -> bool {
+    object
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true))
+}
+
+/// Static pods mirrored by the kubelet; their images are the node's business.
+pub fn is_mirror_pod(object: &ObjectView<'_>) -> bool {
+    object
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"))
+}
