@@ -122,6 +122,18 @@ struct Probe {
     manifests: Option<serde::de::IgnoredAny>,
 }
 
+/// The content digest of `bytes`: `sha256:` and 64 lower-case hexadecimal digits.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::from("sha256:"), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 /// Parses a manifest; `media_type` is ECR's `imageManifestMediaType` when it gave one.
 pub fn parse(bytes: &str, media_type: Option<&str>) -> Result<Manifest, ManifestError> {
     let probe: Probe = decode(bytes)?;

@@ -14,7 +14,6 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use sha2::{Digest, Sha256};
 
 use super::ecr::{EcrApi, RegistryLogin};
 use super::{ConfigPlatforms, RegistryError};
@@ -184,7 +183,7 @@ impl OciBlobs {
 
 /// The body is the blob its digest names.
 fn verify(digest: &str, body: &[u8]) -> Result<(), RegistryError> {
-    let actual = format!("sha256:{}", hex(&Sha256::digest(body)));
+    let actual = crate::manifest::sha256_digest(body);
     if digest.eq_ignore_ascii_case(&actual) {
         return Ok(());
     }
@@ -270,15 +269,4 @@ impl ConfigPlatforms for OciBlobs {
     ) -> BoxFuture<'a, Result<Platform, RegistryError>> {
         async move { platform_of(&self.fetch(host, repo, digest).await?) }.boxed()
     }
-}
-
-/// Lower-case hexadecimal, two digits a byte.
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            use std::fmt::Write;
-            let _ = write!(out, "{b:02x}");
-            out
-        })
 }

@@ -7,7 +7,6 @@
 use aws_sdk_ecr::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ecr::primitives::Blob;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
@@ -18,7 +17,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 pub fn sha256(data: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(data)))
+    ecr_preflight::manifest::sha256_digest(data)
 }
 
 /// An image as pushed: its reference pieces and blob digests.
@@ -295,15 +294,4 @@ impl Seeder {
             pushed,
         )
     }
-}
-
-/// Lower-case hexadecimal, two digits a byte.
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            use std::fmt::Write;
-            let _ = write!(out, "{b:02x}");
-            out
-        })
 }
