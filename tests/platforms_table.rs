@@ -55,7 +55,8 @@ fn cluster() -> Cluster {
 fn placement(spec: Value) -> Placement {
     let mut spec = spec;
     spec["containers"] = json!([{"name": "app", "image": "x"}]);
-    Placement::of(&serde_json::from_value::<PodSpec>(spec).expect("pod spec"))
+    let spec: PodSpec = serde_json::from_value(spec).expect("pod spec");
+    ecr_preflight::workload::spec::placement(&&spec)
 }
 
 /// "linux/amd64 x3" per landing, pools in brackets.

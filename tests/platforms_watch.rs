@@ -27,10 +27,10 @@ fn pool(name: &str, arches: &[&str]) -> Value {
 }
 
 fn any_pod() -> Placement {
-    Placement::of(
-        &serde_json::from_value::<PodSpec>(json!({"containers": [{"name": "app", "image": "x"}]}))
-            .expect("spec"),
-    )
+    let spec: PodSpec =
+        serde_json::from_value(json!({"containers": [{"name": "app", "image": "x"}]}))
+            .expect("spec");
+    ecr_preflight::workload::spec::placement(&&spec)
 }
 
 /// "linux/arm64: 1 node, NodePool general" for each platform a plain pod can land on.

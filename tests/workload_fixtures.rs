@@ -319,3 +319,65 @@ fn objects_of_other_kinds_are_skipped_unread_whatever_their_shape() {
         ObjectField::Skipped
     ));
 }
+
+/// The webhook (the review's borrowed view) and the controller (k8s-openapi) read one pod
+/// spec the same way: the same containers, an empty or absent image skipped by both, and
+/// the same placement.
+#[test]
+fn the_webhook_and_the_controller_read_a_pod_spec_alike() {
+    let text = serde_json::json!({
+        "initContainers": [{"name": "init", "image": "init:1"}],
+        "containers": [
+            {"name": "app", "image": "app:2"},
+            {"name": "defaulted-later", "image": ""},
+            {"name": "no-image"}
+        ],
+        "ephemeralContainers": [{"name": "debug", "image": "busybox"}],
+        "nodeSelector": {"kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "arm64"},
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "team", "operator": "In", "values": ["a", "b"]}],
+                 "matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]},
+                {"matchExpressions": [{"key": "zone", "operator": "Sometimes"}]}
+            ]}}},
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}, {"operator": "Exists"}],
+        "nodeName": "ip-10-0-0-1"
+    })
+    .to_string();
+    let view: ecr_preflight::admission::review::SpecView =
+        serde_json::from_str(&text).expect("view");
+    let typed: core::v1::PodSpec = serde_json::from_str(&text).expect("typed");
+
+    let webhook: Vec<(String, ContainerKind, String)> = objects::container_images(&view)
+        .into_iter()
+        .map(|c| (c.name.into_owned(), c.kind, c.image.into_owned()))
+        .collect();
+    let controller: Vec<(String, ContainerKind, String)> =
+        ecr_preflight::workload::spec::images(&&typed)
+            .into_iter()
+            .map(|c| (c.name.into_owned(), c.kind, c.image.into_owned()))
+            .collect();
+    assert_eq!(webhook, controller);
+    assert_eq!(
+        webhook,
+        [
+            ("init".to_owned(), ContainerKind::Init, "init:1".to_owned()),
+            (
+                "app".to_owned(),
+                ContainerKind::Container,
+                "app:2".to_owned()
+            ),
+            (
+                "debug".to_owned(),
+                ContainerKind::Ephemeral,
+                "busybox".to_owned()
+            ),
+        ]
+    );
+    let webhook = ecr_preflight::workload::spec::placement(&view);
+    let controller = ecr_preflight::workload::spec::placement(&&typed);
+    assert_eq!(webhook, controller);
+    assert_eq!(webhook.node_name.as_deref(), Some("ip-10-0-0-1"));
+    assert_eq!(webhook.terms.len(), 2, "the unmeetable term is kept, empty");
+    assert_eq!(webhook.tolerations.len(), 2);
+}

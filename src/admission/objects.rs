@@ -1,10 +1,12 @@
 //! Where an admitted object's pod template sits, which images it names, and where its pods
 //! can land, read from the review's borrowed view.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use super::review::{ContainerView, ObjectView, RequirementView, SpecView};
-use crate::platforms::{Placement, Requirement, Toleration};
+use crate::platforms::Placement;
+use crate::workload::spec::{self, PodSpecSource, RawRequirement, RawTerm, RawToleration};
 use crate::workload::{ContainerImage, ContainerKind, WorkloadKind};
 
 /// The pod spec of an object of `kind`, wherever it sits.
@@ -24,67 +26,83 @@ pub fn pod_spec<'o, 'a>(
 }
 
 /// Where the pod (or the pods of the template) can land: its node selector, required node
-/// affinity and tolerations.
+/// affinity, tolerations and bound node.
 pub fn placement_of(kind: WorkloadKind, object: &ObjectView<'_>) -> Option<Placement> {
-    let spec = pod_spec(kind, object)?;
-    let selector = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.to_string(), v.to_string()));
-    let requirement = |r: &RequirementView<'_>| {
-        let values = r.values.iter().flatten().map(|v| v.to_string()).collect();
-        Requirement::new(&r.key, &r.operator, values)
-    };
-    let terms = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required.as_ref())
-        .and_then(|r| r.node_selector_terms.as_ref())
-        .into_iter()
-        .flatten()
-        .map(|t| {
-            let exprs = t.match_expressions.iter().flatten().map(requirement);
-            let fields = t.match_fields.iter().flatten().map(requirement);
-            (exprs.collect(), fields.collect())
-        });
-    let tolerations = spec
-        .tolerations
-        .iter()
-        .flatten()
-        .map(|t| {
-            Toleration::new(
-                t.key.as_deref(),
-                t.operator.as_deref(),
-                t.value.as_deref(),
-                t.effect.as_deref(),
-            )
-        })
-        .collect();
-    Some(Placement::new(selector, terms, tolerations).bound_to(spec.node_name.as_deref()))
+    pod_spec(kind, object).map(spec::placement)
 }
 
 /// Every container of a pod spec with an image: containers, init containers (native
 /// sidecars included), ephemeral containers.
 pub fn container_images<'a>(spec: &SpecView<'a>) -> Vec<ContainerImage<'a>> {
-    let groups: [(&Option<Vec<ContainerView<'a>>>, ContainerKind); 3] = [
-        (&spec.init_containers, ContainerKind::Init),
-        (&spec.containers, ContainerKind::Container),
-        (&spec.ephemeral_containers, ContainerKind::Ephemeral),
-    ];
-    groups
-        .into_iter()
-        .flat_map(|(list, kind)| {
-            list.iter().flatten().filter_map(move |c| {
-                c.image.as_ref().map(|image| ContainerImage {
-                    name: c.name.clone(),
-                    kind,
-                    image: image.clone(),
-                })
+    spec::images(spec)
+}
+
+fn raw<'s>(r: &'s RequirementView<'_>) -> RawRequirement<'s> {
+    RawRequirement {
+        key: &r.key,
+        operator: &r.operator,
+        values: r.values.iter().flatten().map(|v| &**v).collect(),
+    }
+}
+
+/// The webhook reads pods and templates through the review's borrowed view.
+impl<'a> PodSpecSource<'a> for SpecView<'a> {
+    fn containers(&self) -> Vec<(ContainerKind, Cow<'a, str>, Option<Cow<'a, str>>)> {
+        let groups: [(&Option<Vec<ContainerView<'a>>>, ContainerKind); 3] = [
+            (&self.init_containers, ContainerKind::Init),
+            (&self.containers, ContainerKind::Container),
+            (&self.ephemeral_containers, ContainerKind::Ephemeral),
+        ];
+        groups
+            .into_iter()
+            .flat_map(|(list, kind)| {
+                list.iter()
+                    .flatten()
+                    .map(move |c| (kind, c.name.clone(), c.image.clone()))
             })
-        })
-        .collect()
+            .collect()
+    }
+
+    fn node_selector(&self) -> Vec<(&str, &str)> {
+        self.node_selector
+            .iter()
+            .flatten()
+            .map(|(k, v)| (&**k, &**v))
+            .collect()
+    }
+
+    fn required_terms(&self) -> Vec<RawTerm<'_>> {
+        self.affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| n.required.as_ref())
+            .and_then(|r| r.node_selector_terms.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let exprs = t.match_expressions.iter().flatten().map(raw).collect();
+                let fields = t.match_fields.iter().flatten().map(raw).collect();
+                (exprs, fields)
+            })
+            .collect()
+    }
+
+    fn tolerations(&self) -> Vec<RawToleration<'_>> {
+        self.tolerations
+            .iter()
+            .flatten()
+            .map(|t| RawToleration {
+                key: t.key.as_deref(),
+                operator: t.operator.as_deref(),
+                value: t.value.as_deref(),
+                effect: t.effect.as_deref(),
+            })
+            .collect()
+    }
+
+    fn node_name(&self) -> Option<&str> {
+        self.node_name.as_deref()
+    }
 }
 
 /// The images of an object (empty when it has no pod spec).

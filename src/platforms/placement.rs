@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PodSpec};
-
 use super::{canonical, PoolFacts, ARCH, BETA_ARCH, BETA_OS, OS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,10 +46,6 @@ impl Requirement {
             operator: Operator::parse(operator)?,
             values,
         })
-    }
-
-    fn of(r: &NodeSelectorRequirement) -> Option<Self> {
-        Requirement::new(&r.key, &r.operator, r.values.clone().unwrap_or_default())
     }
 
     /// Whether a node whose label `key` is `value` (absent: `None`) meets it.
@@ -198,45 +192,6 @@ impl Placement {
             placement.name_fields.push(fields);
         }
         placement
-    }
-
-    pub fn of(spec: &PodSpec) -> Self {
-        let required = spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            });
-        let terms = required
-            .map(|r| r.node_selector_terms.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .map(|term| {
-                let exprs = term.match_expressions.iter().flatten().map(Requirement::of);
-                let fields = term.match_fields.iter().flatten().map(Requirement::of);
-                (exprs.collect(), fields.collect())
-            });
-        let tolerations = spec
-            .tolerations
-            .iter()
-            .flatten()
-            .map(|t| {
-                Toleration::new(
-                    t.key.as_deref(),
-                    t.operator.as_deref(),
-                    t.value.as_deref(),
-                    t.effect.as_deref(),
-                )
-            })
-            .collect();
-        Placement::new(
-            spec.node_selector.clone().unwrap_or_default(),
-            terms,
-            tolerations,
-        )
-        .bound_to(spec.node_name.as_deref())
     }
 
     /// The same placement for a pod bound to `node` (`spec.nodeName`), when it is.

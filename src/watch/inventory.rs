@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::platforms::Placement;
-use crate::workload::{ContainerKind, WorkloadKind};
+use crate::workload::{spec, ContainerKind, WorkloadKind};
 
 /// Names one object: kind, namespace, name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,7 +96,7 @@ pub fn project_workload(
     let (containers, placement) = match (&owner, spec) {
         (None, Some(spec)) => (
             spec_containers(spec, &[]),
-            Some(Arc::new(Placement::of(spec))),
+            Some(Arc::new(spec::placement(&spec))),
         ),
         _ => (Vec::new(), None),
     };
@@ -138,7 +138,7 @@ pub fn project_pod(pod: &Pod) -> Option<Projection> {
         identity: identity_of(WorkloadKind::Pod, &pod.metadata),
         owner: controller_of(&pod.metadata),
         containers,
-        placement: pod.spec.as_ref().map(|s| Arc::new(Placement::of(s))),
+        placement: pod.spec.as_ref().map(|s| Arc::new(spec::placement(&s))),
     })
 }
 
@@ -175,7 +175,8 @@ fn controller_of(meta: &ObjectMeta) -> Option<Owner> {
     })
 }
 
-/// Every container with an image, with the digest its status reports when given.
+/// Every container with an image (as the webhook reads them), with the digest its status
+/// reports when given.
 fn spec_containers(spec: &PodSpec, statuses: &[&ContainerStatus]) -> Vec<ContainerUse> {
     let running = |name: &str| {
         statuses
@@ -183,33 +184,13 @@ fn spec_containers(spec: &PodSpec, statuses: &[&ContainerStatus]) -> Vec<Contain
             .find(|s| s.name == name)
             .and_then(|s| running_digest(&s.image_id))
     };
-    let init = spec.init_containers.iter().flatten();
-    let main = spec.containers.iter();
-    let ephemeral = spec.ephemeral_containers.iter().flatten();
-    let named = init
-        .map(|c| (ContainerKind::Init, c.name.as_str(), c.image.as_deref()))
-        .chain(main.map(|c| {
-            (
-                ContainerKind::Container,
-                c.name.as_str(),
-                c.image.as_deref(),
-            )
-        }))
-        .chain(ephemeral.map(|c| {
-            (
-                ContainerKind::Ephemeral,
-                c.name.as_str(),
-                c.image.as_deref(),
-            )
-        }));
-    named
-        .filter_map(|(kind, name, image)| {
-            Some(ContainerUse {
-                name: name.into(),
-                kind,
-                image: image.filter(|i| !i.is_empty())?.into(),
-                running: running(name).map(Into::into),
-            })
+    spec::images(&spec)
+        .into_iter()
+        .map(|c| ContainerUse {
+            running: running(&c.name).map(Into::into),
+            name: c.name.as_ref().into(),
+            kind: c.kind,
+            image: c.image.as_ref().into(),
         })
         .collect()
 }

@@ -1,9 +1,10 @@
-//! Which objects carry pod templates, and the containers they name. Reading them from an
-//! admission review is the webhook's (src/admission/objects.rs).
+//! Which objects carry pod templates, the containers they name, and one reading of a pod
+//! spec for the webhook and the controller (`spec.rs`).
 
 use std::borrow::Cow;
 
 pub(crate) mod kind;
+pub mod spec;
 
 pub use kind::{ContainerKind, WorkloadKind};
 
