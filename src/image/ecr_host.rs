@@ -8,7 +8,7 @@ use std::fmt;
 
 /// DNS suffixes of the AWS partitions that have ECR: aws, aws-us-gov (same suffix as aws),
 /// aws-cn, aws-iso, aws-iso-b.
-const PARTITION_SUFFIXES: &[&str] = &[
+pub const PARTITION_SUFFIXES: &[&str] = &[
     "amazonaws.com",
     "amazonaws.com.cn",
     "c2s.ic.gov",
@@ -69,6 +69,11 @@ const KNOWN_REGIONS: &[&str] = &[
     "us-isob-east-1",
     "us-isob-west-1",
 ];
+
+/// The regions an ECR host may name (tests/ecr_hosts.rs holds them to the SDK's data).
+pub fn known_regions() -> &'static [&'static str] {
+    KNOWN_REGIONS
+}
 
 /// Whether `region` is one of the [`KNOWN_REGIONS`].
 pub fn known_region(region: &str) -> bool {

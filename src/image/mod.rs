@@ -3,7 +3,7 @@
 mod ecr_host;
 mod reference;
 
-pub use ecr_host::{known_region, parse_ecr_host, EcrRegistry};
+pub use ecr_host::{known_region, known_regions, parse_ecr_host, EcrRegistry, PARTITION_SUFFIXES};
 pub use reference::{validate_digest, Reference, ReferenceError, DEFAULT_REGISTRY};
 
 /// What to ask ECR for: a tag to resolve, or a digest (which wins over any tag).
