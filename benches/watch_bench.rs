@@ -25,6 +25,10 @@
 //! that just fits), each load phase lasts LOAD_SECONDS, and memory is read when the pass ends;
 //! WHOLE_PASS 0 measures admission during the first LOAD_SECONDS of the pass and stops there
 //! (a 900 s pass at production's pace is then sampled, not waited for).
+//!
+//! To see what the memory after a pass is made of: `WATCH_BENCH_SERIES=0` runs without the
+//! per-workload series (`--workload-metrics=false`), `WATCH_BENCH_FORECASTS=0` without
+//! lifecycle forecasts (`--lifecycle-forecast=false`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -344,6 +348,11 @@ async fn load(
     out
 }
 
+/// An on/off environment variable, on unless `0`.
+fn switch(name: &str) -> bool {
+    std::env::var(name).map_or(true, |v| v != "0")
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1000.0
@@ -357,6 +366,10 @@ fn main() {
             .unwrap_or(default)
     };
     let interval = Duration::from_secs(arg(1, 20));
+    let expiry = ExpirySettings {
+        forecast: switch("WATCH_BENCH_FORECASTS"),
+        ..ExpirySettings::default()
+    };
     let repos = arg(2, 500) as usize;
     // Room for a pass (4 calls a repository with forecasts) within 90 % of the interval,
     // unless given.
@@ -389,12 +402,12 @@ fn main() {
         recheck_interval: interval,
         calls_per_second,
         namespaces: Namespaces::default(),
-        workload_metrics: true,
+        workload_metrics: switch("WATCH_BENCH_SERIES"),
         leader_election: false,
         lease_namespace: "default".into(),
         lease_duration: Duration::from_secs(15),
         identity: "bench".into(),
-        expiry: ExpirySettings::default(),
+        expiry: expiry.clone(),
     };
     let background = Arc::new(watch::background_engine(
         &admission,
@@ -462,12 +475,12 @@ fn main() {
         interval,
         Arc::new(Signals::new(
             Arc::clone(&metrics),
-            true,
+            switch("WATCH_BENCH_SERIES"),
             DEFAULT_EXPIRY_WARNING,
             None,
         )),
         metrics.clone(),
-        &ExpirySettings::default(),
+        &expiry,
     )
     .with_budget(calls_per_second);
     let pass = server_rt.spawn(async move { verifier.run().await });
