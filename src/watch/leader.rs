@@ -14,7 +14,7 @@ use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 
-use super::signals::Signals;
+use super::publish::Signals;
 use super::verify::Verifier;
 use super::watchers::{Reach, PROBE_EVERY};
 use super::{WatchMetrics, WatchSettings, LEASE_NAME};

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::pass_budget::{self, PassBudget};
 use super::preview::Previews;
-use super::signals::Signals;
+use super::publish::Signals;
 use super::state::{Inventory, Verified};
 use super::walks;
 use super::ExpirySettings;

@@ -2,7 +2,8 @@
 //! metrics, and an Event on a workload when one of its images breaks (Warning
 //! `ImageUnavailable`) or recovers (Normal `ImageAvailable`), on transitions only; when a
 //! lifecycle rule will act on one within the warning (Warning `ImageExpiring`, once); and
-//! when the restore of an archived one starts (Normal `ImageRestoreStarted`).
+//! when the restore of an archived one starts (Normal `ImageRestoreStarted`). The Events
+//! leave through the paced queue of `events.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
