@@ -58,49 +58,52 @@ fn replica(kubeconfig: &Path, name: &str) -> Replica {
     }
 }
 
-async fn leader_gauge(r: &Replica) -> Option<u8> {
-    let text = reqwest::get(&r.metrics).await.ok()?.text().await.ok()?;
+/// The value of the series `name` (without labels) on `replica`'s /metrics, if it answers.
+async fn metric(replica: &Replica, name: &str) -> Option<f64> {
+    let text = reqwest::get(&replica.metrics)
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("ecr_preflight_watch_leader "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
+}
+
+async fn leader_gauge(r: &Replica) -> Option<u8> {
+    metric(r, "ecr_preflight_watch_leader")
+        .await
+        .map(|v| v as u8)
+}
+
+/// Waits (10 s at most) until `replica` reports `gauge` on `ecr_preflight_watch_leader`.
+async fn wait_for_leader_gauge(replica: &Replica, gauge: u8, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader_gauge(replica).await != Some(gauge) {
+        assert!(Instant::now() < deadline, "the replica never {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits (10 s at most) until `replica` reports leading on its metrics.
 async fn wait_until_leading(replica: &Replica) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while leader_gauge(replica).await != Some(1) {
-        assert!(
-            Instant::now() < deadline,
-            "the replica never reported leading"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_leader_gauge(replica, 1, "reported leading").await;
 }
 
 /// Waits (10 s at most) until `replica` serves its metrics and does not lead.
 async fn wait_until_following(replica: &Replica) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while leader_gauge(replica).await != Some(0) {
-        assert!(
-            Instant::now() < deadline,
-            "the replica never came up following"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_leader_gauge(replica, 0, "came up following").await;
 }
 
 /// When `replica`'s last full pass ended (its metric; 0 until it answers).
 async fn last_pass(replica: &Replica) -> f64 {
-    let Ok(response) = reqwest::get(&replica.metrics).await else {
-        return 0.0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("ecr_preflight_watch_last_full_verification_timestamp_seconds ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric(
+        replica,
+        "ecr_preflight_watch_last_full_verification_timestamp_seconds",
+    )
+    .await
+    .unwrap_or(0.0)
 }
 
 /// Waits (30 s at most) until `replica` has ended `n` more full passes.

@@ -27,6 +27,24 @@ struct Facts {
 }
 
 impl Facts {
+    /// The nodes and NodePools as one value, made once after each change.
+    fn snapshot(&mut self) -> Arc<Cluster> {
+        let Facts {
+            nodes,
+            pools,
+            snapshot,
+            ..
+        } = self;
+        snapshot
+            .get_or_insert_with(|| {
+                Arc::new(Cluster {
+                    nodes: nodes.values().cloned().collect(),
+                    pools: pools.values().cloned().collect(),
+                })
+            })
+            .clone()
+    }
+
     /// Every platform a node runs or a NodePool may start, in order, once each.
     fn platforms(&self) -> Vec<NodePlatform> {
         let nodes = self.nodes.values().filter_map(NodeFacts::platform);
@@ -65,11 +83,7 @@ impl ClusterFacts {
         if !*self.listed.borrow() {
             return None;
         }
-        let facts = self.lock();
-        Some(Cluster {
-            nodes: facts.nodes.values().cloned().collect(),
-            pools: facts.pools.values().cloned().collect(),
-        })
+        Some((*self.lock().snapshot()).clone())
     }
 
     /// The platforms `placement` can land on; `None` until the Nodes have been listed.
@@ -94,17 +108,7 @@ impl ClusterFacts {
         if let Some(found) = facts.answers.get(placement) {
             return Some(found.clone());
         }
-        let cluster = match &facts.snapshot {
-            Some(cluster) => cluster.clone(),
-            None => {
-                let cluster = Arc::new(Cluster {
-                    nodes: facts.nodes.values().cloned().collect(),
-                    pools: facts.pools.values().cloned().collect(),
-                });
-                facts.snapshot = Some(cluster.clone());
-                cluster
-            }
-        };
+        let cluster = facts.snapshot();
         drop(facts);
         let found = Arc::new(landable(placement, &cluster));
         let mut facts = self.lock();

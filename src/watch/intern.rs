@@ -1,7 +1,7 @@
 //! One copy of each repeated value of the projections: namespaces, kinds, API versions,
 //! owners' names and uids (the pods of a ReplicaSet name the same owner), placements (the
-//! pods of a template share theirs), containers' names, images and running digests. With 100,000 Pods that is most of what each object
-//! held twice or more. A value nobody holds any more is swept when the table has doubled
+//! pods of a template share theirs), containers' names, images and running digests. With
+//! 100,000 Pods that is most of what each object held twice or more. A value nobody holds any more is swept when the table has doubled
 //! since the last sweep, so the table stays within twice what is in use.
 
 use std::collections::HashSet;

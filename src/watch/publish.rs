@@ -22,6 +22,15 @@ use crate::lifecycle::Action;
 use crate::metrics::{ExpiryLabels, OutcomeLabels, ReasonLabels, WatchMetrics, WorkloadLabels};
 use crate::report::Outcome;
 
+/// What a walk of [`Signals::publish`] found besides what it told.
+#[derive(Default)]
+pub struct Published {
+    /// How long the walk took.
+    pub took: Duration,
+    /// The rows whose image is archived.
+    pub archived: Vec<Row>,
+}
+
 /// What one (workload, container, image) last looked like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
@@ -90,24 +99,34 @@ impl Signals {
     /// Brings metrics up to date with the inventory and posts the Events of what changed.
     /// The walk over every workload runs on the walks' thread: with 100,000 Pods it takes
     /// tens of milliseconds, which the webhook's worker must not wait for.
-    /// Returns how long the walk took.
-    pub async fn publish(self: &Arc<Self>, inventory: &Arc<Inventory>) -> Duration {
+    /// Returns how long the walk took, and the rows whose image is archived (what a restore
+    /// needs, found by the same walk).
+    pub async fn publish(self: &Arc<Self>, inventory: &Arc<Inventory>) -> Published {
         let (this, inventory) = (self.clone(), inventory.clone());
-        let (changed, took) = walks::run(move || {
+        let (changed, published) = walks::run(move || {
             let start = std::time::Instant::now();
             let rows = inventory.rows();
             this.set_metrics(&rows);
             this.set_expiry_metrics(&rows);
+            let archived = rows
+                .iter()
+                .filter(|r| r.outcome() == Outcome::Archived)
+                .cloned()
+                .collect();
             let mut tell = this.expiring(&rows);
             tell.extend(this.transitions(rows));
-            (tell, start.elapsed())
+            let published = Published {
+                took: start.elapsed(),
+                archived,
+            };
+            (tell, published)
         })
         .await
         .unwrap_or_default();
         for (row, event) in changed {
             self.post(&row, event);
         }
-        took
+        published
     }
 
     /// The restore of an archived image started: a Normal Event on each workload using it.

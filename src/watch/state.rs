@@ -204,10 +204,9 @@ impl Inventory {
         &self,
         kind: WorkloadKind,
         namespace: Option<&str>,
-        listed: Vec<(ObjectKey, Projection)>,
+        mut listed: Vec<(ObjectKey, Projection)>,
         first: bool,
     ) {
-        let mut listed = listed;
         {
             let mut interner = lock(&self.interner);
             for (key, projection) in &mut listed {
@@ -246,10 +245,6 @@ impl Inventory {
             findings: lock(&self.findings).clone(),
             cluster: self.cluster.get().cloned(),
         }
-    }
-
-    pub fn workloads(&self) -> Vec<Workload> {
-        self.snapshot().store.workloads()
     }
 
     /// Every distinct image in use, sorted.

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::pass_budget::{self, PassBudget};
 use super::preview::Previews;
 use super::publish::Signals;
-use super::state::{Inventory, Verified};
+use super::state::{Inventory, Row, Verified};
 use super::walks;
 use super::ExpirySettings;
 use crate::engine::Engine;
@@ -22,7 +22,6 @@ use crate::expiry::{self, RepositoryForecast};
 use crate::image::{ImageTarget, RepositoryKey};
 use crate::metrics::WatchMetrics;
 use crate::registry::Restore;
-use crate::report::Outcome;
 
 /// The last repository of a pass starts this far into the interval, so that the pass ends
 /// before the next begins even when ECR is slow.
@@ -256,28 +255,21 @@ impl Verifier {
         self.metrics
             .objects
             .set(i64::try_from(self.inventory.objects()).unwrap_or(i64::MAX));
-        let took = self.signals.publish(&self.inventory).await;
+        let published = self.signals.publish(&self.inventory).await;
         if self.restore_archived {
-            self.restore_archived().await;
+            self.restore_archived(&published.archived).await;
         }
-        took
+        published.took
     }
 
     /// Starts restoring each archived image in use, once (`--restore-archived-in-use`), and
-    /// tells every workload that uses it.
-    async fn restore_archived(&self) {
+    /// tells every workload that uses it: `rows` are the workload containers whose image is
+    /// archived.
+    async fn restore_archived(&self, rows: &[Row]) {
         let Some(facts) = self.engine.lifecycle() else {
             return;
         };
-        let inventory = self.inventory.clone();
-        let rows = walks::run(move || inventory.rows())
-            .await
-            .unwrap_or_default();
-        let archived: BTreeSet<&str> = rows
-            .iter()
-            .filter(|r| r.outcome() == Outcome::Archived)
-            .map(|r| &*r.container.image)
-            .collect();
+        let archived: BTreeSet<&str> = rows.iter().map(|r| &*r.container.image).collect();
         for image in archived {
             {
                 let restores = self.restores.lock().unwrap_or_else(|p| p.into_inner());
