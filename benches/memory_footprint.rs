@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::findings::Outcome;
 use ecr_preflight::image::{ImageId, RepositoryKey};
 use ecr_preflight::registry::{
     BatchGetImageOutput, BlobState, FetchedManifest, LayerAvailabilityOutput, Registry,
     RegistryError,
 };
-use ecr_preflight::report::Outcome;
 use ecr_preflight::server::tls::{self, CertStore};
 use ecr_preflight::server::{self, WebhookConfig};
 use futures::future::BoxFuture;

@@ -1,5 +1,6 @@
-//! The controller at scale, in one process as `serve --watch` runs it (the webhook and the
-//! controller on one single-worker runtime): REPOS repositories (default 500) of 4 images,
+//! The controller at scale, in one process as `serve --watch` runs it (the webhook on one
+//! single-worker runtime, the controller's pass on a low-priority thread and runtime of its
+//! own): REPOS repositories (default 500) of 4 images,
 //! each image run by a Deployment of 5 replicas (500: 10,000 Pods, 2,000 Deployments, 2,000
 //! images; 5,000: 100,000 Pods, 20,000 images), 30 blobs an image, half of them shared by the
 //! images of a repository. Reports
@@ -470,7 +471,7 @@ fn main() {
 
     let metrics: Arc<ecr_preflight::watch::WatchMetrics> = Arc::new(Default::default());
     let verifier = Verifier::new(
-        background,
+        background.clone(),
         inventory.clone(),
         interval,
         Arc::new(Signals::new(
@@ -483,7 +484,15 @@ fn main() {
         &expiry,
     )
     .with_budget(calls_per_second);
-    let pass = server_rt.spawn(async move { verifier.run().await });
+    // On the controller's own low-priority thread and runtime, as `serve --watch` runs it.
+    let (abort, aborted) = tokio::sync::oneshot::channel::<()>();
+    watch::spawn_apart(move || async move {
+        tokio::select! {
+            () = verifier.run() => {}
+            _ = aborted => {}
+        }
+    })
+    .expect("controller thread");
     let busy = client_rt.block_on(load(
         client.clone(),
         url.clone(),
@@ -499,12 +508,16 @@ fn main() {
             registry.calls.lock().expect("lock").keys().filter(|r| r.starts_with("team-")).count());
         return;
     }
-    // Wait for the pass to end (its duration is set last).
+    // Wait for the pass to end (its duration is set last), and take its calls then: a pass
+    // squeezed into the interval is followed by the next at once.
     while metrics.cycle_duration.get() == 0.0 {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(5));
     }
-    pass.abort();
+    let _ = abort.send(());
+    let calls = registry.calls.lock().expect("lock").clone();
+    let lifecycle = registry.lifecycle_calls.lock().expect("lock").clone();
     let after = common::rss().0;
+    let held = background.cache_sizes();
     let budget = inventory.view().budget;
 
     // `/inventory` asked for every GET_EVERY, each time after a change (the worst case: every
@@ -537,7 +550,6 @@ fn main() {
     let (documents, document_bytes) = server_rt.block_on(asking).expect("asking");
     let after_reading = common::rss().0;
 
-    let calls = registry.calls.lock().expect("lock");
     let watched: Vec<(&String, &(usize, usize))> = calls
         .iter()
         .filter(|(r, _)| r.starts_with("team-"))
@@ -569,7 +581,10 @@ fn main() {
     println!("memory: webhook idle {:.1} MiB; with the inventory {:.1} MiB (+{:.1}); after a pass {:.1} MiB (+{:.1} over idle)",
         idle as f64 / 1024.0, filled as f64 / 1024.0, filled.saturating_sub(idle) as f64 / 1024.0,
         after as f64 / 1024.0, after.saturating_sub(idle) as f64 / 1024.0);
-    let lifecycle = registry.lifecycle_calls.lock().expect("lock");
+    println!(
+        "the controller's caches after the pass: {} tags, {} manifests, {} blobs",
+        held.0, held.1, held.2
+    );
     let (policies, described) = lifecycle
         .values()
         .fold((0, 0), |acc, c| (acc.0 + c.0, acc.1 + c.1));

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use crate::findings::{Finding, ImageReport, NotFound, Outcome, PlatformCheck, PlatformGap};
 use crate::image::{ImageId, ImageTarget};
 use crate::manifest::Platform;
-use crate::report::{Finding, ImageReport, NotFound, Outcome, PlatformCheck, PlatformGap};
 use crate::workload::ContainerKind;
 
 /// What the webhook does with problems.

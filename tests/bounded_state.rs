@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::findings::Outcome;
 use ecr_preflight::registry::ecr::MAX_CLIENTS;
 use ecr_preflight::registry::Registry;
-use ecr_preflight::report::Outcome;
 use tokio::time::Instant;
 
 #[tokio::test]

@@ -14,9 +14,9 @@ use aws_sdk_ecr::config::SharedCredentialsProvider;
 use common::seed::{Breakage, Seeder, OCI_MANIFEST};
 use common::server;
 use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::findings::Outcome;
 use ecr_preflight::registry::credentials::{CredentialKeeper, NO_EXPIRY_REFRESH};
 use ecr_preflight::registry::ecr::{EcrApi, EcrSettings};
-use ecr_preflight::report::Outcome;
 use ecr_preflight::server::ReadyGate;
 
 /// A credentials provider that takes `delay` (tokio's clock) and counts its calls.

@@ -4,9 +4,9 @@ use ecr_preflight::decision::{
     decide, ContainerFinding, Disposition, Mode, OnError, MAX_WARNINGS, MAX_WARNINGS_BYTES,
     MAX_WARNING_CHARS,
 };
+use ecr_preflight::findings::{Finding, ImageReport, NotFound, PlatformCheck, PlatformGap};
 use ecr_preflight::manifest::Platform;
 use ecr_preflight::platforms::{Landing, NodePlatform};
-use ecr_preflight::report::{Finding, ImageReport, NotFound, PlatformCheck, PlatformGap};
 use ecr_preflight::workload::ContainerKind;
 
 const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/app:1.4";

@@ -75,6 +75,7 @@ async fn setup() -> Setup {
         timeout: Duration::from_secs(3),
     };
     let configs = Arc::new(ConfigCache::new(Arc::new(OciBlobs::new(ecr, endpoint))));
+    controller.inventory.attach_configs(configs.clone());
     let (cert, key) = server::tls::self_signed_pem().expect("cert");
     server::tls::install_crypto_provider();
     let key =

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::memory_registry::MemoryRegistry;
 use common::seed::REGISTRY;
 use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::findings::Outcome;
 use ecr_preflight::registry::BlobState;
-use ecr_preflight::report::Outcome;
 use ecr_preflight::watch::inventory::{key_of, project_workload};
 use ecr_preflight::watch::{
     self, ExpirySettings, Inventory, Signals, Verifier, WatchMetrics, WatchSettings,

@@ -11,7 +11,7 @@ use aws_sdk_ecr::types::ImageIdentifier;
 use common::fake_apiserver::{put_deployment, FakeApiServer};
 use common::seed::{Breakage, Pushed, Seeder, DOCKER_MANIFEST};
 use ecr_preflight::engine::{Engine, EngineSettings};
-use ecr_preflight::expiry;
+use ecr_preflight::lifecycle::expiry;
 use ecr_preflight::registry::Registry;
 use ecr_preflight::server::{self, tls::CertStore, WebhookConfig};
 use ecr_preflight::watch::{

@@ -187,6 +187,76 @@ async fn one_replica_leads_and_the_other_takes_over_when_it_dies() {
     wait_until_leading(&beta).await;
 }
 
+/// The threads of process `pid`: name and nice value, from /proc.
+fn threads(pid: u32) -> Vec<(String, i64)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let dir = task.expect("task").path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue; // ended meanwhile
+        };
+        // Fields after the command's closing parenthesis start at the state (field 3);
+        // nice is field 19.
+        let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+        let nice = rest
+            .split(' ')
+            .nth(16)
+            .expect("nice")
+            .parse()
+            .expect("nice");
+        found.push((comm.trim().to_owned(), nice));
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_watch_runs_the_controller_on_a_thread_of_its_own_at_the_lowest_priority() {
+    let api = FakeApiServer::start().await;
+    let image = format!("{REGISTRY}/{}:gone", common::unique("watch/apart"));
+    put_deployment(&api, "shop", "web", &image, "sha256:11");
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = api.kubeconfig(dir.path());
+    let (child, ports) = common::spawn_reporting(
+        command(&kubeconfig, &common::moto::endpoint())
+            .args(["serve", "--watch", "--insecure-self-signed"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--recheck-interval", "2s", "--lease-namespace", "ops"])
+            .env("POD_NAME", "apart")
+            .stdout(Stdio::null()),
+        "serving",
+        &["webhook", "metrics"],
+    );
+    let serving = Replica {
+        metrics: format!("http://127.0.0.1:{}/metrics", ports[1]),
+        child,
+    };
+    // The controller does its whole work: it leads, verifies and tells.
+    wait_until_leading(&serving).await;
+    wait_for("the Warning", Duration::from_secs(30), || {
+        !api.objects("Event").is_empty()
+    })
+    .await;
+    wait_passes(&serving, 1).await;
+    let threads = threads(serving.child.id());
+    let nice_of = |name: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    assert_eq!(nice_of("controller"), [19], "{threads:?}");
+    // Admission's worker (and its runtime's blocking pool) keeps the process's priority.
+    let admission = nice_of("tokio-rt-worker");
+    assert!(
+        !admission.is_empty() && admission.iter().all(|n| *n == 0),
+        "{threads:?}"
+    );
+}
+
 fn report(kubeconfig: &Path, endpoint: &str, format: &str) -> Output {
     command(kubeconfig, endpoint)
         .args(["report", "-o", format])

@@ -15,9 +15,9 @@ use tokio::time::Instant;
 
 use crate::decision::{self, ContainerFinding, Disposition, Mode, OnError, Verdict};
 use crate::engine::Engine;
+use crate::findings::{Finding, ImageReport};
 use crate::json::JsonError;
 use crate::platforms::{Placement, PlatformSources};
-use crate::report::{Finding, ImageReport};
 use crate::workload::{ContainerImage, ContainerKind, WorkloadKind};
 use review::{RequestView, ReviewView};
 

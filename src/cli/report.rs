@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use super::engine_args::EngineArgs;
 use super::watch::{kube_client, ScopeFlags};
 use crate::decision::Severity;
-use crate::expiry;
+use crate::lifecycle::expiry;
 use crate::watch::state::Row;
 use crate::watch::{nodes, verify, watchers, Budgeted, InventoryView};
 

@@ -13,13 +13,13 @@ use rustls::sign::CertifiedKey;
 
 use super::engine_args::{parse_duration, Built, EngineArgs};
 use super::process::{credentials_gate, wait_for_signal};
-use super::watch::{controller_client, start_controller, WatchFlags};
+use super::watch::{controller_parts, kube_config, WatchFlags};
 use crate::admission::DecisionLog;
 use crate::admission::{OwnedObjects, Policy};
 use crate::decision::{Mode, OnError};
 use crate::server::tls::{self, CertStore};
 use crate::server::{self, Limits, WebhookConfig};
-use crate::watch::Controller;
+use crate::watch::{self, Controller};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -129,15 +129,13 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
             &built.engine.metrics().task_restarts,
         );
     }
-    let controller = if args.watch {
-        Some(controller(&args, &built).await?)
+    let (controller, config_platforms) = if args.watch {
+        (
+            Some(controller(&args, &built).await?),
+            Some(args.engine.config_platforms(&built.ecr)?),
+        )
     } else {
-        None
-    };
-    let config_platforms = if args.watch {
-        Some(args.engine.config_platforms(&built.ecr)?)
-    } else {
-        None
+        (None, None)
     };
     let credentials = built.credentials;
     let engine = Arc::new(built.engine);
@@ -188,21 +186,26 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// The controller beside the webhook. Without a Kubernetes configuration `--watch` cannot
-/// be kept, and saying so at start-up beats a webhook that looks healthy while nothing
-/// re-verifies (once started, the controller never holds admission back: an API server
-/// that cannot be reached is retried in the background).
+/// The controller beside the webhook, on a thread and runtime of its own, with SDK clients
+/// and a registry API client of its own (see `watch::start_apart`). Without a Kubernetes
+/// configuration `--watch` cannot be kept, and saying so at start-up beats a webhook that
+/// looks healthy while nothing re-verifies (once started, the controller never holds
+/// admission back: an API server that cannot be reached is retried in the background).
 async fn controller(args: &ServeArgs, built: &Built) -> anyhow::Result<Controller> {
-    let client = controller_client().await.map_err(|e| {
+    let cannot = |e: anyhow::Error| {
         anyhow!("--watch: the controller cannot start: {e:#}. Give it a Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config), or run serve without --watch to serve the webhook alone")
-    })?;
-    Ok(start_controller(
-        client,
-        &built.engine,
-        built.registry.clone(),
-        &args.engine,
-        &args.watch_flags,
-    ))
+    };
+    let config = kube_config().await.map_err(cannot)?;
+    let ecr = Arc::new(built.ecr.apart());
+    let (engine, settings) =
+        controller_parts(&built.engine, ecr.clone(), &args.engine, &args.watch_flags);
+    let controller = watch::start_apart(config, engine, settings)
+        .await
+        .map_err(cannot)?;
+    controller
+        .inventory
+        .attach_configs(args.engine.config_platforms(&ecr)?);
+    Ok(controller)
 }
 
 /// The certificate served from the start: the files', or a self-signed one.

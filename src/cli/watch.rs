@@ -183,7 +183,7 @@ pub struct WatchArgs {
 
 /// The Kubernetes configuration from the standard chain: in-cluster service account, else
 /// KUBECONFIG or ~/.kube/config (an http:// server, as `kubectl proxy` gives, works too).
-async fn kube_config() -> anyhow::Result<kube::Config> {
+pub async fn kube_config() -> anyhow::Result<kube::Config> {
     kube::Config::infer()
         .await
         .map_err(|e| anyhow!("no Kubernetes configuration found: {e}"))
@@ -201,7 +201,8 @@ pub async fn controller_client() -> anyhow::Result<kube::Client> {
         .map_err(|e| anyhow!("cannot build the Kubernetes client: {e}"))
 }
 
-/// Starts the controller on `engine`'s registry, within its own budget.
+/// Starts the controller on `engine`'s registry, within its own budget, on the caller's
+/// runtime (`watch`: nothing else runs there).
 pub fn start_controller(
     client: kube::Client,
     engine: &Engine,
@@ -209,6 +210,18 @@ pub fn start_controller(
     engine_args: &EngineArgs,
     flags: &WatchFlags,
 ) -> Controller {
+    let (background, settings) = controller_parts(engine, registry, engine_args, flags);
+    Controller::start(client, background, settings)
+}
+
+/// The controller's engine (on `registry`, behind the background budget) and settings,
+/// logged as it starts.
+pub fn controller_parts(
+    engine: &Engine,
+    registry: Arc<dyn Registry>,
+    engine_args: &EngineArgs,
+    flags: &WatchFlags,
+) -> (Arc<Engine>, WatchSettings) {
     let settings = flags.settings();
     let background =
         watch::background_engine(engine, registry, &engine_args.engine_settings(), &settings);
@@ -223,7 +236,7 @@ pub fn start_controller(
         identity = %settings.identity,
         "controller starting"
     );
-    Controller::start(client, Arc::new(background), settings)
+    (Arc::new(background), settings)
 }
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {

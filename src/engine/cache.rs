@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::findings::Finding;
 use crate::image::RepositoryKey;
 use crate::manifest::{Manifest, Platform};
 use crate::metrics::EngineMetrics;
-use crate::report::Finding;
 use crate::ttl_map::TtlMap;
 
 /// Sizes and lifetimes, from flags.

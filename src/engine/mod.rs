@@ -19,12 +19,12 @@ use foldhash::HashMap as FastMap;
 use futures::future::join_all;
 use tokio::time::Instant;
 
+use crate::findings::{Finding, ImageReport, Outcome};
 use crate::image::{ImageId, ImageTarget, RepositoryKey};
 use crate::manifest::{Manifest, Platform};
 use crate::metrics::EngineMetrics;
 use crate::platforms::ConfigCache;
 use crate::registry::{LifecycleFacts, Registry};
-use crate::report::{Finding, ImageReport, Outcome};
 pub use cache::CacheSettings;
 use cache::Caches;
 pub use calls::CallStats;

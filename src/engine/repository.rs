@@ -10,10 +10,10 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::calls::{Answer, ImageAnswer, RepoState};
+use crate::findings::{Finding, NotFound, PlatformCheck};
 use crate::image::ImageId;
 use crate::manifest::{Child, Manifest, Platform};
 use crate::registry::{BlobState, RegistryError};
-use crate::report::{Finding, NotFound, PlatformCheck};
 
 /// The findings of `ids`, all of one repository, checked for `platforms`.
 pub(super) async fn check_repository(

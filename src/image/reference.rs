@@ -1,5 +1,9 @@
 //! The Docker/OCI image reference grammar (as in distribution's `reference` package), with
 //! Docker Hub's normalisation: `nginx` → `docker.io/library/nginx:latest`.
+//!
+//! Not `oci-spec`'s `distribution::Reference`: it refuses IPv6 hosts, accepts six-digit
+//! ports, limits the repository instead of the whole name, and says "invalid reference
+//! format" where these errors name the part at fault (docs/performance.md 6).
 
 use std::fmt;
 

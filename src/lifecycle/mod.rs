@@ -22,7 +22,9 @@
 //! Where the guide is silent: an image never pulled (nor restored) counts from its push for
 //! `sinceImagePulled`; an archived image without a transition time counts from its push.
 
+pub mod expiry;
 mod policy;
+pub mod preview;
 
 pub use policy::{
     wildcard_match, Action, Count, Policy, PolicyError, Rule, StorageClass, TagSelection,

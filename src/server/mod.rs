@@ -203,7 +203,8 @@ pub struct WebhookConfig {
     pub ready_when: Option<ReadyGate>,
     /// The controller, when it runs in this process (`serve --watch`).
     pub controller: Option<Controller>,
-    /// Where single-arch images' platforms are read (with the controller's nodes).
+    /// Where admission reads single-arch images' platforms (with the controller's nodes).
+    /// The controller's inventory has its own, attached by whoever starts it.
     pub config_platforms: Option<Arc<ConfigCache>>,
 }
 
@@ -246,9 +247,6 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
         tls,
         limits: config.limits,
     });
-    if let (Some(controller), Some(configs)) = (&config.controller, &config.config_platforms) {
-        controller.inventory.attach_configs(configs.clone());
-    }
     let inventory = config.controller.map(|c| c.inventory);
     let running = start(webhook, admin, metrics, inventory)?;
     open_when(&running.health, config.ready_when);

@@ -23,9 +23,9 @@ use crate::admission::DecisionLog;
 use crate::admission::{self, Policy, Reviewed};
 use crate::decision::Mode;
 use crate::engine::Engine;
+use crate::findings::Finding;
 use crate::metrics::{self, AdmissionLabels, Metrics};
 use crate::platforms::PlatformSources;
-use crate::report::Finding;
 use crate::workload::WorkloadKind;
 
 /// An UPDATE carries `object` and `oldObject`, each up to the API server's 3 MiB.

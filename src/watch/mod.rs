@@ -4,6 +4,7 @@
 //! replica verifies, chosen by a Lease; every replica keeps the inventory, so a new leader
 //! starts at once.
 
+mod apart;
 mod budget;
 mod events;
 mod intern;
@@ -11,7 +12,6 @@ pub mod inventory;
 mod leader;
 pub mod nodes;
 pub mod pass_budget;
-mod preview;
 mod publish;
 pub mod state;
 pub mod verify;
@@ -29,6 +29,7 @@ use crate::engine::{CacheSettings, Engine, EngineSettings};
 pub use crate::metrics::WatchMetrics;
 use crate::registry::Registry;
 use crate::supervise;
+pub use apart::{spawn_apart, start_apart};
 pub use budget::Budgeted;
 pub use events::{EventPace, EventSink};
 pub use publish::Signals;

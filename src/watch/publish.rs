@@ -17,10 +17,10 @@ use super::inventory::ObjectKey;
 use super::state::{Inventory, Row};
 use super::walks;
 use crate::decision::{truncate, Severity};
-use crate::expiry::{self, Expiry};
+use crate::findings::Outcome;
+use crate::lifecycle::expiry::{self, Expiry};
 use crate::lifecycle::Action;
 use crate::metrics::{ExpiryLabels, OutcomeLabels, ReasonLabels, WatchMetrics, WorkloadLabels};
-use crate::report::Outcome;
 
 /// What a walk of [`Signals::publish`] found besides what it told.
 #[derive(Default)]

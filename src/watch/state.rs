@@ -15,11 +15,11 @@ use super::inventory::{Map, ObjectKey, Projection, Store, Workload, WorkloadCont
 use super::pass_budget::PassBudget;
 use super::walks;
 use crate::decision::{problems_of, ContainerFinding, Problem};
-use crate::expiry::{self, Expiry, ExpiryRule};
+use crate::findings::{ImageReport, Outcome};
 use crate::image::{ImageId, ImageTarget};
+use crate::lifecycle::expiry::{self, Expiry, ExpiryRule};
 use crate::manifest::Platform;
 use crate::platforms::{ClusterFacts, ConfigCache, Landing};
-use crate::report::{ImageReport, Outcome};
 use crate::workload::WorkloadKind;
 
 /// What the last verification of one image found.

@@ -12,14 +12,14 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::pass_budget::{self, PassBudget};
-use super::preview::Previews;
 use super::publish::Signals;
 use super::state::{Inventory, Row, Verified};
 use super::walks;
 use super::ExpirySettings;
 use crate::engine::Engine;
-use crate::expiry::{self, RepositoryForecast};
 use crate::image::{ImageTarget, RepositoryKey};
+use crate::lifecycle::expiry::{self, RepositoryForecast};
+use crate::lifecycle::preview::Previews;
 use crate::metrics::WatchMetrics;
 use crate::registry::Restore;
 

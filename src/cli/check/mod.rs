@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::engine_args::EngineArgs;
 use super::watch::ExpiryFlags;
 use crate::engine::Engine;
-use crate::expiry::{self, Forecasts};
+use crate::lifecycle::expiry::{self, Forecasts};
 use crate::registry::RegistryError;
 use report::{Rows, Summary};
 

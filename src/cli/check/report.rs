@@ -9,9 +9,9 @@ use serde::Serialize;
 use super::input::InputError;
 use super::subject::Subject;
 use crate::decision::{problems_of, ContainerFinding};
-use crate::expiry::{self, Expiry, ExpiryError, ExpiryRule};
+use crate::findings::{Finding, ImageReport, Outcome};
 use crate::image::RepositoryKey;
-use crate::report::{Finding, ImageReport, Outcome};
+use crate::lifecycle::expiry::{self, Expiry, ExpiryError, ExpiryRule};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {

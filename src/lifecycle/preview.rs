@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::expiry::RepositoryForecast;
+use super::Action;
 use crate::engine::Engine;
-use crate::expiry::RepositoryForecast;
 use crate::image::RepositoryKey;
-use crate::lifecycle::Action;
 use crate::metrics::{RepositoryLabels, WatchMetrics};
 use crate::registry::{LifecycleFacts, Preview, RegistryError};
 

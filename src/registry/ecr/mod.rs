@@ -14,23 +14,20 @@ use aws_sdk_ecr::config::{
     retry::RetryConfig, timeout::TimeoutConfig, IdentityCache, Region, SharedCredentialsProvider,
 };
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecr::types::{
-    DescribeImagesFilter, ImageIdentifier, ImageStatusFilter, LifecyclePolicyPreviewStatus,
-    TagStatus, TargetStorageClass,
-};
+use aws_sdk_ecr::types::ImageIdentifier;
 use aws_sdk_ecr::Client;
 use base64::Engine as _;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+mod lifecycle;
+
 use super::credentials::{CredentialKeeper, KeptCredentials};
 use super::{
     BatchGetImageOutput, FetchedManifest, ImageFailure, LayerAvailabilityOutput, LayerDetail,
-    LayerFailure, LifecycleFacts, Preview, PreviewAction, Registry, RegistryError, Restore,
-    MAX_DESCRIBED_IMAGES,
+    LayerFailure, LifecycleFacts, Registry, RegistryError,
 };
 use crate::image::{EcrRegistry, ImageId, RepositoryKey};
-use crate::lifecycle::{Action, ImageFacts, ImageStatus};
 use crate::manifest::ACCEPTED_MEDIA_TYPES;
 
 /// How the SDK clients are made.
@@ -110,6 +107,24 @@ impl EcrApi {
             clients: Mutex::default(),
             evictions: std::sync::OnceLock::new(),
             credentials,
+        };
+        if let Some(region) = api.region() {
+            api.client(&region, false, false);
+        }
+        api
+    }
+
+    /// The same registry (configuration, credentials keeper) with SDK clients of its own,
+    /// hence connection pools of its own: for the controller, whose runtime must not drive
+    /// admission's connections (see `watch::start_apart`). The SDK gives each client its own
+    /// HTTP client when the configuration names none, as the default chain's does not.
+    pub fn apart(&self) -> EcrApi {
+        let api = EcrApi {
+            base: self.base.clone(),
+            settings: self.settings.clone(),
+            clients: Mutex::default(),
+            evictions: std::sync::OnceLock::new(),
+            credentials: self.credentials.clone(),
         };
         if let Some(region) = api.region() {
             api.client(&region, false, false);
@@ -490,208 +505,6 @@ where
             message: err.to_string().chars().take(200).collect(),
         },
     }
-}
-
-impl LifecycleFacts for EcrApi {
-    fn lifecycle_policy<'a>(
-        &'a self,
-        repo: &'a RepositoryKey,
-    ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
-        async move {
-            let answer = self
-                .client_of(&repo.registry)
-                .get_lifecycle_policy()
-                .set_registry_id(registry_id(repo))
-                .repository_name(&repo.repository)
-                .send()
-                .await
-                .map_err(self.failed(repo, "ecr:GetLifecyclePolicy"));
-            match answer {
-                Ok(out) => Ok(out.lifecycle_policy_text().map(str::to_owned)),
-                Err(RegistryError::Service { code, .. })
-                    if code == "LifecyclePolicyNotFoundException" =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            }
-        }
-        .boxed()
-    }
-
-    fn describe_images<'a>(
-        &'a self,
-        repo: &'a RepositoryKey,
-    ) -> BoxFuture<'a, Result<Vec<ImageFacts>, RegistryError>> {
-        async move {
-            let client = self.client_of(&repo.registry);
-            let mut facts: Vec<ImageFacts> = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let out = client
-                    .describe_images()
-                    .set_registry_id(registry_id(repo))
-                    .repository_name(&repo.repository)
-                    // Archived images too: by default DescribeImages lists active ones only,
-                    // and archive rules count archived images.
-                    .filter(
-                        DescribeImagesFilter::builder()
-                            .tag_status(TagStatus::Any)
-                            .image_status(ImageStatusFilter::Any)
-                            .build(),
-                    )
-                    .max_results(1000)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(self.failed(repo, "ecr:DescribeImages"))?;
-                facts.extend(out.image_details().iter().filter_map(image_facts));
-                if facts.len() > MAX_DESCRIBED_IMAGES {
-                    return Err(RegistryError::Service {
-                        code: "TooManyImages".to_owned(),
-                        message: format!(
-                            "DescribeImages listed more than {MAX_DESCRIBED_IMAGES} images"
-                        ),
-                    });
-                }
-                match out.next_token().filter(|t| !t.is_empty()) {
-                    Some(next) => token = Some(next.to_owned()),
-                    None => return Ok(facts),
-                }
-            }
-        }
-        .boxed()
-    }
-
-    fn restore<'a>(
-        &'a self,
-        repo: &'a RepositoryKey,
-        id: &'a ImageId,
-    ) -> BoxFuture<'a, Result<Restore, RegistryError>> {
-        async move {
-            let client = self.client_of(&repo.registry);
-            // A restore under way is not asked for again (another replica, or a person,
-            // started it): DescribeImages tells it as ACTIVATING.
-            let described = client
-                .describe_images()
-                .set_registry_id(registry_id(repo))
-                .repository_name(&repo.repository)
-                .image_ids(identifier(id))
-                .send()
-                .await
-                .map_err(self.failed(repo, "ecr:DescribeImages"))?;
-            let activating = described
-                .image_details()
-                .iter()
-                .any(|d| d.image_status() == Some(&aws_sdk_ecr::types::ImageStatus::Activating));
-            if activating {
-                return Ok(Restore::UnderWay);
-            }
-            client
-                .update_image_storage_class()
-                .set_registry_id(registry_id(repo))
-                .repository_name(&repo.repository)
-                .image_id(identifier(id))
-                .target_storage_class(TargetStorageClass::Standard)
-                .send()
-                .await
-                .map(|_| Restore::Started)
-                .map_err(self.failed(repo, "ecr:UpdateImageStorageClass"))
-        }
-        .boxed()
-    }
-
-    fn start_preview<'a>(
-        &'a self,
-        repo: &'a RepositoryKey,
-    ) -> BoxFuture<'a, Result<(), RegistryError>> {
-        async move {
-            self.client_of(&repo.registry)
-                .start_lifecycle_policy_preview()
-                .set_registry_id(registry_id(repo))
-                .repository_name(&repo.repository)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(self.failed(repo, "ecr:StartLifecyclePolicyPreview"))
-        }
-        .boxed()
-    }
-
-    fn preview<'a>(
-        &'a self,
-        repo: &'a RepositoryKey,
-    ) -> BoxFuture<'a, Result<Preview, RegistryError>> {
-        async move {
-            let client = self.client_of(&repo.registry);
-            let mut actions: Vec<PreviewAction> = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let out = client
-                    .get_lifecycle_policy_preview()
-                    .set_registry_id(registry_id(repo))
-                    .repository_name(&repo.repository)
-                    .max_results(100)
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(self.failed(repo, "ecr:GetLifecyclePolicyPreview"))?;
-                match out.status() {
-                    Some(LifecyclePolicyPreviewStatus::Complete) => {}
-                    Some(LifecyclePolicyPreviewStatus::InProgress) | None => {
-                        return Ok(Preview::InProgress)
-                    }
-                    Some(other) => return Ok(Preview::Failed(other.as_str().to_owned())),
-                }
-                actions.extend(out.preview_results().iter().filter_map(preview_action));
-                if actions.len() > MAX_DESCRIBED_IMAGES {
-                    return Ok(Preview::Failed("more than 100,000 results".to_owned()));
-                }
-                match out.next_token().filter(|t| !t.is_empty()) {
-                    Some(next) => token = Some(next.to_owned()),
-                    None => return Ok(Preview::Complete(actions)),
-                }
-            }
-        }
-        .boxed()
-    }
-}
-
-/// One DescribeImages entry as the evaluator reads it. Without a push time the image counts
-/// as pushed at the epoch: the reading that warns earliest.
-fn image_facts(d: &aws_sdk_ecr::types::ImageDetail) -> Option<ImageFacts> {
-    use aws_sdk_ecr::types::ImageStatus as Status;
-    let secs = |t: &aws_sdk_ecr::primitives::DateTime| t.secs();
-    let mut facts = ImageFacts::pushed(
-        d.image_digest()?,
-        d.image_tags().to_vec(),
-        d.image_pushed_at().map_or(0, secs),
-    );
-    facts.last_pulled = d.last_recorded_pull_time().map(secs);
-    facts.status = match d.image_status() {
-        Some(Status::Archived) => ImageStatus::Archived,
-        Some(Status::Activating) => ImageStatus::Activating,
-        _ => ImageStatus::Active,
-    };
-    facts.archived_at = d.last_archived_at().map(secs);
-    facts.last_activated = d.last_activated_at().map(secs);
-    Some(facts)
-}
-
-/// One preview result as the cross-check reads it; results without a digest or a known
-/// action are left out.
-fn preview_action(r: &aws_sdk_ecr::types::LifecyclePolicyPreviewResult) -> Option<PreviewAction> {
-    use aws_sdk_ecr::types::ImageActionType;
-    let action = match r.action()?.r#type()? {
-        ImageActionType::Expire => Action::Expire,
-        ImageActionType::Transition => Action::Archive,
-        _ => return None,
-    };
-    Some(PreviewAction {
-        digest: r.image_digest()?.to_owned(),
-        rule_priority: u32::try_from(r.applied_rule_priority()?).ok()?,
-        action,
-    })
 }
 
 /// The typed error of an answer of HTTP `status` with ECR error `code`, for a call of
