@@ -16,7 +16,7 @@ use ecr_preflight::registry::BlobState;
 use ecr_preflight::watch::inventory::{key_of, project_workload};
 use ecr_preflight::watch::{
     self, ExpirySettings, Inventory, Signals, Verifier, WatchMetrics, WatchSettings,
-    DEFAULT_EXPIRY_WARNING,
+    BACKGROUND_BLOBS, BACKGROUND_FACTS, DEFAULT_EXPIRY_WARNING,
 };
 use ecr_preflight::workload::WorkloadKind;
 use k8s_openapi::api::core::v1::PodSpec;
@@ -417,4 +417,40 @@ async fn a_budget_that_cannot_cover_a_pass_is_said_once_measured_and_shown() {
         "told once, not every pass: {:?}",
         logs.lines()
     );
+}
+
+/// A pass over more repositories than the controller's caches hold: they keep what one
+/// repository's verification needs, not the whole pass, and the calls stay at the minimum
+/// (a manifest read again by the platform check would be a third call).
+#[tokio::test(start_paused = true)]
+async fn the_controllers_caches_hold_a_repository_at_a_time_and_the_calls_stay_minimal() {
+    let registry = Arc::new(MemoryRegistry::default());
+    let repositories = 1_500;
+    let refs: Vec<String> = (0..repositories)
+        .map(|i| {
+            let repo = format!("many/r{i:04}");
+            registry.push_image(&repo, "v1", 15, BlobState::Available);
+            format!("{REGISTRY}/{repo}:v1")
+        })
+        .collect();
+    let (_, background) = engines(&registry, &settings(10_000.0, Duration::from_secs(900)));
+    let inventory = Inventory::new(0);
+    for image in &refs {
+        watch::verify::record(
+            &background,
+            &inventory,
+            vec![image.clone()],
+            Duration::from_secs(60),
+            false,
+        )
+        .await;
+    }
+    let (tags, manifests, blobs) = background.cache_sizes();
+    assert!(
+        tags <= BACKGROUND_FACTS && manifests <= BACKGROUND_FACTS && blobs <= BACKGROUND_BLOBS,
+        "{tags} tags, {manifests} manifests, {blobs} blobs kept"
+    );
+    assert!(tags > 0 && blobs > 0, "the caches are in use");
+    assert_eq!(registry.log.lock().expect("lock").len(), 2 * repositories);
+    assert!(refs.iter().all(|image| inventory.is_verified(image)));
 }

@@ -36,6 +36,9 @@ pub type CallFn<K, V> = Arc<
         + Sync,
 >;
 
+/// In-flight slots an idle batcher keeps.
+const IDLE_CAPACITY: usize = 16;
+
 struct Pending<K, V> {
     id: u64,
     keys: Vec<K>,
@@ -228,6 +231,12 @@ where
                 }
             }
             state.calls = state.calls.saturating_sub(1);
+            if state.in_flight.is_empty() && state.in_flight.capacity() > IDLE_CAPACITY {
+                // A repository's batcher lives while the repository is in use; the slots
+                // of its biggest call would stay with it (at 5,000 repositories, 30 MiB
+                // kept after a pass of the controller, docs/performance.md 8b).
+                state.in_flight = HashMap::default();
+            }
             self.send_pending(&mut state);
         }
         let _ = sender.send(result);
@@ -253,5 +262,33 @@ fn push_wait<K, V>(
     match waits.iter_mut().find(|(i, _, _)| *i == id) {
         Some((_, _, keys)) => keys.push(key.clone()),
         None => waits.push((id, shared.clone(), vec![key.clone()])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_batcher_gives_back_the_slots_of_its_biggest_call() {
+        let call: CallFn<u32, u32> = Arc::new(|keys: Vec<u32>, _| {
+            async move { Ok(keys.into_iter().map(|k| (k, k * 2)).collect()) }.boxed()
+        });
+        let batcher = Coalescer::new(Duration::ZERO, call, Arc::new(|_: &u32| None));
+        let keys: Vec<u32> = (0..100).collect();
+        let answers = batcher
+            .request(&keys, Instant::now() + Duration::from_secs(5))
+            .await;
+        assert_eq!(answers.len(), 100);
+        assert!(answers
+            .iter()
+            .all(|(k, v)| v.as_ref().ok() == Some(&(k * 2))));
+        let state = batcher.state.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(state.in_flight.is_empty());
+        assert!(
+            state.in_flight.capacity() <= IDLE_CAPACITY,
+            "{} slots kept",
+            state.in_flight.capacity()
+        );
     }
 }

@@ -105,9 +105,21 @@ pub fn controller_client(mut config: kube::Config) -> Result<Client, kube::Error
     Client::try_from(config)
 }
 
+/// Tags, manifests (and images found intact) the controller's engine keeps at most.
+pub const BACKGROUND_FACTS: u64 = 1_000;
+/// Blobs found AVAILABLE the controller's engine keeps at most.
+pub const BACKGROUND_BLOBS: u64 = 20_000;
+
 /// The engine the controller verifies with: admission's registry behind the background
 /// budget, and caches that never keep an answer for longer than half an interval, so each
 /// pass asks ECR afresh (a deletion or a re-pushed tag is seen by the next pass).
+///
+/// Its caches carry facts from one step of a repository's verification to the next (the
+/// manifests to the platform check, the resolved tags to the forecasts), never from one
+/// pass to the next, so they are sized for a repository at a time ([`BACKGROUND_FACTS`],
+/// [`BACKGROUND_BLOBS`]), not for the cluster: at 100,000 Pods admission's sizes held
+/// 51 MiB after a pass (docs/performance.md 8b). A repository with more images in use than
+/// that may have a manifest asked for twice in a pass, never a wrong answer.
 pub fn background_engine(
     admission: &Engine,
     registry: Arc<dyn Registry>,
@@ -119,7 +131,9 @@ pub fn background_engine(
         tag_ttl: fresh,
         manifest_ttl: fresh,
         blob_ttl: fresh,
-        ..settings.cache.clone()
+        tag_capacity: settings.cache.tag_capacity.min(BACKGROUND_FACTS),
+        manifest_capacity: settings.cache.manifest_capacity.min(BACKGROUND_FACTS),
+        blob_capacity: settings.cache.blob_capacity.min(BACKGROUND_BLOBS),
     };
     let budgeted = Budgeted::new(registry, watch.calls_per_second);
     admission.background(
