@@ -50,13 +50,14 @@ done
 
 # The example IAM policies name exactly the actions the code calls (the all-features one),
 # and the default one only the read actions of what is on by default.
-"$VENV/bin/python" - "$chart/examples" src/registry/ecr.rs <<'PY'
-import json, re, sys
-examples, source = sys.argv[1], sys.argv[2]
+"$VENV/bin/python" - "$chart/examples" src/registry/ecr <<'PY'
+import json, pathlib, re, sys
+examples, sources = sys.argv[1], pathlib.Path(sys.argv[2])
 def actions(name):
     policy = json.load(open(f"{examples}/{name}"))
     return {a for s in policy["Statement"] for a in s["Action"]}
-called = set(re.findall(r'"(ecr:[A-Za-z]+)"', open(source).read()))
+called = {a for f in sorted(sources.glob("*.rs"))
+          for a in re.findall(r'"(ecr:[A-Za-z]+)"', f.read_text())}
 everything = actions("iam-policy-all-features.json")
 assert everything == called, f"policy {sorted(everything)} != code {sorted(called)}"
 default = actions("iam-policy.json")

@@ -107,13 +107,24 @@ wait_port() {
     return 1
 }
 
-# Starts moto_server on a free port; sets MOTO_PID and MOTO_ENDPOINT.
+# Starts moto_server on a port it picks (-p 0) and reads the port from the line it prints
+# once listening (no race with another process for a port chosen beforehand); sets
+# MOTO_PID and MOTO_ENDPOINT. Its log goes to MOTO_LOG, else to a temporary file.
 start_moto() {
     ensure_moto
-    local port
-    port="$(free_port)"
-    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"${MOTO_LOG:-/dev/null}" 2>&1 &
+    local log="${MOTO_LOG:-$(mktemp)}" port="" i
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p 0 >"$log" 2>&1 &
     MOTO_PID=$!
+    for i in $(seq 1 300); do
+        port="$(sed -n 's|.*Running on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$log" | head -n 1)"
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    if [ -z "$port" ]; then
+        echo "moto_server did not say where it listens; its log:" >&2
+        cat "$log" >&2
+        return 1
+    fi
     MOTO_ENDPOINT="http://127.0.0.1:$port"
     wait_port "$port"
 }

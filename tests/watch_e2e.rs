@@ -421,9 +421,8 @@ async fn a_dropped_watch_resumes_and_an_expired_one_relists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_server_that_comes_up_late_is_waited_for_while_the_webhook_serves() {
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
-        .parse()
-        .expect("addr");
+    let reserved = common::Reserved::new();
+    let addr = reserved.addr();
     let client = kube::Client::try_from(kube::Config::new(
         format!("http://{addr}").parse().expect("url"),
     ))
@@ -460,7 +459,7 @@ async fn an_api_server_that_comes_up_late_is_waited_for_while_the_webhook_serves
     assert!(!ctl.controller.inventory.is_synced());
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let api = FakeApiServer::start_on(addr).await;
+    let api = FakeApiServer::start_on(reserved.listen()).await;
     put_deployment(&api, "late", "web", "nginx:1", "sha256:11");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

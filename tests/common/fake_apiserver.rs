@@ -148,11 +148,15 @@ pub fn resource_of(kind: &str) -> Resource {
 
 impl FakeApiServer {
     pub async fn start() -> Self {
-        Self::start_on("127.0.0.1:0".parse().expect("addr")).await
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        Self::start_on(listener).await
     }
 
-    /// Serves on `addr` (a port chosen beforehand, for an API server that comes up late).
-    pub async fn start_on(addr: SocketAddr) -> Self {
+    /// Serves on `listener` (for an API server that comes up late: a socket bound
+    /// beforehand, see `common::Reserved`).
+    pub async fn start_on(listener: tokio::net::TcpListener) -> Self {
         let shared = Arc::new(Shared {
             data: Mutex::new(Data {
                 rv: 100,
@@ -162,7 +166,6 @@ impl FakeApiServer {
             drops: broadcast::channel(16).0,
             bookmark_every: Duration::from_millis(300),
         });
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let task = tokio::spawn(async move {

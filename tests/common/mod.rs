@@ -119,12 +119,32 @@ pub fn spawn_reporting(
     (child, ports)
 }
 
-/// A loopback port free right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// A loopback port held by a socket that is bound and not listening: connections to it are
+/// refused, and no other process can take the port until [`Reserved::listen`] (or the
+/// end of the test). Binding a port, dropping it and binding it again later would race
+/// with the other test binaries running at the same time.
+pub struct Reserved(tokio::net::TcpSocket);
+
+impl Reserved {
+    pub fn new() -> Self {
+        Self::at("127.0.0.1:0".parse().expect("addr")).expect("bind a loopback port")
+    }
+
+    /// Holds `addr`, free again (a server just stopped there); `None` if it is taken.
+    pub fn at(addr: std::net::SocketAddr) -> Option<Self> {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(addr).ok()?;
+        Some(Reserved(socket))
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.0.local_addr().expect("addr")
+    }
+
+    /// Starts listening on the port (within a tokio runtime).
+    pub fn listen(self) -> tokio::net::TcpListener {
+        self.0.listen(1024).expect("listen")
+    }
 }
 
 /// Waits until something listens on loopback `port`, failing with `what` after `limit`.
@@ -139,12 +159,11 @@ pub fn wait_for_listener(port: u16, limit: std::time::Duration, what: &str) {
     }
 }
 
-/// An endpoint on a loopback port with nothing listening: ECR refusing connections.
+/// An endpoint on a loopback port that refuses connections: ECR unreachable. The port is
+/// held for the whole process, so nothing else ever answers there.
 pub fn refused_endpoint() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    drop(listener);
-    url
+    static HELD: std::sync::OnceLock<Reserved> = std::sync::OnceLock::new();
+    format!("http://{}", HELD.get_or_init(Reserved::new).addr())
 }
 
 /// This process's resident memory, (VmRSS, VmHWM) in KiB: for the benchmarks.

@@ -2,10 +2,10 @@
 //! with TLS (a self-signed certificate) and htpasswd Basic auth, storing under a temp dir.
 //! `.ci/run` installs it; `htpasswd` (apache2-utils) makes the bcrypt password file.
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct OciRegistry {
     /// `https://127.0.0.1:PORT`.
@@ -16,20 +16,14 @@ pub struct OciRegistry {
     user: String,
     password: String,
     child: Option<Child>,
-    port: u16,
+    /// Once stopped, the port stays held (bound, not listening): it refuses connections.
+    _held: Option<super::Reserved>,
 }
 
 impl Drop for OciRegistry {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
 }
 
 impl OciRegistry {
@@ -53,34 +47,50 @@ impl OciRegistry {
             user: user.to_owned(),
             password: password.to_owned(),
             child: None,
-            port: free_port(),
+            _held: None,
         };
-        registry.url = format!("https://127.0.0.1:{}", registry.port);
         registry.run();
         registry
     }
 
+    /// Starts the registry on a port of its choosing and reads the port from the line it
+    /// logs once listening, so that no other test binary can take the port between a
+    /// choice and the bind.
     fn run(&mut self) {
         let d = self.dir.path().display();
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n  tls:\n    certificate: {d}/cert.pem\n    key: {d}/key.pem\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\nhealth:\n  storagedriver:\n    enabled: false\n",
-            self.port
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  tls:\n    certificate: {d}/cert.pem\n    key: {d}/key.pem\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\nhealth:\n  storagedriver:\n    enabled: false\n"
         );
         let path = self.dir.path().join("config.yml");
         std::fs::write(&path, config).expect("config");
-        let child = Command::new("docker-registry")
+        let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(&path)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("docker-registry is installed");
+        let log = child.stderr.take().expect("stderr");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (found, port) = std::sync::mpsc::channel();
+        // Reads the port, then keeps draining the access log so that the registry never
+        // blocks on a full pipe.
+        std::thread::spawn(move || {
+            const AT: &str = "listening on 127.0.0.1:";
+            for line in BufReader::new(log).lines().map_while(Result::ok) {
+                if let Some(at) = line.find(AT) {
+                    let digits: String = line[at + AT.len()..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    let _ = found.send(digits);
+                }
+            }
+        });
+        let port: String = port
+            .recv_timeout(Duration::from_secs(15))
+            .expect("docker-registry did not say where it listens within 15 s");
+        self.url = format!("https://127.0.0.1:{port}");
     }
 
     /// Stops it (the data stays): the registry is down.
@@ -88,6 +98,12 @@ impl OciRegistry {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            let addr = self
+                .url
+                .trim_start_matches("https://")
+                .parse()
+                .expect("addr");
+            self._held = super::Reserved::at(addr);
         }
     }
 
