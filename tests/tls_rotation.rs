@@ -92,6 +92,7 @@ async fn a_swapped_secret_is_served_without_restart_and_open_connections_survive
 
 #[tokio::test]
 async fn a_half_written_pair_keeps_the_current_certificate() {
+    let (logs, _guard) = common::logs::capture("ecr_preflight=warn");
     tls::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert1, key1) = tls::self_signed_pem().expect("gen1");
@@ -108,12 +109,21 @@ async fn a_half_written_pair_keeps_the_current_certificate() {
         Duration::from_millis(50),
         &Default::default(),
     );
-    // A new certificate with the old key: not a pair, so not loaded.
+    // A new certificate with the old key: not a pair. Waits until the reloader has read
+    // it and refused it (its warning), not for a time that a reloader that never ran
+    // would pass too.
     std::fs::write(&cert_path, &cert2).expect("cert");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    while logs.count("new certificate not loaded") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the half-written pair was never looked at: {:?}",
+            logs.lines()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(Arc::ptr_eq(&before, &store.current()));
-    // The reloader was running all along: the pair completed, it is loaded (so the check
-    // above saw a refusal, not a reloader that never ran).
+    // The pair completed, it is loaded.
     std::fs::write(&key_path, &key2).expect("key");
     let started = Instant::now();
     while Arc::ptr_eq(&before, &store.current()) {

@@ -158,21 +158,39 @@ pub fn spawn_reloader(
     interval: Duration,
     restarts: &TaskRestarts,
 ) -> tokio::task::JoinHandle<()> {
+    // What is served now is read here, not when the task first runs: a change made in
+    // between would otherwise be taken for the current pair and never loaded.
+    let served = read_pair(&cert, &key);
     supervise::spawn("certificate-reloader", restarts.clone(), move || {
-        reload(store.clone(), cert.clone(), key.clone(), interval)
+        reload(
+            store.clone(),
+            cert.clone(),
+            key.clone(),
+            interval,
+            served.clone(),
+        )
     })
 }
 
-async fn reload(store: Arc<CertStore>, cert: PathBuf, key: PathBuf, interval: Duration) {
-    let read =
-        |cert: &Path, key: &Path| Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?));
-    let mut last = read(&cert, &key);
+type Pair = Option<(Vec<u8>, Vec<u8>)>;
+
+fn read_pair(cert: &Path, key: &Path) -> Pair {
+    Some((std::fs::read(cert).ok()?, std::fs::read(key).ok()?))
+}
+
+async fn reload(
+    store: Arc<CertStore>,
+    cert: PathBuf,
+    key: PathBuf,
+    interval: Duration,
+    mut last: Pair,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let current = read(&cert, &key);
+        let current = read_pair(&cert, &key);
         if current.is_none() || current == last {
             continue;
         }
