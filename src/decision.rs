@@ -488,12 +488,13 @@ pub fn restore_command(image: &str) -> Option<String> {
     let ImageTarget::Ecr { repo, id } = ImageTarget::classify(image).ok()? else {
         return None;
     };
+    let registry = repo.registry.ecr()?;
     let image_id = match id {
         ImageId::Tag(t) => format!("imageTag={t}"),
         ImageId::Digest(d) => format!("imageDigest={d}"),
     };
     Some(format!(
         "aws ecr update-image-storage-class --registry-id {} --region {} --repository-name {} --image-id {image_id} --target-storage-class STANDARD",
-        repo.registry.account, repo.registry.region, repo.repository
+        registry.account, registry.region, repo.repository
     ))
 }

@@ -251,8 +251,9 @@ fn digest_wins_over_tag_for_ecr_images() {
     match ImageTarget::classify(&image) {
         Ok(ImageTarget::Ecr { repo, id }) => {
             assert_eq!(repo.repository, "team/app");
-            assert_eq!(repo.registry.account, "123456789012");
-            assert_eq!(repo.registry.region, "us-east-1");
+            let registry = repo.registry.ecr().expect("an ECR registry");
+            assert_eq!(registry.account, "123456789012");
+            assert_eq!(registry.region, "us-east-1");
             assert_eq!(id, ImageId::Digest(D.to_owned()));
         }
         other => panic!("expected an ECR target, got {other:?}"),

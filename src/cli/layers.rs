@@ -258,7 +258,8 @@ async fn check_digests(args: &LayersArgs) -> Result<(Value, bool), Failure> {
             region,
             fips: false,
             dual_stack: false,
-        },
+        }
+        .into(),
         repository,
     };
     let (layers, failures) =
@@ -305,7 +306,8 @@ async fn image_blobs(args: &LayersArgs, image: &str) -> Result<(Value, bool), Fa
             )))
         }
     };
-    let api = api(args, Some(repo.registry.region.clone())).await;
+    let region = repo.registry.ecr().map(|r| r.region.clone());
+    let api = api(args, region).await;
     let work = async {
         let (digest, manifests) = image_manifests(&api, &repo, &id, image).await?;
         let mut blobs = Vec::new();

@@ -22,10 +22,45 @@ impl std::fmt::Display for ImageId {
     }
 }
 
-/// An ECR repository in one registry: the unit ECR's batch calls work on.
+/// The registry an image lives in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RegistryName {
+    /// An Amazon ECR private registry, asked through ECR's API.
+    Ecr(EcrRegistry),
+    /// Any other registry, asked through the OCI Distribution API: its host (and port) as
+    /// the normalised reference names it (`docker.io` for Docker Hub).
+    Distribution(String),
+}
+
+impl RegistryName {
+    /// The ECR registry, when this is one.
+    pub fn ecr(&self) -> Option<&EcrRegistry> {
+        match self {
+            RegistryName::Ecr(registry) => Some(registry),
+            RegistryName::Distribution(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for RegistryName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryName::Ecr(registry) => registry.fmt(f),
+            RegistryName::Distribution(host) => f.write_str(host),
+        }
+    }
+}
+
+impl From<EcrRegistry> for RegistryName {
+    fn from(registry: EcrRegistry) -> Self {
+        RegistryName::Ecr(registry)
+    }
+}
+
+/// A repository in one registry: the unit the batch calls work on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepositoryKey {
-    pub registry: EcrRegistry,
+    pub registry: RegistryName,
     pub repository: String,
 }
 
@@ -64,7 +99,7 @@ impl ImageTarget {
         };
         Ok(ImageTarget::Ecr {
             repo: RepositoryKey {
-                registry,
+                registry: registry.into(),
                 repository: reference.repository,
             },
             id,

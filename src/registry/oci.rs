@@ -153,7 +153,11 @@ impl OciBlobs {
         digest: &str,
     ) -> Result<Vec<u8>, RegistryError> {
         let (target, protocol) = self.target(host);
-        let client = self.client(&repo.registry, &target, protocol).await?;
+        let registry = repo.registry.ecr().ok_or_else(|| RegistryError::Service {
+            code: "NotEcr".to_owned(),
+            message: format!("{} is not an Amazon ECR registry", repo.registry),
+        })?;
+        let client = self.client(registry, &target, protocol).await?;
         let reference = Reference::with_digest(target, repo.repository.clone(), digest.to_owned());
         let descriptor = OciDescriptor {
             digest: digest.to_owned(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::image::{EcrRegistry, ImageId, RepositoryKey};
+use crate::image::{ImageId, RegistryName, RepositoryKey};
 use crate::lifecycle::ImageFacts;
 use crate::registry::{
     BatchGetImageOutput, LayerAvailabilityOutput, LifecycleFacts, Preview, Registry, RegistryError,
@@ -32,7 +32,7 @@ struct Slot {
 pub struct Budgeted {
     inner: Arc<dyn Registry>,
     spacing: Duration,
-    slots: Mutex<HashMap<EcrRegistry, Slot>>,
+    slots: Mutex<HashMap<RegistryName, Slot>>,
 }
 
 impl Budgeted {
@@ -47,7 +47,7 @@ impl Budgeted {
     }
 
     /// Waits for this call's turn: calls leave `spacing` apart, never in a burst.
-    async fn turn(&self, registry: &EcrRegistry) {
+    async fn turn(&self, registry: &RegistryName) {
         let at = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -70,7 +70,7 @@ impl Budgeted {
 
     /// A call answered with `pages` pages (DescribeImages) costs one turn a page: the
     /// pages after the first push the next call back.
-    fn charge(&self, registry: &EcrRegistry, pages: usize) {
+    fn charge(&self, registry: &RegistryName, pages: usize) {
         let extra = u32::try_from(pages.saturating_sub(1)).unwrap_or(u32::MAX);
         if extra == 0 {
             return;
@@ -84,7 +84,7 @@ impl Budgeted {
     /// One call of the inner registry in its turn.
     async fn spend<T>(
         &self,
-        registry: &EcrRegistry,
+        registry: &RegistryName,
         call: impl std::future::Future<Output = Result<T, RegistryError>>,
     ) -> Result<T, RegistryError> {
         self.turn(registry).await;
@@ -94,7 +94,7 @@ impl Budgeted {
     }
 
     /// Throttled: nothing leaves for a while, longer each time; any other answer resets it.
-    fn answered<T>(&self, registry: &EcrRegistry, result: &Result<T, RegistryError>) {
+    fn answered<T>(&self, registry: &RegistryName, result: &Result<T, RegistryError>) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let Some(slot) = slots.get_mut(registry) else {
             return;
@@ -209,14 +209,16 @@ impl LifecycleFacts for Budgeted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::EcrRegistry;
 
-    fn registry(n: usize) -> EcrRegistry {
+    fn registry(n: usize) -> RegistryName {
         EcrRegistry {
             account: format!("{n:012}"),
             region: "us-east-1".into(),
             fips: false,
             dual_stack: false,
         }
+        .into()
     }
 
     struct Nothing;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::image::{EcrRegistry, RepositoryKey};
+use crate::image::{RegistryName, RepositoryKey};
 
 /// The most loaded registry's calls a pass against what the budget allows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ pub fn assess<'a>(
     spread: f64,
     forecast: bool,
 ) -> Option<PassBudget> {
-    let mut by_registry: BTreeMap<&EcrRegistry, usize> = BTreeMap::new();
+    let mut by_registry: BTreeMap<&RegistryName, usize> = BTreeMap::new();
     for repo in repositories {
         *by_registry.entry(&repo.registry).or_default() += 1;
     }
@@ -63,6 +63,7 @@ impl PassBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::EcrRegistry;
 
     fn repo(account: &str, n: usize) -> RepositoryKey {
         RepositoryKey {
@@ -71,7 +72,8 @@ mod tests {
                 region: "us-east-1".into(),
                 fips: false,
                 dual_stack: false,
-            },
+            }
+            .into(),
             repository: format!("r{n}"),
         }
     }

@@ -23,7 +23,7 @@ impl LifecycleFacts for EcrApi {
     ) -> BoxFuture<'a, Result<Option<String>, RegistryError>> {
         async move {
             let answer = self
-                .client_of(&repo.registry)
+                .client_of(repo)?
                 .get_lifecycle_policy()
                 .set_registry_id(registry_id(repo))
                 .repository_name(&repo.repository)
@@ -48,7 +48,7 @@ impl LifecycleFacts for EcrApi {
         repo: &'a RepositoryKey,
     ) -> BoxFuture<'a, Result<Vec<ImageFacts>, RegistryError>> {
         async move {
-            let client = self.client_of(&repo.registry);
+            let client = self.client_of(repo)?;
             let mut facts: Vec<ImageFacts> = Vec::new();
             let mut token: Option<String> = None;
             loop {
@@ -93,7 +93,7 @@ impl LifecycleFacts for EcrApi {
         id: &'a ImageId,
     ) -> BoxFuture<'a, Result<Restore, RegistryError>> {
         async move {
-            let client = self.client_of(&repo.registry);
+            let client = self.client_of(repo)?;
             // A restore under way is not asked for again (another replica, or a person,
             // started it): DescribeImages tells it as ACTIVATING.
             let described = client
@@ -130,7 +130,7 @@ impl LifecycleFacts for EcrApi {
         repo: &'a RepositoryKey,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         async move {
-            self.client_of(&repo.registry)
+            self.client_of(repo)?
                 .start_lifecycle_policy_preview()
                 .set_registry_id(registry_id(repo))
                 .repository_name(&repo.repository)
@@ -147,7 +147,7 @@ impl LifecycleFacts for EcrApi {
         repo: &'a RepositoryKey,
     ) -> BoxFuture<'a, Result<Preview, RegistryError>> {
         async move {
-            let client = self.client_of(&repo.registry);
+            let client = self.client_of(repo)?;
             let mut actions: Vec<PreviewAction> = Vec::new();
             let mut token: Option<String> = None;
             loop {

@@ -142,7 +142,17 @@ impl EcrApi {
         self.base.region().map(|r| r.to_string())
     }
 
-    fn client_of(&self, registry: &EcrRegistry) -> Client {
+    /// The SDK client for `repo`'s registry; an error for a registry that is not ECR's
+    /// (the engine sends those elsewhere, so this is a mistake, said as one).
+    fn client_of(&self, repo: &RepositoryKey) -> Result<Client, RegistryError> {
+        let registry = repo.registry.ecr().ok_or_else(|| RegistryError::Service {
+            code: "NotEcr".to_owned(),
+            message: format!("{} is not an Amazon ECR registry", repo.registry),
+        })?;
+        Ok(self.ecr_client(registry))
+    }
+
+    fn ecr_client(&self, registry: &EcrRegistry) -> Client {
         self.client(&registry.region, registry.fips, registry.dual_stack)
     }
 
@@ -269,11 +279,11 @@ impl EcrApi {
     /// Basic credentials for the registry API of `registry` (GetAuthorizationToken).
     pub async fn login(&self, registry: &EcrRegistry) -> Result<RegistryLogin, RegistryError> {
         let repo = RepositoryKey {
-            registry: registry.clone(),
+            registry: registry.clone().into(),
             repository: String::new(),
         };
         let out = self
-            .client_of(registry)
+            .ecr_client(registry)
             .get_authorization_token()
             .send()
             .await
@@ -322,7 +332,7 @@ impl Registry for EcrApi {
         async move {
             let image_ids = ids.iter().map(identifier).collect();
             let out = self
-                .client_of(&repo.registry)
+                .client_of(repo)?
                 .batch_get_image()
                 .set_registry_id(registry_id(repo))
                 .repository_name(&repo.repository)
@@ -374,7 +384,7 @@ impl Registry for EcrApi {
     ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
         async move {
             let out = self
-                .client_of(&repo.registry)
+                .client_of(repo)?
                 .batch_check_layer_availability()
                 .set_registry_id(registry_id(repo))
                 .repository_name(&repo.repository)
@@ -426,7 +436,10 @@ fn identifier(id: &ImageId) -> ImageIdentifier {
 }
 
 fn registry_id(repo: &RepositoryKey) -> Option<String> {
-    repo.registry.registry_id().map(str::to_owned)
+    repo.registry
+        .ecr()
+        .and_then(EcrRegistry::registry_id)
+        .map(str::to_owned)
 }
 
 /// Types an SDK error by its service code or failure kind. A call that never reached ECR
