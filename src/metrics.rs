@@ -150,7 +150,9 @@ impl EngineMetrics {
         let outcome = match result {
             Ok(_) => "success",
             Err(RegistryError::Throttled(_)) => "throttled",
-            Err(RegistryError::AccessDenied { .. }) => "access_denied",
+            Err(RegistryError::AccessDenied { .. } | RegistryError::NeedsCredentials { .. }) => {
+                "access_denied"
+            }
             Err(RegistryError::RepositoryNotFound { .. }) => "not_found",
             Err(RegistryError::Timeout) => "timeout",
             Err(RegistryError::Transport(_)) => "transport",

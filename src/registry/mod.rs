@@ -4,6 +4,8 @@
 #[cfg(feature = "aws")]
 pub mod credentials;
 #[cfg(feature = "aws")]
+pub mod distribution;
+#[cfg(feature = "aws")]
 pub mod ecr;
 #[cfg(feature = "aws")]
 pub mod oci;
@@ -139,6 +141,9 @@ pub enum RegistryError {
     /// No valid AWS credentials: why (the chain's own error).
     #[error("{0}")]
     Credentials(String),
+    /// A registry other than ECR asks for credentials this process does not have.
+    #[error("registry {registry} needs credentials to pull (an imagePullSecret the product may read, see docs/registries.md)")]
+    NeedsCredentials { registry: String },
 }
 
 /// The two ECR calls the engine needs. Implementations never see more than

@@ -124,22 +124,7 @@ impl OciBlobs {
     }
 
     fn new_client(&self, protocol: ClientProtocol) -> Result<Client, RegistryError> {
-        let config = ClientConfig {
-            protocol,
-            extra_root_certificates: self
-                .endpoint
-                .extra_roots
-                .iter()
-                .map(|pem| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data: pem.clone(),
-                })
-                .collect(),
-            read_timeout: Some(self.endpoint.timeout),
-            connect_timeout: Some(self.endpoint.timeout),
-            ..ClientConfig::default()
-        };
-        Client::try_from(config).map_err(|e| api_error("RegistryClient", e.to_string()))
+        oci_client(protocol, &self.endpoint.extra_roots, self.endpoint.timeout)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EcrRegistry, (Arc<Client>, i64)>> {
@@ -273,4 +258,27 @@ impl ConfigPlatforms for OciBlobs {
     ) -> BoxFuture<'a, Result<Platform, RegistryError>> {
         async move { platform_of(&self.fetch(host, repo, digest).await?) }.boxed()
     }
+}
+
+/// An `oci-client` client over `protocol`, trusting `extra_roots` (PEM) beside the system's,
+/// each request bounded by `timeout`.
+pub(super) fn oci_client(
+    protocol: ClientProtocol,
+    extra_roots: &[Vec<u8>],
+    timeout: Duration,
+) -> Result<Client, RegistryError> {
+    let config = ClientConfig {
+        protocol,
+        extra_root_certificates: extra_roots
+            .iter()
+            .map(|pem| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect(),
+        read_timeout: Some(timeout),
+        connect_timeout: Some(timeout),
+        ..ClientConfig::default()
+    };
+    Client::try_from(config).map_err(|e| api_error("RegistryClient", e.to_string()))
 }

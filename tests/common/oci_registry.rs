@@ -29,6 +29,15 @@ impl Drop for OciRegistry {
 impl OciRegistry {
     /// Starts a registry that accepts `user`/`password` only.
     pub fn start(user: &str, password: &str) -> Self {
+        Self::start_with(user, password, true)
+    }
+
+    /// Starts a registry that anyone may pull from (and push to).
+    pub fn start_open() -> Self {
+        Self::start_with("anyone", "anything", false)
+    }
+
+    fn start_with(user: &str, password: &str, with_auth: bool) -> Self {
         let dir = tempfile::tempdir().expect("dir");
         let (cert, key) = ecr_preflight::server::tls::self_signed_pem().expect("cert");
         let ca = dir.path().join("cert.pem");
@@ -40,6 +49,9 @@ impl OciRegistry {
             .expect("htpasswd (apache2-utils) is installed");
         assert!(htpasswd.status.success(), "htpasswd failed");
         std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("htpasswd");
+        if !with_auth {
+            std::fs::write(dir.path().join("open"), "").expect("marker");
+        }
         let mut registry = OciRegistry {
             url: String::new(),
             ca,
@@ -58,8 +70,13 @@ impl OciRegistry {
     /// choice and the bind.
     fn run(&mut self) {
         let d = self.dir.path().display();
+        let auth = if self.dir.path().join("open").exists() {
+            String::new()
+        } else {
+            format!("auth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n")
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  tls:\n    certificate: {d}/cert.pem\n    key: {d}/key.pem\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\nhealth:\n  storagedriver:\n    enabled: false\n"
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  tls:\n    certificate: {d}/cert.pem\n    key: {d}/key.pem\n{auth}health:\n  storagedriver:\n    enabled: false\n"
         );
         let path = self.dir.path().join("config.yml");
         std::fs::write(&path, config).expect("config");
@@ -148,19 +165,65 @@ impl OciRegistry {
         digest
     }
 
-    /// Replaces the stored content of blob `digest` (the registry serves it as is): a
-    /// registry answering with a body that is not the blob its digest names.
-    pub fn corrupt(&self, digest: &str, data: &[u8]) {
+    /// Stores `manifest` (of `media_type`) under `reference` (a tag); its digest.
+    pub async fn push_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        manifest: &str,
+    ) -> String {
+        let done = self
+            .client()
+            .put(format!(
+                "{}/v2/{repository}/manifests/{reference}",
+                self.url
+            ))
+            .basic_auth(&self.user, Some(&self.password))
+            .header("content-type", media_type)
+            .body(manifest.to_owned())
+            .send()
+            .await
+            .expect("put manifest");
+        assert_eq!(done.status(), 201, "{:?}", done.text().await);
+        super::seed::sha256(manifest.as_bytes())
+    }
+
+    /// Removes blob `digest`'s content from the registry's storage, as a garbage collection
+    /// gone wrong leaves it: manifests still name it, the registry no longer has it.
+    pub fn lose_blob(&self, digest: &str) {
+        std::fs::remove_dir_all(self.blob_dir(digest)).expect("remove blob");
+    }
+
+    /// Where the registry's storage keeps blob `digest`.
+    fn blob_dir(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
-        let path: PathBuf = [
+        [
             self.dir.path(),
             Path::new("data/docker/registry/v2/blobs/sha256"),
             Path::new(&hex[..2]),
             Path::new(hex),
-            Path::new("data"),
         ]
         .iter()
-        .collect();
+        .collect()
+    }
+
+    /// Removes tag `tag` of `repository` from the registry's storage.
+    pub fn untag(&self, repository: &str, tag: &str) {
+        let path = self
+            .dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repository)
+            .join("_manifests/tags")
+            .join(tag);
+        std::fs::remove_dir_all(&path).expect("remove tag");
+    }
+
+    /// Replaces the stored content of blob `digest` (the registry serves it as is): a
+    /// registry answering with a body that is not the blob its digest names.
+    pub fn corrupt(&self, digest: &str, data: &[u8]) {
+        let path = self.blob_dir(digest).join("data");
         assert!(path.exists(), "no blob at {}", path.display());
         std::fs::write(path, data).expect("corrupt");
     }

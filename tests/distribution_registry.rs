@@ -1,0 +1,214 @@
+//! The OCI Distribution API behind the registry seam, against Debian's `docker-registry`
+//! on loopback (TLS): a tag resolved with a HEAD and its manifest read by digest, blobs
+//! asked one HEAD each, a blob lost from storage, a tag removed, and a registry that wants
+//! credentials, anonymous and with them.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::oci_registry::OciRegistry;
+use ecr_preflight::image::{ImageId, RegistryName, RepositoryKey};
+use ecr_preflight::registry::distribution::{Distribution, DistributionSettings, Login};
+use ecr_preflight::registry::{BlobState, Registry, RegistryError};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// The registry's API for the made-up host `registry.test`, trusting its certificate.
+fn distribution(registry: &OciRegistry, logins: HashMap<String, Login>) -> Distribution {
+    ecr_preflight::server::tls::install_crypto_provider();
+    Distribution::new(DistributionSettings {
+        timeout: Duration::from_secs(5),
+        extra_roots: vec![std::fs::read(&registry.ca).expect("ca")],
+        endpoints: [("registry.test".to_owned(), registry.url.clone())].into(),
+        logins,
+    })
+    .expect("client")
+}
+
+fn repo(name: &str) -> RepositoryKey {
+    RepositoryKey {
+        registry: RegistryName::Distribution("registry.test".into()),
+        repository: name.into(),
+    }
+}
+
+/// An image of a config blob and two layers under `tag`; (manifest digest, blob digests).
+async fn push_image(registry: &OciRegistry, repository: &str, tag: &str) -> (String, Vec<String>) {
+    let config = registry
+        .push_blob(
+            repository,
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .await;
+    let mut layers = Vec::new();
+    for i in 0..2 {
+        let data = format!("{repository}:{tag} layer {i}");
+        layers.push(registry.push_blob(repository, data.as_bytes()).await);
+    }
+    let layer = |d: &String| {
+        format!(
+            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":10}}"#
+        )
+    };
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":10}},"layers":[{}]}}"#,
+        layers.iter().map(layer).collect::<Vec<_>>().join(",")
+    );
+    let digest = registry
+        .push_manifest(repository, tag, OCI_MANIFEST, &manifest)
+        .await;
+    let mut blobs = vec![config];
+    blobs.extend(layers);
+    (digest, blobs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_resolves_to_its_manifest_and_each_blob_is_asked_for() {
+    let registry = OciRegistry::start_open();
+    let (digest, blobs) = push_image(&registry, "team/app", "v1").await;
+    let api = distribution(&registry, HashMap::new());
+    let app = repo("team/app");
+
+    let got = api
+        .batch_get_image(
+            &app,
+            &[ImageId::Tag("v1".into()), ImageId::Tag("v9".into())],
+        )
+        .await
+        .expect("answer");
+    assert_eq!(got.images.len(), 1, "{got:?}");
+    assert_eq!(got.images[0].tag.as_deref(), Some("v1"));
+    assert_eq!(got.images[0].digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(got.images[0].media_type.as_deref(), Some(OCI_MANIFEST));
+    assert_eq!(got.failures.len(), 1, "{got:?}");
+    assert_eq!(got.failures[0].tag.as_deref(), Some("v9"));
+    assert_eq!(got.failures[0].code, "ImageNotFound");
+
+    // By digest too, and the same answer.
+    let by_digest = api
+        .batch_get_image(&app, &[ImageId::Digest(digest.clone())])
+        .await
+        .expect("answer");
+    assert_eq!(by_digest.images[0].manifest, got.images[0].manifest);
+
+    let checked = api
+        .batch_check_layer_availability(&app, &blobs)
+        .await
+        .expect("answer");
+    assert_eq!(checked.blobs.len(), 3);
+    assert!(
+        checked
+            .blobs
+            .iter()
+            .all(|(_, s)| *s == BlobState::Available),
+        "{checked:?}"
+    );
+
+    // A blob lost from storage is missing; the others stay available.
+    registry.lose_blob(&blobs[2]);
+    let checked = api
+        .batch_check_layer_availability(&app, &blobs)
+        .await
+        .expect("answer");
+    let states: HashMap<&String, BlobState> = checked.blobs.iter().map(|(d, s)| (d, *s)).collect();
+    assert_eq!(states[&blobs[2]], BlobState::Missing, "{checked:?}");
+    assert_eq!(states[&blobs[0]], BlobState::Available);
+
+    // A tag removed is not found.
+    registry.untag("team/app", "v1");
+    let gone = api
+        .batch_get_image(&app, &[ImageId::Tag("v1".into())])
+        .await
+        .expect("answer");
+    assert!(gone.images.is_empty(), "{gone:?}");
+    assert_eq!(gone.failures[0].code, "ImageNotFound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_wants_credentials_is_asked_anonymously_first_then_with_them() {
+    let registry = OciRegistry::start("puller", "s3cret-pass");
+    let (digest, blobs) = push_image(&registry, "private/app", "v1").await;
+    let app = repo("private/app");
+
+    let anonymous = distribution(&registry, HashMap::new());
+    let refused = anonymous
+        .batch_get_image(&app, &[ImageId::Tag("v1".into())])
+        .await
+        .expect_err("anonymous is refused");
+    assert_eq!(
+        refused,
+        RegistryError::NeedsCredentials {
+            registry: "registry.test".into()
+        }
+    );
+    assert!(
+        refused.to_string().contains("needs credentials"),
+        "{refused}"
+    );
+
+    let login = Login {
+        user: "puller".into(),
+        password: "s3cret-pass".into(),
+    };
+    assert!(
+        !format!("{login:?}").contains("s3cret"),
+        "never the password"
+    );
+    let with_login = distribution(&registry, [("registry.test".to_owned(), login)].into());
+    let got = with_login
+        .batch_get_image(&app, &[ImageId::Tag("v1".into())])
+        .await
+        .expect("answer");
+    assert_eq!(got.images[0].digest.as_deref(), Some(digest.as_str()));
+    let checked = with_login
+        .batch_check_layer_availability(&app, &blobs)
+        .await
+        .expect("answer");
+    assert!(
+        checked
+            .blobs
+            .iter()
+            .all(|(_, s)| *s == BlobState::Available),
+        "{checked:?}"
+    );
+
+    let wrong = distribution(
+        &registry,
+        [(
+            "registry.test".to_owned(),
+            Login {
+                user: "puller".into(),
+                password: "wrong".into(),
+            },
+        )]
+        .into(),
+    );
+    let denied = wrong
+        .batch_get_image(&app, &[ImageId::Tag("v1".into())])
+        .await
+        .expect_err("wrong credentials are refused");
+    assert!(
+        matches!(denied, RegistryError::AccessDenied { .. }),
+        "{denied:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_ecr_key_is_refused_with_a_clear_error() {
+    let registry = OciRegistry::start_open();
+    let api = distribution(&registry, HashMap::new());
+    let ecr = ecr_preflight::image::ImageTarget::classify(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:v1",
+    )
+    .expect("reference");
+    let ecr_preflight::image::ImageTarget::Ecr { repo, id } = ecr else {
+        panic!("an ECR image");
+    };
+    let err = api
+        .batch_get_image(&repo, &[id])
+        .await
+        .expect_err("not this registry's");
+    assert!(err.to_string().contains("Amazon ECR registry"), "{err}");
+}
