@@ -212,3 +212,96 @@ async fn an_ecr_key_is_refused_with_a_clear_error() {
         .expect_err("not this registry's");
     assert!(err.to_string().contains("Amazon ECR registry"), "{err}");
 }
+
+/// A registry that answers its first request with `429` and `Retry-After: 1`, then `404`:
+/// the arrival time of each request.
+async fn slowing_registry() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+) {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    let app = axum::Router::new().fallback(move || {
+        let seen = seen.clone();
+        async move {
+            let mut seen = seen.lock().expect("lock");
+            seen.push(std::time::Instant::now());
+            if seen.len() == 1 {
+                (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response()
+            } else {
+                StatusCode::NOT_FOUND.into_response()
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, arrivals)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_pauses_its_registry_for_the_retry_after_it_gives() {
+    let (url, arrivals) = slowing_registry().await;
+    ecr_preflight::server::tls::install_crypto_provider();
+    let api = Distribution::new(DistributionSettings {
+        timeout: Duration::from_secs(5),
+        endpoints: [("registry.test".to_owned(), url)].into(),
+        ..DistributionSettings::default()
+    })
+    .expect("client");
+    let app = repo("app");
+    let tag = [ImageId::Tag("v1".into())];
+    let throttled = api
+        .batch_get_image(&app, &tag)
+        .await
+        .expect_err("throttled");
+    assert!(
+        matches!(&throttled, RegistryError::Throttled(why) if why.contains("registry.test")),
+        "{throttled:?}"
+    );
+    let answered = api.batch_get_image(&app, &tag).await.expect("answer");
+    assert_eq!(answered.failures[0].code, "ImageNotFound");
+    let arrivals = arrivals.lock().expect("lock");
+    assert_eq!(
+        arrivals.len(),
+        2,
+        "one request each, the second after the pause"
+    );
+    // A lower bound only: a slow machine makes it longer, never shorter.
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_secs(1),
+        "asked again {:?} after a Retry-After of 1 s",
+        arrivals[1] - arrivals[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_hangs_is_a_timeout_within_the_request_bound() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    ecr_preflight::server::tls::install_crypto_provider();
+    let api = Distribution::new(DistributionSettings {
+        timeout: Duration::from_millis(300),
+        endpoints: [("registry.test".to_owned(), url)].into(),
+        ..DistributionSettings::default()
+    })
+    .expect("client");
+    let err = api
+        .batch_check_layer_availability(&repo("app"), &[format!("sha256:{}", "a".repeat(64))])
+        .await
+        .expect_err("no answer");
+    assert_eq!(err, RegistryError::Timeout);
+}
