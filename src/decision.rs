@@ -418,10 +418,18 @@ fn keep_to(gap: &PlatformGap) -> String {
     }
 }
 
+/// Where `image` is kept, as messages name it: `ECR`, or `registry <host>`.
+pub fn held_by(image: &str) -> String {
+    match ImageTarget::classify(image) {
+        Ok(ImageTarget::Other(reference)) => format!("registry {}", reference.registry),
+        _ => "ECR".to_owned(),
+    }
+}
+
 fn not_found_line(who: &str, image: &str, what: &NotFound) -> String {
     match what {
-        NotFound::Tag(_) => format!("{who}: {image}: tag not found in ECR"),
-        NotFound::Digest(_) => format!("{who}: {image}: digest not found in ECR"),
+        NotFound::Tag(_) => format!("{who}: {image}: tag not found in {}", held_by(image)),
+        NotFound::Digest(_) => format!("{who}: {image}: digest not found in {}", held_by(image)),
         NotFound::Repository {
             repository,
             registry,
@@ -436,16 +444,17 @@ fn platform_problems(who: &str, image: &str, p: &PlatformCheck) -> Vec<(Severity
         None => format!("{who}: {image}"),
     };
     let mut out = Vec::new();
+    let held = held_by(image);
     if let Some(d) = &p.manifest_missing {
         out.push((
             Severity::Broken,
-            format!("{at}: manifest {d} not found in ECR"),
-            format!("{at}: manifest {} not found in ECR", short_digest(d)),
+            format!("{at}: manifest {d} not found in {held}"),
+            format!("{at}: manifest {} not found in {held}", short_digest(d)),
         ));
     }
     if !p.missing.is_empty() {
         let head = format!(
-            "{at}: {} of {} blobs missing in ECR: ",
+            "{at}: {} of {} blobs missing in {held}: ",
             p.missing.len(),
             p.total
         );

@@ -13,7 +13,7 @@ use ecr_preflight::image::{ImageId, RegistryName, RepositoryKey};
 use ecr_preflight::registry::distribution::{Distribution, DistributionSettings, Login};
 use ecr_preflight::registry::{BlobState, Registry, RegistryError};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+use common::oci_registry::OCI_MANIFEST;
 
 /// The registry's API for the made-up host `registry.test`, trusting its certificate.
 fn distribution(registry: &OciRegistry, logins: HashMap<String, Login>) -> Distribution {
@@ -34,40 +34,10 @@ fn repo(name: &str) -> RepositoryKey {
     }
 }
 
-/// An image of a config blob and two layers under `tag`; (manifest digest, blob digests).
-async fn push_image(registry: &OciRegistry, repository: &str, tag: &str) -> (String, Vec<String>) {
-    let config = registry
-        .push_blob(
-            repository,
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
-        )
-        .await;
-    let mut layers = Vec::new();
-    for i in 0..2 {
-        let data = format!("{repository}:{tag} layer {i}");
-        layers.push(registry.push_blob(repository, data.as_bytes()).await);
-    }
-    let layer = |d: &String| {
-        format!(
-            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":10}}"#
-        )
-    };
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":10}},"layers":[{}]}}"#,
-        layers.iter().map(layer).collect::<Vec<_>>().join(",")
-    );
-    let digest = registry
-        .push_manifest(repository, tag, OCI_MANIFEST, &manifest)
-        .await;
-    let mut blobs = vec![config];
-    blobs.extend(layers);
-    (digest, blobs)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_resolves_to_its_manifest_and_each_blob_is_asked_for() {
     let registry = OciRegistry::start_open();
-    let (digest, blobs) = push_image(&registry, "team/app", "v1").await;
+    let (digest, blobs) = registry.push_image("team/app", "v1").await;
     let api = distribution(&registry, HashMap::new());
     let app = repo("team/app");
 
@@ -129,7 +99,7 @@ async fn a_tag_resolves_to_its_manifest_and_each_blob_is_asked_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_that_wants_credentials_is_asked_anonymously_first_then_with_them() {
     let registry = OciRegistry::start("puller", "s3cret-pass");
-    let (digest, blobs) = push_image(&registry, "private/app", "v1").await;
+    let (digest, blobs) = registry.push_image("private/app", "v1").await;
     let app = repo("private/app");
 
     let anonymous = distribution(&registry, HashMap::new());

@@ -6,12 +6,14 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::engine::{CacheSettings, Engine, EngineSettings, DEFAULT_BATCH_WINDOW};
+use crate::image::Registries;
 use crate::manifest::Platform;
 use crate::platforms::ConfigCache;
 use crate::registry::credentials::CredentialKeeper;
+use crate::registry::distribution::{Distribution, DistributionSettings};
 use crate::registry::ecr::{EcrApi, EcrSettings};
 use crate::registry::oci::{OciBlobs, RegistryEndpoint};
-use crate::registry::Registry;
+use crate::registry::{Registry, Routes};
 
 /// What the engine needs; shared by every subcommand that checks images. The defaults of the
 /// cache and batching flags are the engine's own ([`CacheSettings::default`],
@@ -47,6 +49,15 @@ pub struct EngineArgs {
     /// private CA in front of it).
     #[arg(long, env = "ECR_PREFLIGHT_ECR_REGISTRY_CA_FILE")]
     pub ecr_registry_ca_file: Option<std::path::PathBuf>,
+    /// Which registries besides ECR's are checked: all, ecr (ECR's only; any other image is
+    /// skipped), or hosts separated by commas (ghcr.io,quay.io; docker.io for Docker Hub).
+    /// ECR images are always checked.
+    #[arg(long, env = "ECR_PREFLIGHT_REGISTRIES", default_value = "ecr")]
+    pub registries: Registries,
+    /// PEM file of certificates to trust for registries other than ECR beyond the system's
+    /// (a private registry's CA).
+    #[arg(long, env = "ECR_PREFLIGHT_REGISTRY_CA_FILE")]
+    pub registry_ca_file: Option<std::path::PathBuf>,
     /// How long tag → digest answers are cached.
     #[arg(long, env = "ECR_PREFLIGHT_TAG_CACHE_TTL", value_parser = parse_flag_duration,
         default_value_t = CacheSettings::default().tag_ttl.into())]
@@ -103,6 +114,16 @@ impl EngineArgs {
         if self.platforms.is_empty() {
             return Err("--platforms must name at least one platform".into());
         }
+        if let Some(path) = &self.registry_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read --registry-ca-file {}: {e}", path.display()))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(format!(
+                    "--registry-ca-file {} holds no PEM certificate",
+                    path.display()
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -112,12 +133,41 @@ impl EngineArgs {
         let settings = EcrSettings::for_budget(self.ecr_endpoint_url.clone(), self.timeout);
         let ecr = Arc::new(EcrApi::from_default_chain(settings, None, None).await);
         let credentials = ecr.credentials();
-        let registry: Arc<dyn Registry> = ecr.clone();
+        let registry = self.registry_over(ecr.clone());
         Built {
             engine: Engine::new(registry.clone(), self.engine_settings()),
             registry,
             ecr,
             credentials,
+        }
+    }
+
+    /// `ecr` for ECR's images and, when `--registries` names others, the OCI Distribution
+    /// API for theirs (each call a client, and connections, of its own).
+    pub fn registry_over(&self, ecr: Arc<EcrApi>) -> Arc<dyn Registry> {
+        if self.registries == Registries::Ecr {
+            return ecr;
+        }
+        let extra_roots = self
+            .registry_ca_file
+            .as_ref()
+            .and_then(|path| std::fs::read(path).ok())
+            .into_iter()
+            .collect();
+        let settings = DistributionSettings {
+            timeout: self.timeout,
+            extra_roots,
+            ..DistributionSettings::default()
+        };
+        match Distribution::new(settings) {
+            Ok(other) => Arc::new(Routes {
+                ecr,
+                other: Arc::new(other),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the client of registries other than ECR; their images are not checked");
+                ecr
+            }
         }
     }
 
@@ -146,6 +196,7 @@ impl EngineArgs {
             pull_through_prefixes: self.pull_through_prefixes.clone(),
             cache: self.cache_settings(),
             batch_window: *self.batch_window,
+            registries: self.registries.clone(),
         }
     }
 }

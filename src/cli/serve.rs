@@ -197,8 +197,9 @@ async fn controller(args: &ServeArgs, built: &Built) -> anyhow::Result<Controlle
     };
     let config = kube_config().await.map_err(cannot)?;
     let ecr = Arc::new(built.ecr.apart());
+    let registry = args.engine.registry_over(ecr.clone());
     let (engine, settings) =
-        controller_parts(&built.engine, ecr.clone(), &args.engine, &args.watch_flags);
+        controller_parts(&built.engine, registry, &args.engine, &args.watch_flags);
     let controller = watch::start_apart(config, engine, settings)
         .await
         .map_err(cannot)?;

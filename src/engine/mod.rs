@@ -20,7 +20,7 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use crate::findings::{Finding, ImageReport, Outcome};
-use crate::image::{ImageId, ImageTarget, RepositoryKey};
+use crate::image::{ImageId, Registries, RepositoryKey};
 use crate::manifest::{Manifest, Platform};
 use crate::metrics::EngineMetrics;
 use crate::platforms::ConfigCache;
@@ -51,6 +51,8 @@ pub struct EngineSettings {
     /// At most how long keys that arrive while a call is in flight wait for it to return
     /// before they are sent anyway; zero sends every batch as soon as it is made.
     pub batch_window: Duration,
+    /// Which registries besides ECR's are checked (`--registries`).
+    pub registries: Registries,
 }
 
 impl EngineSettings {
@@ -61,6 +63,7 @@ impl EngineSettings {
             pull_through_prefixes: Vec::new(),
             cache: CacheSettings::default(),
             batch_window: DEFAULT_BATCH_WINDOW,
+            registries: Registries::default(),
         }
     }
 }
@@ -149,17 +152,15 @@ impl Engine {
     /// The digest `image`'s tag resolved to when it was last checked (within the tag
     /// cache's lifetime); a digest reference's own digest.
     pub fn resolved_digest(&self, image: &str) -> Option<Arc<str>> {
-        match ImageTarget::classify(image).ok()? {
-            ImageTarget::Ecr {
-                id: ImageId::Digest(d),
-                ..
-            } => Some(d.into()),
-            ImageTarget::Ecr {
-                repo,
-                id: ImageId::Tag(t),
-            } => self.caller.caches.tag(&Arc::new(repo), &t),
-            ImageTarget::Other(_) => None,
+        match self.settings.registries.target(image).ok()?? {
+            (_, ImageId::Digest(d)) => Some(d.into()),
+            (repo, ImageId::Tag(t)) => self.caller.caches.tag(&Arc::new(repo), &t),
         }
+    }
+
+    /// Which registries besides ECR's this engine checks.
+    pub fn registries(&self) -> &Registries {
+        &self.settings.registries
     }
 
     /// The lifecycle calls of the registry, when it has them.
@@ -170,7 +171,7 @@ impl Engine {
     /// The digests of what `image` named when it was last checked (within the caches'
     /// lifetime): the manifest its tag resolved to and, for an index, every child.
     pub fn manifest_digests(&self, image: &str) -> Vec<String> {
-        let Ok(ImageTarget::Ecr { repo, .. }) = ImageTarget::classify(image) else {
+        let Ok(Some((repo, _))) = self.settings.registries.target(image) else {
             return Vec::new();
         };
         let Some(digest) = self.resolved_digest(image) else {
@@ -190,9 +191,7 @@ impl Engine {
     /// blob; `None` when it was not checked (or is not ECR's). One reference parse and one
     /// lookup in each cache: it runs on the warm path.
     pub fn image_platforms(&self, image: &str) -> Option<ImagePlatforms> {
-        let ImageTarget::Ecr { repo, id } = ImageTarget::classify(image).ok()? else {
-            return None;
-        };
+        let (repo, id) = self.settings.registries.target(image).ok()??;
         let repo = Arc::new(repo);
         let digest: Arc<str> = match id {
             ImageId::Digest(d) => d.into(),
@@ -335,15 +334,15 @@ impl Engine {
                 plan.known.insert(image, known);
                 continue;
             }
-            match ImageTarget::classify(image) {
+            match self.settings.registries.target(image) {
                 Err(e) => {
                     let finding = Finding::InvalidReference(e.to_string());
                     plan.known.insert(image, (finding, false));
                 }
-                Ok(ImageTarget::Other(_)) => {
+                Ok(None) => {
                     plan.known.insert(image, (Finding::Skipped, false));
                 }
-                Ok(ImageTarget::Ecr { repo, id }) => {
+                Ok(Some((repo, id))) => {
                     plan.by_repo
                         .entry(repo.clone())
                         .or_default()

@@ -106,3 +106,132 @@ impl ImageTarget {
         })
     }
 }
+
+/// Which registries besides ECR's are checked (`--registries`): ECR images always are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Registries {
+    /// Every registry.
+    All,
+    /// ECR's only: any other image is `skipped`.
+    #[default]
+    Ecr,
+    /// ECR's and these hosts, as normalised references name them (`docker.io` for Docker
+    /// Hub).
+    Hosts(std::collections::BTreeSet<String>),
+}
+
+impl Registries {
+    /// The repository and id `image` is checked at; `None` when it is not checked.
+    pub fn target(&self, image: &str) -> Result<Option<(RepositoryKey, ImageId)>, ReferenceError> {
+        Ok(match ImageTarget::classify(image)? {
+            ImageTarget::Ecr { repo, id } => Some((repo, id)),
+            ImageTarget::Other(reference) => self.covers(&reference.registry).then(|| {
+                let id = match &reference.digest {
+                    Some(digest) => ImageId::Digest(digest.clone()),
+                    None => ImageId::Tag(reference.tag_or_default().to_owned()),
+                };
+                let repo = RepositoryKey {
+                    registry: RegistryName::Distribution(reference.registry.to_ascii_lowercase()),
+                    repository: reference.repository,
+                };
+                (repo, id)
+            }),
+        })
+    }
+
+    /// Whether images of `host` (not ECR's) are checked.
+    pub fn covers(&self, host: &str) -> bool {
+        match self {
+            Registries::All => true,
+            Registries::Ecr => false,
+            Registries::Hosts(hosts) => hosts.contains(&host.to_ascii_lowercase()),
+        }
+    }
+}
+
+impl std::str::FromStr for Registries {
+    type Err = String;
+
+    /// `all`, `ecr`, or hosts separated by commas (`ghcr.io,quay.io`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "all" => return Ok(Registries::All),
+            "ecr" => return Ok(Registries::Ecr),
+            _ => {}
+        }
+        let mut hosts = std::collections::BTreeSet::new();
+        for host in s.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            if host == "all" || host == "ecr" {
+                return Err(format!(
+                    "--registries: {host:?} stands alone, not in a list of hosts"
+                ));
+            }
+            if parse_ecr_host(host).is_some() {
+                return Err(format!(
+                    "--registries: {host} is an ECR registry, always checked; list other registries' hosts"
+                ));
+            }
+            // A host is what a reference's first component is: checked by the same grammar.
+            Reference::parse(&format!("{host}/x"))
+                .ok()
+                .filter(|r| r.registry.eq_ignore_ascii_case(host))
+                .ok_or_else(|| format!("--registries: {host:?} is not a registry host"))?;
+            hosts.insert(host.to_ascii_lowercase());
+        }
+        if hosts.is_empty() {
+            return Err(
+                "--registries: give all, ecr, or registry hosts separated by commas".into(),
+            );
+        }
+        Ok(Registries::Hosts(hosts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registries_are_all_ecr_or_a_list_of_hosts() {
+        assert_eq!("all".parse::<Registries>(), Ok(Registries::All));
+        assert_eq!("ecr".parse::<Registries>(), Ok(Registries::Ecr));
+        let hosts: Registries = "ghcr.io, Quay.io,localhost:5000".parse().expect("hosts");
+        assert!(
+            hosts.covers("ghcr.io") && hosts.covers("quay.io") && hosts.covers("localhost:5000")
+        );
+        assert!(!hosts.covers("docker.io"));
+        for bad in [
+            "",
+            "all,ghcr.io",
+            "ghcr.io/x",
+            "-bad.io",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+        ] {
+            assert!(bad.parse::<Registries>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_image_is_checked_where_its_registry_is_covered() {
+        let ecr = "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:v1";
+        for registries in [Registries::Ecr, Registries::All] {
+            let (repo, _) = registries.target(ecr).expect("valid").expect("checked");
+            assert!(repo.registry.ecr().is_some());
+        }
+        assert_eq!(Registries::Ecr.target("nginx").expect("valid"), None);
+        let (repo, id) = Registries::All
+            .target("nginx")
+            .expect("valid")
+            .expect("checked");
+        assert_eq!(
+            repo.registry,
+            RegistryName::Distribution("docker.io".into())
+        );
+        assert_eq!(repo.repository, "library/nginx");
+        assert_eq!(id, ImageId::Tag("latest".into()));
+        let only: Registries = "ghcr.io".parse().expect("hosts");
+        assert_eq!(only.target("nginx:1").expect("valid"), None);
+        assert!(only.target("ghcr.io/org/tool@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef").expect("valid").is_some());
+        assert!(Registries::All.target("NOT VALID").is_err());
+    }
+}

@@ -251,3 +251,46 @@ pub trait ConfigPlatforms: Send + Sync + 'static {
 /// Images read of one repository at most: ECR's own limit is 20,000 a repository, so more
 /// is a wrong answer, not a repository to keep in memory.
 pub const MAX_DESCRIBED_IMAGES: usize = 100_000;
+
+/// Every registry behind one seam: ECR's through `ecr` (the SDK), any other through `other`
+/// (the OCI Distribution API), by the registry each repository names.
+pub struct Routes {
+    pub ecr: std::sync::Arc<dyn Registry>,
+    pub other: std::sync::Arc<dyn Registry>,
+}
+
+impl Routes {
+    fn of(&self, repo: &RepositoryKey) -> &dyn Registry {
+        match repo.registry {
+            crate::image::RegistryName::Ecr(_) => &*self.ecr,
+            crate::image::RegistryName::Distribution(_) => &*self.other,
+        }
+    }
+}
+
+impl Registry for Routes {
+    fn batch_get_image<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        ids: &'a [ImageId],
+    ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
+        self.of(repo).batch_get_image(repo, ids)
+    }
+
+    fn batch_check_layer_availability<'a>(
+        &'a self,
+        repo: &'a RepositoryKey,
+        digests: &'a [String],
+    ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
+        self.of(repo).batch_check_layer_availability(repo, digests)
+    }
+
+    fn count_client_evictions(&self, evicted: prometheus_client::metrics::counter::Counter) {
+        self.ecr.count_client_evictions(evicted);
+    }
+
+    /// ECR's: no other registry has lifecycle policies.
+    fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
+        self.ecr.lifecycle()
+    }
+}

@@ -289,8 +289,10 @@ impl Signals {
                 EventType::Normal,
                 "ImageAvailable",
                 format!(
-                    "container {}: {} is available again in ECR",
-                    row.container.name, row.container.image
+                    "container {}: {} is available again in {}",
+                    row.container.name,
+                    row.container.image,
+                    crate::decision::held_by(&row.container.image)
                 ),
             ),
             Tell::Expiring(e) => (EventType::Warning, "ImageExpiring", expiring_note(row, &e)),

@@ -16,7 +16,7 @@ use super::pass_budget::PassBudget;
 use super::walks;
 use crate::decision::{problems_of, ContainerFinding, Problem};
 use crate::findings::{ImageReport, Outcome};
-use crate::image::{ImageId, ImageTarget};
+use crate::image::Reference;
 use crate::lifecycle::expiry::{self, Expiry, ExpiryRule};
 use crate::manifest::Platform;
 use crate::platforms::{ClusterFacts, ConfigCache, Landing};
@@ -102,13 +102,8 @@ impl Row {
     /// The next node would pull something other than what runs: the tag now resolves to
     /// a digest none of the workload's pods run.
     pub fn drift(&self) -> bool {
-        let is_tag = matches!(
-            ImageTarget::classify(&self.container.image),
-            Ok(ImageTarget::Ecr {
-                id: ImageId::Tag(_),
-                ..
-            })
-        );
+        // A tag of any registry: the resolved digest is only known for checked ones.
+        let is_tag = Reference::parse(&self.container.image).is_ok_and(|r| r.digest.is_none());
         let running = &self.container.running_digests;
         let resolved = self.verified.as_ref().and_then(|v| v.resolved.as_deref());
         is_tag && !running.is_empty() && resolved.is_some_and(|d| !running.contains(d))

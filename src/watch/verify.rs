@@ -17,7 +17,7 @@ use super::state::{Inventory, Row, Verified};
 use super::walks;
 use super::ExpirySettings;
 use crate::engine::Engine;
-use crate::image::{ImageTarget, RepositoryKey};
+use crate::image::{ImageTarget, Registries, RepositoryKey};
 use crate::lifecycle::expiry::{self, RepositoryForecast};
 use crate::lifecycle::preview::Previews;
 use crate::metrics::WatchMetrics;
@@ -315,7 +315,8 @@ impl Verifier {
     /// The images in use by repository, gathered and classified once, on the walks' thread.
     async fn plan(&self) -> Plan {
         let inventory = self.inventory.clone();
-        walks::run(move || Plan::of(inventory.images()))
+        let registries = self.engine.registries().clone();
+        walks::run(move || Plan::of(inventory.images(), &registries))
             .await
             .unwrap_or_default()
     }
@@ -324,8 +325,9 @@ impl Verifier {
     /// walks' thread); what is in use now, by repository, and as a set.
     async fn pass_done(&self, done: SystemTime) -> (Plan, HashSet<Box<str>>) {
         let inventory = self.inventory.clone();
+        let registries = self.engine.registries().clone();
         walks::run(move || {
-            let plan = Plan::of(inventory.images());
+            let plan = Plan::of(inventory.images(), &registries);
             let in_use: HashSet<Box<str>> = plan.images().map(|i| i.as_str().into()).collect();
             inventory.full_pass_done(done, &in_use);
             (plan, in_use)
@@ -450,11 +452,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn of(images: impl IntoIterator<Item = Box<str>>) -> Self {
+    pub fn of(images: impl IntoIterator<Item = Box<str>>, registries: &Registries) -> Self {
         let mut plan = Plan::default();
         for image in images {
-            match ImageTarget::classify(&image) {
-                Ok(ImageTarget::Ecr { repo, .. }) => plan
+            match registries.target(&image) {
+                Ok(Some((repo, _))) => plan
                     .repositories
                     .entry(repo)
                     .or_default()

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
 pub struct OciRegistry {
     /// `https://127.0.0.1:PORT`.
     pub url: String,
@@ -163,6 +165,37 @@ impl OciRegistry {
             .expect("finish upload");
         assert_eq!(done.status(), 201, "{:?}", done.text().await);
         digest
+    }
+
+    /// A linux/amd64 image of a config blob and two layers under `tag`: (manifest digest,
+    /// blob digests, the config's first).
+    pub async fn push_image(&self, repository: &str, tag: &str) -> (String, Vec<String>) {
+        let config = self
+            .push_blob(
+                repository,
+                br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+            )
+            .await;
+        let mut layers = Vec::new();
+        for i in 0..2 {
+            let data = format!("{repository}:{tag} layer {i}");
+            layers.push(self.push_blob(repository, data.as_bytes()).await);
+        }
+        let layer = |d: &String| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":10}}"#
+            )
+        };
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":10}},"layers":[{}]}}"#,
+            layers.iter().map(layer).collect::<Vec<_>>().join(",")
+        );
+        let digest = self
+            .push_manifest(repository, tag, OCI_MANIFEST, &manifest)
+            .await;
+        let mut blobs = vec![config];
+        blobs.extend(layers);
+        (digest, blobs)
     }
 
     /// Stores `manifest` (of `media_type`) under `reference` (a tag); its digest.
