@@ -275,3 +275,24 @@ async fn a_registry_that_hangs_is_a_timeout_within_the_request_bound() {
         .expect_err("no answer");
     assert_eq!(err, RegistryError::Timeout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_arch_images_platform_is_read_from_its_config_blob() {
+    use ecr_preflight::registry::ConfigPlatforms;
+    let registry = OciRegistry::start_open();
+    let (_, blobs) = registry.push_image("team/app", "v1").await;
+    let api = distribution(&registry, HashMap::new());
+    let app = repo("team/app");
+    let platform = api
+        .config_platform("registry.test", &app, &blobs[0])
+        .await
+        .expect("platform");
+    assert_eq!(platform.to_string(), "linux/amd64");
+    // A registry serving other content for the digest is caught.
+    registry.corrupt(&blobs[0], br#"{"architecture":"arm64","os":"linux"}"#);
+    let err = api
+        .config_platform("registry.test", &app, &blobs[0])
+        .await
+        .expect_err("not the blob its digest names");
+    assert!(err.to_string().contains("DigestMismatch"), "{err}");
+}

@@ -13,7 +13,7 @@ use crate::registry::credentials::CredentialKeeper;
 use crate::registry::distribution::{Distribution, DistributionSettings};
 use crate::registry::ecr::{EcrApi, EcrSettings};
 use crate::registry::oci::{OciBlobs, RegistryEndpoint};
-use crate::registry::{Registry, Routes};
+use crate::registry::{ConfigRoutes, Registry, Routes};
 
 /// What the engine needs; shared by every subcommand that checks images. The defaults of the
 /// cache and batching flags are the engine's own ([`CacheSettings::default`],
@@ -145,8 +145,17 @@ impl EngineArgs {
     /// `ecr` for ECR's images and, when `--registries` names others, the OCI Distribution
     /// API for theirs (each call a client, and connections, of its own).
     pub fn registry_over(&self, ecr: Arc<EcrApi>) -> Arc<dyn Registry> {
+        match self.distribution() {
+            Some(other) => Arc::new(Routes { ecr, other }),
+            None => ecr,
+        }
+    }
+
+    /// The OCI Distribution client for the registries `--registries` names besides ECR's;
+    /// `None` when it names none.
+    fn distribution(&self) -> Option<Arc<Distribution>> {
         if self.registries == Registries::Ecr {
-            return ecr;
+            return None;
         }
         let extra_roots = self
             .registry_ca_file
@@ -160,13 +169,10 @@ impl EngineArgs {
             ..DistributionSettings::default()
         };
         match Distribution::new(settings) {
-            Ok(other) => Arc::new(Routes {
-                ecr,
-                other: Arc::new(other),
-            }),
+            Ok(other) => Some(Arc::new(other)),
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the client of registries other than ECR; their images are not checked");
-                ecr
+                None
             }
         }
     }
@@ -184,10 +190,14 @@ impl EngineArgs {
             extra_roots,
             timeout: self.timeout,
         };
-        Ok(Arc::new(ConfigCache::new(Arc::new(OciBlobs::new(
-            ecr.clone(),
-            endpoint,
-        )))))
+        let ecr_blobs = Arc::new(OciBlobs::new(ecr.clone(), endpoint));
+        Ok(Arc::new(ConfigCache::new(match self.distribution() {
+            Some(other) => Arc::new(ConfigRoutes {
+                ecr: ecr_blobs,
+                other,
+            }),
+            None => ecr_blobs,
+        })))
     }
 
     pub fn engine_settings(&self) -> EngineSettings {

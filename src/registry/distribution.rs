@@ -34,11 +34,11 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::{
-    BatchGetImageOutput, BlobState, FetchedManifest, ImageFailure, LayerAvailabilityOutput,
-    Registry, RegistryError,
+    BatchGetImageOutput, BlobState, ConfigPlatforms, FetchedManifest, ImageFailure,
+    LayerAvailabilityOutput, Registry, RegistryError,
 };
 use crate::image::{ImageId, RegistryName, RepositoryKey};
-use crate::manifest::ACCEPTED_MEDIA_TYPES;
+use crate::manifest::{Platform, ACCEPTED_MEDIA_TYPES};
 use crate::ttl_map::TtlMap;
 
 /// Requests in flight to one registry at most (blob HEADs above all).
@@ -49,6 +49,8 @@ pub const DEFAULT_PAUSE: Duration = Duration::from_secs(10);
 const MAX_PAUSE: Duration = Duration::from_secs(300);
 /// Manifests are a few kilobytes; a bigger answer is refused unread past this.
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Config blobs too.
+const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 /// Manifests kept by digest.
 const MANIFESTS_KEPT: u64 = 10_000;
 /// Tokens are kept this long when the registry does not say (Docker Hub's last 5 minutes).
@@ -445,6 +447,44 @@ impl Distribution {
         }))
     }
 
+    /// A config blob's content (`GET /v2/<name>/blobs/<digest>`, the redirect to the blob
+    /// store followed), bounded and checked against its digest.
+    async fn config(&self, repo: &RepositoryKey, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let mut response = self
+            .send(repo, Method::GET, &format!("blobs/{digest}"), None)
+            .await?;
+        if !response.status().is_success() {
+            return Err(RegistryError::Service {
+                code: format!("HTTP {}", response.status().as_u16()),
+                message: format!("config blob {digest} could not be read"),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|_| RegistryError::Transport("the answer was cut short".into()))?
+        {
+            if body.len() + chunk.len() > MAX_CONFIG_BYTES {
+                return Err(RegistryError::Service {
+                    code: "ConfigTooLarge".to_owned(),
+                    message: format!(
+                        "config blob {digest} is larger than {MAX_CONFIG_BYTES} bytes"
+                    ),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let actual = crate::manifest::sha256_digest(&body);
+        if !digest.eq_ignore_ascii_case(&actual) {
+            return Err(RegistryError::Service {
+                code: "DigestMismatch".to_owned(),
+                message: format!("the registry answered for config blob {digest} with content whose digest is {actual}"),
+            });
+        }
+        Ok(body)
+    }
+
     async fn blob(&self, repo: &RepositoryKey, digest: &str) -> Result<BlobState, RegistryError> {
         let response = self
             .send(repo, Method::HEAD, &format!("blobs/{digest}"), None)
@@ -496,6 +536,17 @@ impl Registry for Distribution {
             })
         }
         .boxed()
+    }
+}
+
+impl ConfigPlatforms for Distribution {
+    fn config_platform<'a>(
+        &'a self,
+        _host: &'a str,
+        repo: &'a RepositoryKey,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Result<Platform, RegistryError>> {
+        async move { super::oci::platform_of(&self.config(repo, digest).await?) }.boxed()
     }
 }
 

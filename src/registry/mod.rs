@@ -294,3 +294,26 @@ impl Registry for Routes {
         self.ecr.lifecycle()
     }
 }
+
+/// Config blobs of every registry: ECR's through its registry API with ECR's credentials,
+/// any other's through the OCI Distribution API.
+pub struct ConfigRoutes {
+    pub ecr: std::sync::Arc<dyn ConfigPlatforms>,
+    pub other: std::sync::Arc<dyn ConfigPlatforms>,
+}
+
+impl ConfigPlatforms for ConfigRoutes {
+    fn config_platform<'a>(
+        &'a self,
+        host: &'a str,
+        repo: &'a RepositoryKey,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Result<crate::manifest::Platform, RegistryError>> {
+        match repo.registry {
+            crate::image::RegistryName::Ecr(_) => self.ecr.config_platform(host, repo, digest),
+            crate::image::RegistryName::Distribution(_) => {
+                self.other.config_platform(host, repo, digest)
+            }
+        }
+    }
+}
