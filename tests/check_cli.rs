@@ -563,3 +563,76 @@ async fn a_multi_arch_image_is_forecast_by_its_index_not_its_untagged_children()
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registries_other_than_ecr_are_checked_when_named() {
+    let registry = common::oci_registry::OciRegistry::start_open();
+    let (_, blobs) = registry.push_image("team/app", "v1").await;
+    registry.push_image("team/broken", "v1").await;
+    let (_, broken) = registry.push_image("team/broken", "v2").await;
+    registry.lose_blob(&broken[1]);
+    let host = registry.url.trim_start_matches("https://").to_owned();
+    let dir = tempfile::tempdir().expect("dir");
+    let text = format!(
+        "{}---\n{}",
+        deployment("web", &format!("{host}/team/app:v1")),
+        deployment("jobs", &format!("{host}/team/broken:v2"))
+    );
+    let file = write(dir.path(), "app.yaml", &text);
+    let ca = registry.ca.display().to_string();
+    let endpoint = common::moto::endpoint();
+
+    // Today's default: ECR's images only; these are skipped.
+    let skipped = check(&["--output", "json", &file], None, &endpoint);
+    assert_eq!(
+        skipped.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&skipped.stderr)
+    );
+    assert_eq!(json(&skipped)["summary"]["outcomes"]["skipped"], 2);
+
+    for registries in ["all", host.as_str()] {
+        let out = check(
+            &[
+                "--output",
+                "json",
+                "--registries",
+                registries,
+                "--registry-ca-file",
+                &ca,
+                &file,
+            ],
+            None,
+            &endpoint,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json(&out);
+        assert_eq!(v["summary"]["outcomes"]["ok"], 1, "{v}");
+        assert_eq!(v["summary"]["outcomes"]["missing"], 1, "{v}");
+        let row = v["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["outcome"] == "missing")
+            .expect("the broken image");
+        assert!(row.to_string().contains(&broken[1]), "{row}");
+    }
+    assert_eq!(blobs.len(), 3);
+
+    // A registry not named stays skipped; a bad list is a usage error.
+    let other = check(
+        &["--output", "json", "--registries", "ghcr.io", &file],
+        None,
+        &endpoint,
+    );
+    assert_eq!(json(&other)["summary"]["outcomes"]["skipped"], 2);
+    let bad = check(&["--registries", "all,ghcr.io", &file], None, &endpoint);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--registries"));
+}
