@@ -407,6 +407,7 @@ fn main() {
     let watch_settings = WatchSettings {
         recheck_interval: interval,
         calls_per_second,
+        registry_requests_per_second: watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND,
         namespaces: Namespaces::default(),
         workload_metrics: switch("WATCH_BENCH_SERIES"),
         leader_election: false,

@@ -36,6 +36,7 @@ async fn run_verifier(
     let settings = WatchSettings {
         recheck_interval: INTERVAL,
         calls_per_second: 100.0,
+        registry_requests_per_second: ecr_preflight::watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND,
         namespaces: Namespaces::default(),
         workload_metrics: true,
         leader_election: false,

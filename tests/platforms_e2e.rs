@@ -59,6 +59,7 @@ async fn setup() -> Setup {
     let settings = WatchSettings {
         recheck_interval: Duration::from_secs(60),
         calls_per_second: 50.0,
+        registry_requests_per_second: ecr_preflight::watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND,
         namespaces: Namespaces::default(),
         workload_metrics: false,
         leader_election: false,

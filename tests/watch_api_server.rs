@@ -27,6 +27,7 @@ fn replica(api: &FakeApiServer, identity: &str) -> Controller {
     let settings = WatchSettings {
         recheck_interval: Duration::from_secs(900),
         calls_per_second: 10.0,
+        registry_requests_per_second: ecr_preflight::watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND,
         namespaces: Namespaces::default(),
         workload_metrics: false,
         leader_election: true,

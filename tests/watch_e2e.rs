@@ -43,6 +43,7 @@ fn settings(identity: &str, leader_election: bool) -> WatchSettings {
     WatchSettings {
         recheck_interval: Duration::from_secs(2),
         calls_per_second: 50.0,
+        registry_requests_per_second: ecr_preflight::watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND,
         namespaces: Namespaces::default(),
         workload_metrics: true,
         leader_election,

@@ -452,6 +452,10 @@ fn bad_controller_flags_are_refused_before_anything_starts() {
         ),
         (vec!["watch", "--lease-duration", "1s"], "--lease-duration"),
         (
+            vec!["watch", "--registry-requests-per-second", "0"],
+            "--registry-requests-per-second",
+        ),
+        (
             vec!["watch", "--workload-metrics", "maybe"],
             "--workload-metrics",
         ),

@@ -77,6 +77,14 @@ pub struct ScopeFlags {
         default_value_t = 10.0
     )]
     pub watch_ecr_calls_per_second: f64,
+    /// Requests a second the re-verification may make to each registry other than ECR's
+    /// (`--registries`): a manifest or blob HEAD is one, where an ECR call answers 100.
+    #[arg(
+        long,
+        env = "ECR_PREFLIGHT_REGISTRY_REQUESTS_PER_SECOND",
+        default_value_t = crate::watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND
+    )]
+    pub registry_requests_per_second: f64,
     /// Namespaces to watch, comma-separated [default: all].
     #[arg(long, env = "ECR_PREFLIGHT_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
@@ -90,6 +98,10 @@ impl ScopeFlags {
         let rate = self.watch_ecr_calls_per_second;
         if !(rate.is_finite() && (0.1..=1000.0).contains(&rate)) {
             return Err("--watch-ecr-calls-per-second must be between 0.1 and 1000".into());
+        }
+        let rate = self.registry_requests_per_second;
+        if !(rate.is_finite() && (0.1..=1000.0).contains(&rate)) {
+            return Err("--registry-requests-per-second must be between 0.1 and 1000".into());
         }
         Ok(())
     }
@@ -130,6 +142,7 @@ impl WatchFlags {
         WatchSettings {
             recheck_interval: self.recheck_interval,
             calls_per_second: self.scope.watch_ecr_calls_per_second,
+            registry_requests_per_second: self.scope.registry_requests_per_second,
             namespaces: self.scope.namespaces(),
             workload_metrics: self.workload_metrics,
             leader_election: self.leader_election,

@@ -31,7 +31,11 @@ struct Slot {
 
 pub struct Budgeted {
     inner: Arc<dyn Registry>,
+    /// Between two ECR calls to one registry.
     spacing: Duration,
+    /// Between two requests to a registry other than ECR's: each of its calls is one
+    /// request per image or blob, charged as such.
+    request_spacing: Duration,
     slots: Mutex<HashMap<RegistryName, Slot>>,
 }
 
@@ -42,7 +46,30 @@ impl Budgeted {
         Budgeted {
             inner,
             spacing,
+            request_spacing: spacing,
             slots: Mutex::default(),
+        }
+    }
+
+    /// `per_second` requests a second to each registry other than ECR's.
+    pub fn with_registry_rate(mut self, per_second: f64) -> Self {
+        self.request_spacing = Duration::from_secs_f64(1.0 / per_second.max(0.1));
+        self
+    }
+
+    fn spacing(&self, registry: &RegistryName) -> Duration {
+        match registry {
+            RegistryName::Ecr(_) => self.spacing,
+            RegistryName::Distribution(_) => self.request_spacing,
+        }
+    }
+
+    /// What a call of `keys` costs in turns: one for ECR's batch call, one a key (a
+    /// request each) elsewhere.
+    fn turns(registry: &RegistryName, keys: usize) -> usize {
+        match registry {
+            RegistryName::Ecr(_) => 1,
+            RegistryName::Distribution(_) => keys.max(1),
         }
     }
 
@@ -62,14 +89,14 @@ impl Budgeted {
                 pause: FIRST_PAUSE,
             });
             let at = slot.next.max(now);
-            slot.next = at + self.spacing;
+            slot.next = at + self.spacing(registry);
             at
         };
         tokio::time::sleep_until(at).await;
     }
 
-    /// A call answered with `pages` pages (DescribeImages) costs one turn a page: the
-    /// pages after the first push the next call back.
+    /// A call that cost `pages` turns (DescribeImages' pages; another registry's requests)
+    /// pushes the next call back by the turns after the first.
     fn charge(&self, registry: &RegistryName, pages: usize) {
         let extra = u32::try_from(pages.saturating_sub(1)).unwrap_or(u32::MAX);
         if extra == 0 {
@@ -77,7 +104,7 @@ impl Budgeted {
         }
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = slots.get_mut(registry) {
-            slot.next += self.spacing * extra;
+            slot.next += self.spacing(registry) * extra;
         }
     }
 
@@ -119,7 +146,13 @@ impl Registry for Budgeted {
         repo: &'a RepositoryKey,
         ids: &'a [ImageId],
     ) -> BoxFuture<'a, Result<BatchGetImageOutput, RegistryError>> {
-        Box::pin(self.spend(&repo.registry, self.inner.batch_get_image(repo, ids)))
+        Box::pin(async move {
+            let answer = self
+                .spend(&repo.registry, self.inner.batch_get_image(repo, ids))
+                .await;
+            self.charge(&repo.registry, Self::turns(&repo.registry, ids.len()));
+            answer
+        })
     }
 
     fn batch_check_layer_availability<'a>(
@@ -127,10 +160,16 @@ impl Registry for Budgeted {
         repo: &'a RepositoryKey,
         digests: &'a [String],
     ) -> BoxFuture<'a, Result<LayerAvailabilityOutput, RegistryError>> {
-        Box::pin(self.spend(
-            &repo.registry,
-            self.inner.batch_check_layer_availability(repo, digests),
-        ))
+        Box::pin(async move {
+            let answer = self
+                .spend(
+                    &repo.registry,
+                    self.inner.batch_check_layer_availability(repo, digests),
+                )
+                .await;
+            self.charge(&repo.registry, Self::turns(&repo.registry, digests.len()));
+            answer
+        })
     }
 
     fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
@@ -257,5 +296,31 @@ mod tests {
         assert!(slots
             .get(&registry(0))
             .is_some_and(|s| s.pause > FIRST_PAUSE));
+    }
+
+    /// A registry other than ECR's pays a turn a request: ten blob HEADs at 5 a second
+    /// push its next call 2 s back, while ECR's calls keep their own pace.
+    #[tokio::test(start_paused = true)]
+    async fn another_registry_pays_a_turn_a_request() {
+        let budget = Budgeted::new(Arc::new(Nothing), 10.0).with_registry_rate(5.0);
+        let other = RepositoryKey {
+            registry: RegistryName::Distribution("ghcr.io".into()),
+            repository: "org/tool".into(),
+        };
+        let ecr = RepositoryKey {
+            registry: registry(1),
+            repository: "app".into(),
+        };
+        let start = Instant::now();
+        let digests: Vec<String> = (0..10).map(|i| format!("sha256:{i:064}")).collect();
+        let _ = budget
+            .batch_check_layer_availability(&other, &digests)
+            .await;
+        let _ = budget.batch_check_layer_availability(&ecr, &digests).await;
+        let _ = budget.batch_check_layer_availability(&ecr, &digests).await;
+        // ECR: two calls 100 ms apart, whatever the other registry spent.
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        let _ = budget.batch_get_image(&other, &[]).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 }

@@ -47,6 +47,8 @@ pub const REPORTER: &str = "ecr-preflight";
 pub struct WatchSettings {
     pub recheck_interval: Duration,
     pub calls_per_second: f64,
+    /// Requests a second to each registry other than ECR's.
+    pub registry_requests_per_second: f64,
     pub namespaces: Namespaces,
     pub workload_metrics: bool,
     pub leader_election: bool,
@@ -80,6 +82,11 @@ impl Default for ExpirySettings {
         }
     }
 }
+
+/// `--registry-requests-per-second`'s default: Docker Hub's anonymous pull limit is 100
+/// manifest GETs in 6 hours, and HEADs are not counted, but every registry has a limit
+/// somewhere; 5 a second verifies a 30-blob image in about 7 s.
+pub const DEFAULT_REGISTRY_REQUESTS_PER_SECOND: f64 = 5.0;
 
 /// `--expiry-warning`'s default: a week.
 pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
@@ -135,7 +142,8 @@ pub fn background_engine(
         manifest_capacity: settings.cache.manifest_capacity.min(BACKGROUND_FACTS),
         blob_capacity: settings.cache.blob_capacity.min(BACKGROUND_BLOBS),
     };
-    let budgeted = Budgeted::new(registry, watch.calls_per_second);
+    let budgeted = Budgeted::new(registry, watch.calls_per_second)
+        .with_registry_rate(watch.registry_requests_per_second);
     admission.background(
         Arc::new(budgeted),
         EngineSettings {

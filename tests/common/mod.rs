@@ -189,6 +189,7 @@ pub fn watch_settings(
     ecr_preflight::watch::WatchSettings {
         recheck_interval: interval,
         calls_per_second: rate,
+        registry_requests_per_second: ecr_preflight::watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND,
         namespaces: ecr_preflight::watch::Namespaces::default(),
         workload_metrics: false,
         leader_election: false,
