@@ -56,6 +56,18 @@ async fn a_tag_resolves_to_its_manifest_and_each_blob_is_asked_for() {
     assert_eq!(got.failures[0].tag.as_deref(), Some("v9"));
     assert_eq!(got.failures[0].code, "ImageNotFound");
 
+    // A tag that did not move costs one HEAD: its manifest is held by digest.
+    let before = registry.requests_since(0, 2).len();
+    let again = api
+        .batch_get_image(&app, &[ImageId::Tag("v1".into())])
+        .await
+        .expect("answer");
+    assert_eq!(again.images[0].manifest, got.images[0].manifest);
+    assert_eq!(
+        registry.requests_since(before, 1),
+        [("HEAD".to_owned(), "/v2/team/app/manifests/v1".to_owned())]
+    );
+
     // By digest too, and the same answer.
     let by_digest = api
         .batch_get_image(&app, &[ImageId::Digest(digest.clone())])

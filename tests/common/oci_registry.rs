@@ -20,6 +20,8 @@ pub struct OciRegistry {
     child: Option<Child>,
     /// Once stopped, the port stays held (bound, not listening): it refuses connections.
     _held: Option<super::Reserved>,
+    /// Every request answered, as its access log tells it: (method, path).
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Drop for OciRegistry {
@@ -62,6 +64,7 @@ impl OciRegistry {
             password: password.to_owned(),
             child: None,
             _held: None,
+            requests: std::sync::Arc::default(),
         };
         registry.run();
         registry
@@ -85,15 +88,25 @@ impl OciRegistry {
         let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(&path)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("docker-registry is installed");
         let log = child.stderr.take().expect("stderr");
+        let access = child.stdout.take().expect("stdout");
         self.child = Some(child);
         let (found, port) = std::sync::mpsc::channel();
-        // Reads the port, then keeps draining the access log so that the registry never
-        // blocks on a full pipe.
+        let requests = self.requests.clone();
+        // The access log (stdout): each request's method and path.
+        std::thread::spawn(move || {
+            for line in BufReader::new(access).lines().map_while(Result::ok) {
+                if let Some(request) = access_line(&line) {
+                    requests.lock().expect("lock").push(request);
+                }
+            }
+        });
+        // Reads the port, then keeps draining the log so that the registry never blocks
+        // on a full pipe.
         std::thread::spawn(move || {
             const AT: &str = "listening on 127.0.0.1:";
             for line in BufReader::new(log).lines().map_while(Result::ok) {
@@ -110,6 +123,26 @@ impl OciRegistry {
             .recv_timeout(Duration::from_secs(15))
             .expect("docker-registry did not say where it listens within 15 s");
         self.url = format!("https://127.0.0.1:{port}");
+    }
+
+    /// Every request answered so far: (method, path), in order.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    /// The requests answered after the first `from`, once at least `n` are logged (the
+    /// access log comes a moment after each answer), and any more that came in 100 ms.
+    pub fn requests_since(&self, from: usize, n: usize) -> Vec<(String, String)> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.requests.lock().expect("lock").len() < from + n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} requests never logged"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.requests()[from..].to_vec()
     }
 
     /// Stops it (the data stays): the registry is down.
@@ -260,4 +293,17 @@ impl OciRegistry {
         assert!(path.exists(), "no blob at {}", path.display());
         std::fs::write(path, data).expect("corrupt");
     }
+}
+
+/// `127.0.0.1 - - [date] "HEAD /v2/x/manifests/v1 HTTP/1.1" 404 …`: (method, path).
+fn access_line(line: &str) -> Option<(String, String)> {
+    let (_, rest) = line.split_once(" - - [")?;
+    let (_, request) = rest.split_once("] \"")?;
+    let mut parts = request.split(' ');
+    let method = parts.next()?;
+    let path = parts.next()?;
+    parts
+        .next()
+        .filter(|v| v.starts_with("HTTP/"))
+        .map(|_| (method.to_owned(), path.to_owned()))
 }
