@@ -308,3 +308,130 @@ async fn a_single_arch_images_platform_is_read_from_its_config_blob() {
         .expect_err("not the blob its digest names");
     assert!(err.to_string().contains("DigestMismatch"), "{err}");
 }
+
+/// A registry that answers as Docker Hub, GHCR and Quay do: `401` with a Bearer challenge
+/// naming its token service, which hands a token for `repository:<name>:pull` (to anyone, or
+/// only to `puller` when `private`); with the token, `404` for any manifest. Every request
+/// as (method, path, Authorization).
+async fn token_registry(
+    private: bool,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+) {
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let realm = format!("{base}/token");
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
+        let (log, realm) = (log.clone(), realm.clone());
+        async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            log.lock()
+                .expect("lock")
+                .push((method.to_string(), uri.to_string(), auth.clone()));
+            if uri.path() == "/token" {
+                let query = uri.query().unwrap_or_default();
+                assert!(
+                    query.contains("scope=repository%3Aapp%3Apull")
+                        || query.contains("scope=repository:app:pull"),
+                    "{query}"
+                );
+                // "puller:s3cret-pass"
+                if private && auth != "Basic cHVsbGVyOnMzY3JldC1wYXNz" {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                return axum::Json(serde_json::json!({"token": "t0ken", "expires_in": 300}))
+                    .into_response();
+            }
+            if auth != "Bearer t0ken" {
+                let challenge =
+                    format!(r#"Bearer realm="{realm}",service="fake",scope="repository:app:pull""#);
+                return (StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)])
+                    .into_response();
+            }
+            StatusCode::NOT_FOUND.into_response()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_challenge_is_answered_with_a_token_anonymous_first() {
+    ecr_preflight::server::tls::install_crypto_provider();
+    let (url, seen) = token_registry(false).await;
+    let api = Distribution::new(DistributionSettings {
+        timeout: Duration::from_secs(5),
+        endpoints: [("registry.test".to_owned(), url)].into(),
+        ..DistributionSettings::default()
+    })
+    .expect("client");
+    let tag = [ImageId::Tag("v1".into())];
+    let got = api
+        .batch_get_image(&repo("app"), &tag)
+        .await
+        .expect("answer");
+    assert_eq!(got.failures[0].code, "ImageNotFound", "{got:?}");
+    // The token is kept: a second look is one request.
+    let before = seen.lock().expect("lock").len();
+    api.batch_get_image(&repo("app"), &tag)
+        .await
+        .expect("answer");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), before + 1, "{seen:?}");
+    assert_eq!(seen[before].2, "Bearer t0ken");
+    let token_requests: Vec<_> = seen.iter().filter(|r| r.1.starts_with("/token")).collect();
+    assert_eq!(token_requests.len(), 1, "{seen:?}");
+    assert_eq!(token_requests[0].2, "", "anonymous first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_token_service_gets_the_credentials_and_without_them_needs_them() {
+    ecr_preflight::server::tls::install_crypto_provider();
+    let (url, _) = token_registry(true).await;
+    let endpoints: HashMap<String, String> = [("registry.test".to_owned(), url)].into();
+    let anonymous = Distribution::new(DistributionSettings {
+        timeout: Duration::from_secs(5),
+        endpoints: endpoints.clone(),
+        ..DistributionSettings::default()
+    })
+    .expect("client");
+    let tag = [ImageId::Tag("v1".into())];
+    let refused = anonymous
+        .batch_get_image(&repo("app"), &tag)
+        .await
+        .expect_err("no credentials");
+    assert!(
+        matches!(refused, RegistryError::NeedsCredentials { .. }),
+        "{refused:?}"
+    );
+    let with_login = Distribution::new(DistributionSettings {
+        timeout: Duration::from_secs(5),
+        endpoints,
+        logins: [(
+            "registry.test".to_owned(),
+            Login {
+                user: "puller".into(),
+                password: "s3cret-pass".into(),
+            },
+        )]
+        .into(),
+        ..DistributionSettings::default()
+    })
+    .expect("client");
+    let got = with_login
+        .batch_get_image(&repo("app"), &tag)
+        .await
+        .expect("answer");
+    assert_eq!(got.failures[0].code, "ImageNotFound", "{got:?}");
+}

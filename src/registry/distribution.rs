@@ -127,8 +127,16 @@ impl Distribution {
             .tls_certs_merge(roots)
             .build()
             .map_err(|e| RegistryError::Transport(format!("cannot build the HTTP client: {e}")))?;
+        // The token flow asks a registry's `/v2/` for its challenge: over plain HTTP for an
+        // endpoint given as http:// (a mirror inside the cluster; tests), HTTPS otherwise.
+        let plain: Vec<String> = settings
+            .endpoints
+            .values()
+            .filter_map(|url| url.strip_prefix("http://"))
+            .map(|authority| authority.trim_end_matches('/').to_owned())
+            .collect();
         let tokens = super::oci::oci_client(
-            ClientProtocol::Https,
+            ClientProtocol::HttpsExcept(plain),
             &settings.extra_roots,
             settings.timeout,
         )?;
