@@ -435,3 +435,39 @@ async fn a_private_token_service_gets_the_credentials_and_without_them_needs_the
         .expect("answer");
     assert_eq!(got.failures[0].code, "ImageNotFound", "{got:?}");
 }
+
+/// A pod may name any host as its registry: what that host answers is never repeated in an
+/// error (only the status and a distribution error code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_host_answers_is_never_repeated() {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(|| async {
+        (
+            StatusCode::IM_A_TEAPOT,
+            [("docker-content-digest", "sha256:0")],
+            "secret-instance-credentials",
+        )
+            .into_response()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    ecr_preflight::server::tls::install_crypto_provider();
+    let api = Distribution::new(DistributionSettings {
+        timeout: Duration::from_secs(5),
+        endpoints: [("registry.test".to_owned(), url)].into(),
+        ..DistributionSettings::default()
+    })
+    .expect("client");
+    let digest = ImageId::Digest(format!("sha256:{}", "a".repeat(64)));
+    for id in [ImageId::Tag("v1".into()), digest] {
+        let err = api
+            .batch_get_image(&repo("app"), &[id])
+            .await
+            .expect_err("refused");
+        assert!(!format!("{err} {err:?}").contains("secret"), "{err:?}");
+    }
+}

@@ -342,10 +342,7 @@ impl Distribution {
             Ok(None) | Err(oci_client::errors::OciDistributionError::AuthenticationFailure(_)) => {
                 Err(self.refused(host))
             }
-            Err(e) => Err(RegistryError::Transport(format!(
-                "the token service of {host} did not answer: {}",
-                short(&e.to_string())
-            ))),
+            Err(e) => Err(token_failure(host, &e)),
         }
     }
 
@@ -435,9 +432,15 @@ impl Distribution {
             return Ok(Err(not_found(tag, digest.as_ref())));
         }
         if !status.is_success() {
+            // Never the body: a pod may name any host as its registry, and an answer
+            // repeated in a warning would let it read what that host serves. Only the
+            // distribution error code, when the answer has one.
             return Err(RegistryError::Service {
                 code: format!("HTTP {}", status.as_u16()),
-                message: short(&body),
+                message: error_code(&body).map_or_else(
+                    || "the registry refused the manifest".to_owned(),
+                    |code| format!("the registry answered {code}"),
+                ),
             });
         }
         let digest = crate::manifest::sha256_digest(body.as_bytes());
@@ -612,8 +615,37 @@ async fn bounded_body(mut response: Response) -> Result<String, RegistryError> {
     })
 }
 
-fn short(text: &str) -> String {
-    text.chars().take(200).collect()
+/// Why the token service gave no token, in words of this crate's: never its answer's body
+/// (the challenge names the service, so a registry may point it anywhere).
+fn token_failure(host: &str, e: &oci_client::errors::OciDistributionError) -> RegistryError {
+    use oci_client::errors::OciDistributionError as E;
+    let why = match e {
+        E::RequestError(r) if r.is_timeout() => return RegistryError::Timeout,
+        E::RequestError(_) => "could not be reached".to_owned(),
+        E::ServerError { code, .. } => format!("answered HTTP {code}"),
+        E::RegistryTokenDecodeError(_) => "answered with something that is not a token".to_owned(),
+        _ => "gave no token".to_owned(),
+    };
+    RegistryError::Transport(format!("the token service of {host} {why}"))
+}
+
+/// The first error code of a distribution error answer (`{"errors":[{"code":"DENIED"}]}`),
+/// when it is one: upper-case letters and underscores only.
+fn error_code(body: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: String,
+    }
+    let answer: Answer = serde_json::from_str(body).ok()?;
+    let code = answer.errors.into_iter().next()?.code;
+    (!code.is_empty()
+        && code.len() <= 40
+        && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+    .then_some(code)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
