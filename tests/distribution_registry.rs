@@ -15,6 +15,27 @@ use ecr_preflight::registry::{BlobState, Registry, RegistryError};
 
 use common::oci_registry::OCI_MANIFEST;
 
+/// A loopback listener and its http:// URL.
+async fn loopback() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    (listener, url)
+}
+
+/// The client for the made-up host `registry.test`, reached at `url` over plain HTTP.
+fn over_http(url: String, logins: HashMap<String, Login>, timeout: Duration) -> Distribution {
+    ecr_preflight::server::tls::install_crypto_provider();
+    Distribution::new(DistributionSettings {
+        timeout,
+        endpoints: [("registry.test".to_owned(), url)].into(),
+        logins,
+        ..DistributionSettings::default()
+    })
+    .expect("client")
+}
+
 /// The registry's API for the made-up host `registry.test`, trusting its certificate.
 fn distribution(registry: &OciRegistry, logins: HashMap<String, Login>) -> Distribution {
     ecr_preflight::server::tls::install_crypto_provider();
@@ -217,10 +238,7 @@ async fn slowing_registry() -> (
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (listener, url) = loopback().await;
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, arrivals)
 }
@@ -228,13 +246,7 @@ async fn slowing_registry() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_pauses_its_registry_for_the_retry_after_it_gives() {
     let (url, arrivals) = slowing_registry().await;
-    ecr_preflight::server::tls::install_crypto_provider();
-    let api = Distribution::new(DistributionSettings {
-        timeout: Duration::from_secs(5),
-        endpoints: [("registry.test".to_owned(), url)].into(),
-        ..DistributionSettings::default()
-    })
-    .expect("client");
+    let api = over_http(url, HashMap::new(), Duration::from_secs(5));
     let app = repo("app");
     let tag = [ImageId::Tag("v1".into())];
     let throttled = api
@@ -264,23 +276,14 @@ async fn a_429_pauses_its_registry_for_the_retry_after_it_gives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_that_hangs_is_a_timeout_within_the_request_bound() {
     // Accepts connections and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (listener, url) = loopback().await;
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
             held.push(socket);
         }
     });
-    ecr_preflight::server::tls::install_crypto_provider();
-    let api = Distribution::new(DistributionSettings {
-        timeout: Duration::from_millis(300),
-        endpoints: [("registry.test".to_owned(), url)].into(),
-        ..DistributionSettings::default()
-    })
-    .expect("client");
+    let api = over_http(url, HashMap::new(), Duration::from_millis(300));
     let err = api
         .batch_check_layer_availability(&repo("app"), &[format!("sha256:{}", "a".repeat(64))])
         .await
@@ -322,10 +325,7 @@ async fn token_registry(
     use axum::http::{HeaderMap, Method, StatusCode, Uri};
     use axum::response::IntoResponse;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (listener, base) = loopback().await;
     let realm = format!("{base}/token");
     let log = seen.clone();
     let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
@@ -370,12 +370,7 @@ async fn token_registry(
 async fn a_bearer_challenge_is_answered_with_a_token_anonymous_first() {
     ecr_preflight::server::tls::install_crypto_provider();
     let (url, seen) = token_registry(false).await;
-    let api = Distribution::new(DistributionSettings {
-        timeout: Duration::from_secs(5),
-        endpoints: [("registry.test".to_owned(), url)].into(),
-        ..DistributionSettings::default()
-    })
-    .expect("client");
+    let api = over_http(url, HashMap::new(), Duration::from_secs(5));
     let tag = [ImageId::Tag("v1".into())];
     let got = api
         .batch_get_image(&repo("app"), &tag)
@@ -397,15 +392,8 @@ async fn a_bearer_challenge_is_answered_with_a_token_anonymous_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_token_service_gets_the_credentials_and_without_them_needs_them() {
-    ecr_preflight::server::tls::install_crypto_provider();
     let (url, _) = token_registry(true).await;
-    let endpoints: HashMap<String, String> = [("registry.test".to_owned(), url)].into();
-    let anonymous = Distribution::new(DistributionSettings {
-        timeout: Duration::from_secs(5),
-        endpoints: endpoints.clone(),
-        ..DistributionSettings::default()
-    })
-    .expect("client");
+    let anonymous = over_http(url.clone(), HashMap::new(), Duration::from_secs(5));
     let tag = [ImageId::Tag("v1".into())];
     let refused = anonymous
         .batch_get_image(&repo("app"), &tag)
@@ -415,20 +403,15 @@ async fn a_private_token_service_gets_the_credentials_and_without_them_needs_the
         matches!(refused, RegistryError::NeedsCredentials { .. }),
         "{refused:?}"
     );
-    let with_login = Distribution::new(DistributionSettings {
-        timeout: Duration::from_secs(5),
-        endpoints,
-        logins: [(
-            "registry.test".to_owned(),
-            Login {
-                user: "puller".into(),
-                password: "s3cret-pass".into(),
-            },
-        )]
-        .into(),
-        ..DistributionSettings::default()
-    })
-    .expect("client");
+    let login = Login {
+        user: "puller".into(),
+        password: "s3cret-pass".into(),
+    };
+    let with_login = over_http(
+        url,
+        [("registry.test".to_owned(), login)].into(),
+        Duration::from_secs(5),
+    );
     let got = with_login
         .batch_get_image(&repo("app"), &tag)
         .await
@@ -450,18 +433,9 @@ async fn what_a_host_answers_is_never_repeated() {
         )
             .into_response()
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (listener, url) = loopback().await;
     tokio::spawn(async move { axum::serve(listener, app).await });
-    ecr_preflight::server::tls::install_crypto_provider();
-    let api = Distribution::new(DistributionSettings {
-        timeout: Duration::from_secs(5),
-        endpoints: [("registry.test".to_owned(), url)].into(),
-        ..DistributionSettings::default()
-    })
-    .expect("client");
+    let api = over_http(url, HashMap::new(), Duration::from_secs(5));
     let digest = ImageId::Digest(format!("sha256:{}", "a".repeat(64)));
     for id in [ImageId::Tag("v1".into()), digest] {
         let err = api
