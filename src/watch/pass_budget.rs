@@ -36,7 +36,12 @@ pub fn assess<'a>(
     forecast: bool,
 ) -> Option<PassBudget> {
     let mut by_registry: BTreeMap<&RegistryName, usize> = BTreeMap::new();
-    for repo in repositories {
+    // ECR's registries only: another registry's budget is in requests, not calls
+    // (`--registry-requests-per-second`), and its need depends on blobs not known yet.
+    for repo in repositories
+        .into_iter()
+        .filter(|r| r.registry.ecr().is_some())
+    {
         *by_registry.entry(&repo.registry).or_default() += 1;
     }
     let per_repository: u64 = if forecast { 4 } else { 2 };
@@ -94,5 +99,22 @@ mod tests {
         let b = assess(&repos, 5.0, interval, 0.9, true).expect("budget");
         assert!(!b.fits && b.ratio() > 1.0, "{b:?}");
         assert!(assess(&[], 5.0, interval, 0.9, true).is_none());
+    }
+
+    #[test]
+    fn another_registry_is_not_counted_in_ecr_calls() {
+        let mut repos: Vec<RepositoryKey> = (0..3).map(|n| repo("111111111111", n)).collect();
+        repos.extend((0..50).map(|n| RepositoryKey {
+            registry: RegistryName::Distribution("ghcr.io".into()),
+            repository: format!("org/r{n}"),
+        }));
+        let budget = assess(&repos, 1.0, Duration::from_secs(100), 0.9, false).expect("ECR's");
+        assert_eq!(budget.repositories, 3);
+        assert_eq!(budget.calls_needed, 6);
+        let others: Vec<RepositoryKey> = repos.split_off(3);
+        assert_eq!(
+            assess(&others, 1.0, Duration::from_secs(100), 0.9, false),
+            None
+        );
     }
 }
