@@ -133,27 +133,20 @@ impl EngineArgs {
         let settings = EcrSettings::for_budget(self.ecr_endpoint_url.clone(), self.timeout);
         let ecr = Arc::new(EcrApi::from_default_chain(settings, None, None).await);
         let credentials = ecr.credentials();
-        let registry = self.registry_over(ecr.clone());
+        let other = self.distribution();
+        let registry = routed(ecr.clone(), other.clone());
         Built {
             engine: Engine::new(registry.clone(), self.engine_settings()),
             registry,
             ecr,
+            other,
             credentials,
         }
     }
 
-    /// `ecr` for ECR's images and, when `--registries` names others, the OCI Distribution
-    /// API for theirs (each call a client, and connections, of its own).
-    pub fn registry_over(&self, ecr: Arc<EcrApi>) -> Arc<dyn Registry> {
-        match self.distribution() {
-            Some(other) => Arc::new(Routes { ecr, other }),
-            None => ecr,
-        }
-    }
-
-    /// The OCI Distribution client for the registries `--registries` names besides ECR's;
-    /// `None` when it names none.
-    fn distribution(&self) -> Option<Arc<Distribution>> {
+    /// A client (connections, tokens, manifests held) for the registries `--registries`
+    /// names besides ECR's; `None` when it names none.
+    pub fn distribution(&self) -> Option<Arc<Distribution>> {
         if self.registries == Registries::Ecr {
             return None;
         }
@@ -177,8 +170,13 @@ impl EngineArgs {
         }
     }
 
-    /// The config blobs' platforms, read through the registry API with ECR's credentials.
-    pub fn config_platforms(&self, ecr: &Arc<EcrApi>) -> anyhow::Result<Arc<ConfigCache>> {
+    /// The config blobs' platforms: ECR's read through its registry API with ECR's
+    /// credentials, the others' through `other`.
+    pub fn config_platforms(
+        &self,
+        ecr: &Arc<EcrApi>,
+        other: Option<Arc<Distribution>>,
+    ) -> anyhow::Result<Arc<ConfigCache>> {
         let extra_roots = match &self.ecr_registry_ca_file {
             Some(path) => vec![std::fs::read(path).map_err(|e| {
                 anyhow::anyhow!("cannot read --ecr-registry-ca-file {}: {e}", path.display())
@@ -191,7 +189,7 @@ impl EngineArgs {
             timeout: self.timeout,
         };
         let ecr_blobs = Arc::new(OciBlobs::new(ecr.clone(), endpoint));
-        Ok(Arc::new(ConfigCache::new(match self.distribution() {
+        Ok(Arc::new(ConfigCache::new(match other {
             Some(other) => Arc::new(ConfigRoutes {
                 ecr: ecr_blobs,
                 other,
@@ -211,6 +209,14 @@ impl EngineArgs {
     }
 }
 
+/// `ecr` for ECR's images and, when there is one, `other` for the other registries'.
+pub fn routed(ecr: Arc<EcrApi>, other: Option<Arc<Distribution>>) -> Arc<dyn Registry> {
+    match other {
+        Some(other) => Arc::new(Routes { ecr, other }),
+        None => ecr,
+    }
+}
+
 /// What [`EngineArgs::build_engine`] builds.
 pub struct Built {
     pub engine: Engine,
@@ -218,6 +224,8 @@ pub struct Built {
     pub registry: Arc<dyn Registry>,
     /// The same, as itself: for the registry API's credentials.
     pub ecr: Arc<EcrApi>,
+    /// The other registries' client the engine calls, for their config blobs too.
+    pub other: Option<Arc<Distribution>>,
     /// The keeper of its credentials.
     pub credentials: Option<Arc<CredentialKeeper>>,
 }

@@ -47,7 +47,10 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow!("cannot read the cluster's nodes: {e}"))?;
     let built = args.engine.build_engine().await;
-    inventory.attach_configs(args.engine.config_platforms(&built.ecr)?);
+    inventory.attach_configs(
+        args.engine
+            .config_platforms(&built.ecr, built.other.clone())?,
+    );
     let budgeted = Arc::new(Budgeted::new(built.registry.clone(), rate));
     let engine = built
         .engine

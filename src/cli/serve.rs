@@ -11,7 +11,7 @@ use anyhow::anyhow;
 use clap::Args;
 use rustls::sign::CertifiedKey;
 
-use super::engine_args::{parse_duration, Built, EngineArgs};
+use super::engine_args::{parse_duration, routed, Built, EngineArgs};
 use super::process::{credentials_gate, wait_for_signal};
 use super::watch::{controller_parts, kube_config, WatchFlags};
 use crate::admission::DecisionLog;
@@ -132,7 +132,10 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     let (controller, config_platforms) = if args.watch {
         (
             Some(controller(&args, &built).await?),
-            Some(args.engine.config_platforms(&built.ecr)?),
+            Some(
+                args.engine
+                    .config_platforms(&built.ecr, built.other.clone())?,
+            ),
         )
     } else {
         (None, None)
@@ -197,7 +200,8 @@ async fn controller(args: &ServeArgs, built: &Built) -> anyhow::Result<Controlle
     };
     let config = kube_config().await.map_err(cannot)?;
     let ecr = Arc::new(built.ecr.apart());
-    let registry = args.engine.registry_over(ecr.clone());
+    let other = args.engine.distribution();
+    let registry = routed(ecr.clone(), other.clone());
     let (engine, settings) =
         controller_parts(&built.engine, registry, &args.engine, &args.watch_flags);
     let controller = watch::start_apart(config, engine, settings)
@@ -205,7 +209,7 @@ async fn controller(args: &ServeArgs, built: &Built) -> anyhow::Result<Controlle
         .map_err(cannot)?;
     controller
         .inventory
-        .attach_configs(args.engine.config_platforms(&ecr)?);
+        .attach_configs(args.engine.config_platforms(&ecr, other)?);
     Ok(controller)
 }
 

@@ -264,9 +264,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         &args.engine,
         &args.watch,
     );
-    controller
-        .inventory
-        .attach_configs(args.engine.config_platforms(&built.ecr)?);
+    controller.inventory.attach_configs(
+        args.engine
+            .config_platforms(&built.ecr, built.other.clone())?,
+    );
     // Ready once credentials are in hand (or their wait is over) and every watcher has
     // listed once.
     let inventory = controller.inventory.clone();

@@ -33,6 +33,7 @@ use reqwest::{Method, Response, StatusCode};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::oci::{config_too_large, platform_of, verify, MAX_CONFIG_BYTES};
 use super::{
     BatchGetImageOutput, BlobState, ConfigPlatforms, FetchedManifest, ImageFailure,
     LayerAvailabilityOutput, Registry, RegistryError,
@@ -49,8 +50,6 @@ pub const DEFAULT_PAUSE: Duration = Duration::from_secs(10);
 const MAX_PAUSE: Duration = Duration::from_secs(300);
 /// Manifests are a few kilobytes; a bigger answer is refused unread past this.
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
-/// Config blobs too.
-const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 /// Manifests kept by digest.
 const MANIFESTS_KEPT: u64 = 10_000;
 /// Tokens are kept this long when the registry does not say (Docker Hub's last 5 minutes).
@@ -461,7 +460,7 @@ impl Distribution {
     /// A config blob's content (`GET /v2/<name>/blobs/<digest>`, the redirect to the blob
     /// store followed), bounded and checked against its digest.
     async fn config(&self, repo: &RepositoryKey, digest: &str) -> Result<Vec<u8>, RegistryError> {
-        let mut response = self
+        let response = self
             .send(repo, Method::GET, &format!("blobs/{digest}"), None)
             .await?;
         if !response.status().is_success() {
@@ -470,29 +469,8 @@ impl Distribution {
                 message: format!("config blob {digest} could not be read"),
             });
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|_| RegistryError::Transport("the answer was cut short".into()))?
-        {
-            if body.len() + chunk.len() > MAX_CONFIG_BYTES {
-                return Err(RegistryError::Service {
-                    code: "ConfigTooLarge".to_owned(),
-                    message: format!(
-                        "config blob {digest} is larger than {MAX_CONFIG_BYTES} bytes"
-                    ),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let actual = crate::manifest::sha256_digest(&body);
-        if !digest.eq_ignore_ascii_case(&actual) {
-            return Err(RegistryError::Service {
-                code: "DigestMismatch".to_owned(),
-                message: format!("the registry answered for config blob {digest} with content whose digest is {actual}"),
-            });
-        }
+        let body = read_bounded(response, MAX_CONFIG_BYTES, || config_too_large(digest)).await?;
+        verify(digest, &body)?;
         Ok(body)
     }
 
@@ -557,7 +535,7 @@ impl ConfigPlatforms for Distribution {
         repo: &'a RepositoryKey,
         digest: &'a str,
     ) -> BoxFuture<'a, Result<Platform, RegistryError>> {
-        async move { super::oci::platform_of(&self.config(repo, digest).await?) }.boxed()
+        async move { platform_of(&self.config(repo, digest).await?) }.boxed()
     }
 }
 
@@ -594,25 +572,37 @@ fn not_found(tag: Option<&String>, digest: Option<&String>) -> ImageFailure {
     }
 }
 
-async fn bounded_body(mut response: Response) -> Result<String, RegistryError> {
+/// A manifest's body: at most [`MAX_MANIFEST_BYTES`], UTF-8.
+async fn bounded_body(response: Response) -> Result<String, RegistryError> {
+    let body = read_bounded(response, MAX_MANIFEST_BYTES, || RegistryError::Service {
+        code: "ManifestTooLarge".into(),
+        message: format!("a manifest over {MAX_MANIFEST_BYTES} bytes"),
+    })
+    .await?;
+    String::from_utf8(body).map_err(|_| RegistryError::Service {
+        code: "MalformedResponse".into(),
+        message: "the manifest is not UTF-8".into(),
+    })
+}
+
+/// The body of `response`, refused with `too_large()` once past `limit` bytes (unread beyond).
+async fn read_bounded(
+    mut response: Response,
+    limit: usize,
+    too_large: impl FnOnce() -> RegistryError,
+) -> Result<Vec<u8>, RegistryError> {
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
         .map_err(|_| RegistryError::Transport("the answer was cut short".into()))?
     {
-        if body.len() + chunk.len() > MAX_MANIFEST_BYTES {
-            return Err(RegistryError::Service {
-                code: "ManifestTooLarge".into(),
-                message: format!("a manifest over {MAX_MANIFEST_BYTES} bytes"),
-            });
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
-    String::from_utf8(body).map_err(|_| RegistryError::Service {
-        code: "MalformedResponse".into(),
-        message: "the manifest is not UTF-8".into(),
-    })
+    Ok(body)
 }
 
 /// Why the token service gave no token, in words of this crate's: never its answer's body

@@ -21,7 +21,7 @@ use crate::image::{EcrRegistry, RepositoryKey};
 use crate::manifest::Platform;
 
 /// Config blobs are a few kilobytes; a bigger answer is refused unread past this.
-const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 /// Credentials are renewed this long before they expire.
 const RENEW_BEFORE: i64 = 300;
 /// Without an expiry, credentials are kept this long (ECR's last 12 hours).
@@ -156,12 +156,7 @@ impl OciBlobs {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| stream_error(&e.to_string()))?;
             if body.len() + chunk.len() > MAX_CONFIG_BYTES {
-                return Err(RegistryError::Service {
-                    code: "ConfigTooLarge".to_owned(),
-                    message: format!(
-                        "config blob {digest} is larger than {MAX_CONFIG_BYTES} bytes"
-                    ),
-                });
+                return Err(config_too_large(digest));
             }
             body.extend_from_slice(&chunk);
         }
@@ -170,8 +165,16 @@ impl OciBlobs {
     }
 }
 
+/// A config blob bigger than [`MAX_CONFIG_BYTES`].
+pub(super) fn config_too_large(digest: &str) -> RegistryError {
+    RegistryError::Service {
+        code: "ConfigTooLarge".to_owned(),
+        message: format!("config blob {digest} is larger than {MAX_CONFIG_BYTES} bytes"),
+    }
+}
+
 /// The body is the blob its digest names.
-fn verify(digest: &str, body: &[u8]) -> Result<(), RegistryError> {
+pub(super) fn verify(digest: &str, body: &[u8]) -> Result<(), RegistryError> {
     let actual = crate::manifest::sha256_digest(body);
     if digest.eq_ignore_ascii_case(&actual) {
         return Ok(());

@@ -74,7 +74,12 @@ pub fn reported_port(line: &str, name: &str) -> Option<u16> {
         .split_once(&format!("{name}="))
         .or_else(|| line.split_once(&format!("\"{name}\":")))?
         .1;
-    let (_, port) = after.split_once("127.0.0.1:")?;
+    port_after(after, "127.0.0.1:")
+}
+
+/// The port written right after the first `prefix` in `line` (`… listening on 127.0.0.1:41235`).
+pub fn port_after(line: &str, prefix: &str) -> Option<u16> {
+    let (_, port) = line.split_once(prefix)?;
     let digits: String = port.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }

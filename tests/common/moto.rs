@@ -54,12 +54,8 @@ fn spawn() -> String {
     // full pipe; reaps the watchdog when it exits with the test process.
     std::thread::spawn(move || {
         for line in BufReader::new(output).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("Running on http://127.0.0.1:") {
-                let digits: String = line[at + "Running on http://127.0.0.1:".len()..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                let _ = found.send(digits);
+            if let Some(port) = super::port_after(&line, "Running on http://127.0.0.1:") {
+                let _ = found.send(port);
             }
         }
         let _ = child.wait();

@@ -18,6 +18,8 @@ pub struct OciRegistry {
     user: String,
     password: String,
     child: Option<Child>,
+    /// Asks for the user's password (htpasswd); else anyone may pull and push.
+    with_auth: bool,
     /// Once stopped, the port stays held (bound, not listening): it refuses connections.
     _held: Option<super::Reserved>,
     /// Every request answered, as its access log tells it: (method, path).
@@ -53,9 +55,6 @@ impl OciRegistry {
             .expect("htpasswd (apache2-utils) is installed");
         assert!(htpasswd.status.success(), "htpasswd failed");
         std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).expect("htpasswd");
-        if !with_auth {
-            std::fs::write(dir.path().join("open"), "").expect("marker");
-        }
         let mut registry = OciRegistry {
             url: String::new(),
             ca,
@@ -63,6 +62,7 @@ impl OciRegistry {
             user: user.to_owned(),
             password: password.to_owned(),
             child: None,
+            with_auth,
             _held: None,
             requests: std::sync::Arc::default(),
         };
@@ -75,10 +75,10 @@ impl OciRegistry {
     /// choice and the bind.
     fn run(&mut self) {
         let d = self.dir.path().display();
-        let auth = if self.dir.path().join("open").exists() {
-            String::new()
-        } else {
+        let auth = if self.with_auth {
             format!("auth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n")
+        } else {
+            String::new()
         };
         let config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  tls:\n    certificate: {d}/cert.pem\n    key: {d}/key.pem\n{auth}health:\n  storagedriver:\n    enabled: false\n"
@@ -108,18 +108,13 @@ impl OciRegistry {
         // Reads the port, then keeps draining the log so that the registry never blocks
         // on a full pipe.
         std::thread::spawn(move || {
-            const AT: &str = "listening on 127.0.0.1:";
             for line in BufReader::new(log).lines().map_while(Result::ok) {
-                if let Some(at) = line.find(AT) {
-                    let digits: String = line[at + AT.len()..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    let _ = found.send(digits);
+                if let Some(port) = super::port_after(&line, "listening on 127.0.0.1:") {
+                    let _ = found.send(port);
                 }
             }
         });
-        let port: String = port
+        let port: u16 = port
             .recv_timeout(Duration::from_secs(15))
             .expect("docker-registry did not say where it listens within 15 s");
         self.url = format!("https://127.0.0.1:{port}");
