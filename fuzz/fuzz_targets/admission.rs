@@ -67,7 +67,13 @@ fuzz_target!(|data: &[u8]| {
     let reference = std::str::from_utf8(data).ok().and_then(|_| ReviewView::parse_with_serde(data).ok());
     if let Some(reference) = reference {
         let fast = ReviewView::parse(data);
-        assert_eq!(fast.as_ref().ok(), Some(&reference), "{fast:?}");
+        if data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            // serde_json also reads a struct written as the array of its fields (`[null]`);
+            // a review is an object, and the hot-path reader refuses anything else.
+            assert!(fast.is_err(), "{fast:?}");
+        } else {
+            assert_eq!(fast.as_ref().ok(), Some(&reference), "{fast:?}");
+        }
     }
     let policy = Policy { mode: Mode::Enforce, on_error: OnError::Allow, owned_objects: OwnedObjects::Audit };
     if let Ok(reviewed) = runtime().block_on(evaluate(engine(), policy, None, data, Duration::from_secs(1))) {
