@@ -1,6 +1,7 @@
 //! A stand-in Kubernetes API server for the quick start (the tests' fake API server, which
 //! speaks LIST, WATCH, Leases and Events as the real one does): one Deployment running the
-//! intact demo image, one suspended CronJob on the broken one, two amd64 Nodes and a
+//! intact demo image (and one, `shop/tools`, on the intact image of another registry when
+//! there is one), one suspended CronJob on the broken one, two amd64 Nodes and a
 //! Karpenter NodePool of Graviton (arm64) nodes tainted `arch=arm64:NoSchedule`. Writes
 //! `OUT_DIR/kubeconfig` naming it, then serves until killed.
 //!
@@ -33,6 +34,11 @@ async fn main() {
         intact["reference"].as_str().unwrap_or_default(),
         intact["digest"].as_str().unwrap_or_default(),
     );
+    let other = &images["other_intact"];
+    if let (Some(reference), Some(digest)) = (other["reference"].as_str(), other["digest"].as_str())
+    {
+        put_deployment(&api, "shop", "tools", reference, digest);
+    }
     api.put(json!({"apiVersion": "batch/v1", "kind": "CronJob",
         "metadata": {"namespace": "shop", "name": "nightly"},
         "spec": {"schedule": "0 3 * * *", "suspend": true, "jobTemplate": {"spec": {"template": {"spec": {

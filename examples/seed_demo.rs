@@ -1,9 +1,10 @@
 //! Seeds the ECR API emulator for the quick start and writes sample AdmissionReviews,
 //! `images.json` (the two images' references and digests) and, under `configs/`, the
 //! images' config blobs for the registry API (`REPOSITORY@DIGEST` per file name, `/` as
-//! `~`), which the demo uploads to its OCI registry.
+//! `~`), which the demo uploads to its OCI registry. With the references of an intact and a
+//! broken image in another registry, writes reviews of those too.
 //!
-//! Usage: seed_demo ENDPOINT OUT_DIR
+//! Usage: seed_demo ENDPOINT OUT_DIR [OTHER_INTACT OTHER_INTACT_DIGEST OTHER_BROKEN]
 
 #[allow(dead_code)]
 #[path = "../tests/common/seed.rs"]
@@ -42,7 +43,9 @@ fn write_reviews<const N: usize>(dir: &std::path::Path, reviews: [(&str, Value);
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(endpoint), Some(out)) = (args.get(1), args.get(2)) else {
-        eprintln!("usage: seed_demo ENDPOINT OUT_DIR");
+        eprintln!(
+            "usage: seed_demo ENDPOINT OUT_DIR [OTHER_INTACT OTHER_INTACT_DIGEST OTHER_BROKEN]"
+        );
         std::process::exit(2);
     };
     let s = Seeder::new(endpoint);
@@ -81,9 +84,21 @@ async fn main() {
             review(DEPLOYMENT, &broken.reference()),
         ),
         ("4-pod-missing-tag", review(POD, &missing_tag)),
-        ("5-pod-docker-hub-image", review(POD, "nginx:1.27")),
     ];
     write_reviews(&std::path::Path::new(out).join("reviews"), reviews);
+    let other = args.get(3).zip(args.get(4)).zip(args.get(5));
+    if let Some(((intact, _), broken)) = other {
+        write_reviews(
+            &std::path::Path::new(out).join("other-registry-reviews"),
+            [
+                ("5-pod-other-registry-intact-image", review(POD, intact)),
+                (
+                    "6-deployment-other-registry-broken-image",
+                    review(DEPLOYMENT, broken),
+                ),
+            ],
+        );
+    }
     // Where the demo cluster's tainted Graviton NodePool may start nodes: the intact image
     // is amd64 only.
     let graviton =
@@ -95,8 +110,8 @@ async fn main() {
     write_reviews(
         &std::path::Path::new(out).join("platform-reviews"),
         [
-            ("6-pod-tolerating-graviton-amd64-image", tolerating),
-            ("7-same-pod-kept-to-amd64", kept),
+            ("7-pod-tolerating-graviton-amd64-image", tolerating),
+            ("8-same-pod-kept-to-amd64", kept),
         ],
     );
     seed::write_configs(
@@ -106,6 +121,7 @@ async fn main() {
     let images = json!({
         "intact": {"reference": intact.reference(), "digest": intact.digest},
         "broken": {"reference": broken.reference(), "digest": broken.digest},
+        "other_intact": other.map(|((intact, digest), _)| json!({"reference": intact, "digest": digest})),
     });
     std::fs::write(
         std::path::Path::new(out).join("images.json"),

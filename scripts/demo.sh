@@ -2,7 +2,9 @@
 # End to end with no AWS account: start the ECR API emulator, seed one intact and one
 # broken image, start a stand-in Kubernetes API server with a Deployment and a CronJob on
 # them, start the webhook with its controller (serve --watch), post sample AdmissionReviews
-# and print each decision; then show the controller's inventory; post a pod that may land on
+# and print each decision, for ECR's images and for a second registry's (docker-registry on
+# loopback, as Docker Hub or a private Harbor would be); then show the controller's
+# inventory; post a pod that may land on
 # the cluster's Graviton NodePool with an amd64-only image (its platform read from its config
 # blob, served by a real OCI registry on loopback); put a lifecycle policy and show its
 # forecast; delete the Deployment's image from ECR, and show the controller noticing
@@ -17,6 +19,7 @@ cleanup() {
     [ -n "${CLUSTER_PID:-}" ] && kill "$CLUSTER_PID" 2>/dev/null || true
     [ -n "${MOTO_PID:-}" ] && kill "$MOTO_PID" 2>/dev/null || true
     [ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null || true
+    [ -n "${OTHER_PID:-}" ] && kill "$OTHER_PID" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -28,8 +31,21 @@ start_moto
 echo "==> ECR emulator (moto) at $MOTO_ENDPOINT" >&2
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 
+# A registry other than ECR's, anonymous as Docker Hub's public images are: one intact
+# image, and one whose layer the registry's storage lost.
+start_registry "" "" "$work/other"
+OTHER_PID=$REGISTRY_PID OTHER_CA=$REGISTRY_CA
+other_host="${REGISTRY_URL#https://}"
+mapfile -t intact_other < <(push_image tools/cli 1.0)
+mapfile -t broken_other < <(push_image tools/cli 1.1)
+[ "${#intact_other[@]}" -eq 4 ] && [ "${#broken_other[@]}" -eq 4 ] || { echo "pushing to the second registry failed" >&2; exit 1; }
+lose_blob "$work/other" "${broken_other[2]}"
+echo "==> a second registry (docker-registry, TLS, anonymous pulls) at $other_host:" >&2
+echo "    tools/cli:1.0 (intact), tools/cli:1.1 (layer ${broken_other[2]:0:19}... lost from its storage)" >&2
+
 echo "==> seeding ECR: demo/shop:1.0 (intact), demo/shop:1.1 (a layer missing)" >&2
-"$CARGO_TARGET_DIR/debug/examples/seed_demo" "$MOTO_ENDPOINT" "$work"
+"$CARGO_TARGET_DIR/debug/examples/seed_demo" "$MOTO_ENDPOINT" "$work" \
+    "$other_host/tools/cli:1.0" "${intact_other[0]}" "$other_host/tools/cli:1.1"
 
 # ECR's registry API (where nodes pull from) for the images' config blobs: docker-registry
 # accepting the Basic credentials of the emulator's GetAuthorizationToken.
@@ -43,7 +59,8 @@ CLUSTER_PID=$!
 until [ -s "$work/cluster.url" ]; do sleep 0.1; done
 api="$(cat "$work/cluster.url")"
 export KUBECONFIG="$work/kubeconfig"
-echo "==> stand-in Kubernetes API server at $api: Deployment shop/web on demo/shop:1.0, CronJob shop/nightly on demo/shop:1.1," >&2
+echo "==> stand-in Kubernetes API server at $api: Deployment shop/web on demo/shop:1.0, Deployment shop/tools on" >&2
+echo "    $other_host/tools/cli:1.0, CronJob shop/nightly on demo/shop:1.1," >&2
 echo "    two linux/amd64 Nodes, a Karpenter NodePool 'graviton' (arm64, tainted arch=arm64:NoSchedule)" >&2
 
 port="$(free_port)"
@@ -52,6 +69,7 @@ admin="$(free_port)"
     --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$admin" \
     --ecr-endpoint-url "$MOTO_ENDPOINT" --mode enforce \
     --ecr-registry-url "$REGISTRY_URL" --ecr-registry-ca-file "$REGISTRY_CA" \
+    --registry-ca-file "$OTHER_CA" \
     --watch --recheck-interval 4s --lease-namespace ecr-preflight 2>"$work/server.log" &
 SERVER_PID=$!
 wait_port "$admin"
@@ -79,6 +97,8 @@ for w in r.get("warnings") or []:
     done
 }
 post_reviews "$work/reviews"
+printf '\n==> images of the second registry are checked as deeply (--registries, default all):\n'
+post_reviews "$work/other-registry-reviews"
 printf '\n==> the webhook logged one line per decision:\n'
 grep "admission decision" "$work/server.log" || true
 
@@ -94,14 +114,14 @@ for w in json.load(sys.stdin)["workloads"]:
             print("    lifecycle rule %d (%s) will %s it at %s" % (r["priority"], r["description"], c["expiry_action"], c["expires_at"]))
 '
 }
-outcome_of_web() {
+outcome_of() {
     curl -fsS "http://127.0.0.1:$admin/inventory" | python3 -c '
 import json, sys
-print(next((c["outcome"] for w in json.load(sys.stdin)["workloads"] if w["name"] == "web" for c in w["containers"]), ""))'
+print(next((c["outcome"] for w in json.load(sys.stdin)["workloads"] if w["name"] == sys.argv[1] for c in w["containers"]), ""))' "$1"
 }
 
 printf '\n==> the controller verified every image the cluster runs (GET /inventory):\n'
-until [ "$(outcome_of_web)" = "ok" ]; do sleep 0.2; done
+until [ "$(outcome_of web)" = "ok" ] && [ "$(outcome_of tools)" = "ok" ]; do sleep 0.2; done
 inventory
 
 platforms_of_web() {
@@ -138,7 +158,7 @@ import sys, boto3
 ecr = boto3.client("ecr", endpoint_url=sys.argv[1], region_name="us-east-1")
 ecr.batch_delete_image(repositoryName="demo/shop", imageIds=[{"imageTag": "1.0"}])
 PY
-until [ "$(outcome_of_web)" = "not_found" ]; do sleep 0.2; done
+until [ "$(outcome_of web)" = "not_found" ]; do sleep 0.2; done
 printf '==> within one interval, the inventory says so:\n'
 inventory
 printf '\n==> and the controller posted Warning Events (events.k8s.io/v1), once each: the forecast, then the breakage:\n'
@@ -150,6 +170,7 @@ for e in json.load(sys.stdin)["items"]:
 printf '\n==> ecr-preflight report (one list of the cluster, verified once; exit 1: an image in use is broken):\n'
 set +e
 "$CARGO_TARGET_DIR/debug/ecr-preflight" report --ecr-endpoint-url "$MOTO_ENDPOINT" \
-    --ecr-registry-url "$REGISTRY_URL" --ecr-registry-ca-file "$REGISTRY_CA" 2>/dev/null
+    --ecr-registry-url "$REGISTRY_URL" --ecr-registry-ca-file "$REGISTRY_CA" \
+    --registry-ca-file "$OTHER_CA" 2>/dev/null
 echo "exit code: $?"
 set -e

@@ -27,10 +27,11 @@ ensure_registry() {
 }
 
 # Starts docker-registry on a free loopback port with TLS (a self-signed certificate for
-# 127.0.0.1) and htpasswd Basic auth for USER/PASSWORD, storing under DIR; sets
-# REGISTRY_PID, REGISTRY_URL and REGISTRY_CA (the certificate to trust).
+# 127.0.0.1) and htpasswd Basic auth for USER/PASSWORD (anonymous pulls and pushes when USER
+# is empty), storing under DIR; sets REGISTRY_PID, REGISTRY_URL and REGISTRY_CA (the
+# certificate to trust).
 start_registry() {
-    local user="$1" password="$2" dir="$3" port
+    local user="$1" password="$2" dir="$3" port auth=""
     ensure_registry
     mkdir -p "$dir"
     port="$(free_port)"
@@ -38,7 +39,13 @@ start_registry() {
         -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
         -addext basicConstraints=critical,CA:FALSE \
         -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
-    htpasswd -Bbn "$user" "$password" >"$dir/htpasswd"
+    if [ -n "$user" ]; then
+        htpasswd -Bbn "$user" "$password" >"$dir/htpasswd"
+        auth="auth:
+  htpasswd:
+    realm: demo
+    path: $dir/htpasswd"
+    fi
     cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
@@ -51,10 +58,7 @@ http:
   tls:
     certificate: $dir/cert.pem
     key: $dir/key.pem
-auth:
-  htpasswd:
-    realm: demo
-    path: $dir/htpasswd
+$auth
 health:
   storagedriver:
     enabled: false
@@ -88,6 +92,37 @@ push_blob() {
     case "$location" in *\?*) location="$location&digest=$digest" ;; *) location="$location?digest=$digest" ;; esac
     curl -fsS --cacert "$REGISTRY_CA" -u "$user:$password" -X PUT \
         -H 'content-type: application/octet-stream' --data-binary @"$data" "$location" >/dev/null
+}
+
+# Pushes an image of one config and two small layers as REPOSITORY:TAG (OCI media types,
+# linux/amd64) to the anonymous registry start_registry started; prints its manifest's
+# digest, then its blobs' digests (config first), one a line.
+push_image() {
+    local repository="$1" tag="$2" dir blob digests=() manifest digest
+    dir="$(mktemp -d)"
+    printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' >"$dir/config"
+    printf '%s:%s layer 0' "$repository" "$tag" >"$dir/layer0"
+    printf '%s:%s layer 1' "$repository" "$tag" >"$dir/layer1"
+    for blob in config layer0 layer1; do
+        push_blob "$repository" "$dir/$blob" "" ""
+        digests+=("sha256:$(sha256sum "$dir/$blob" | cut -d' ' -f1)")
+    done
+    manifest="$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d},{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%d}]}' \
+        "${digests[0]}" "$(stat -c %s "$dir/config")" "${digests[1]}" "$(stat -c %s "$dir/layer0")" \
+        "${digests[2]}" "$(stat -c %s "$dir/layer1")")"
+    printf '%s' "$manifest" >"$dir/manifest"
+    curl -fsS --cacert "$REGISTRY_CA" -X PUT -H 'content-type: application/vnd.oci.image.manifest.v1+json' \
+        --data-binary @"$dir/manifest" "$REGISTRY_URL/v2/$repository/manifests/$tag" >/dev/null
+    digest="sha256:$(sha256sum "$dir/manifest" | cut -d' ' -f1)"
+    rm -rf "$dir"
+    printf '%s\n' "$digest" "${digests[@]}"
+}
+
+# Removes blob DIGEST from the storage (under DIR) of a registry start_registry started, as
+# a garbage collection or a lost disk would: its manifests still name it.
+lose_blob() {
+    local dir="$1" hex="${2#sha256:}"
+    rm -rf "$dir/data/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex"
 }
 
 free_port() {

@@ -408,7 +408,8 @@ async fn report_prints_the_inventory_and_exits_like_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_with_sigterm_gives_the_lease_up() {
     let api = FakeApiServer::start().await;
-    put_deployment(&api, "shop", "web", "nginx:1", "sha256:11");
+    let image = format!("{REGISTRY}/{}:gone", common::unique("watch/release"));
+    put_deployment(&api, "shop", "web", &image, "sha256:11");
     let dir = tempfile::tempdir().expect("dir");
     let kubeconfig = api.kubeconfig(dir.path());
     let mut alpha = replica(&kubeconfig, "alpha");

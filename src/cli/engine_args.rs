@@ -52,7 +52,7 @@ pub struct EngineArgs {
     /// Which registries besides ECR's are checked: all, ecr (ECR's only; any other image is
     /// skipped), or hosts separated by commas (ghcr.io,quay.io; docker.io for Docker Hub).
     /// ECR images are always checked.
-    #[arg(long, env = "ECR_PREFLIGHT_REGISTRIES", default_value = "ecr")]
+    #[arg(long, env = "ECR_PREFLIGHT_REGISTRIES", default_value = "all")]
     pub registries: Registries,
     /// PEM file of certificates to trust for registries other than ECR beyond the system's
     /// (a private registry's CA).

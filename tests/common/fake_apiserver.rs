@@ -825,8 +825,18 @@ pub fn put_deployment(api: &FakeApiServer, ns: &str, name: &str, image: &str, di
         "metadata": {"namespace": ns, "name": format!("{name}-5d8f-x1"), "ownerReferences": owner("ReplicaSet", &rs)},
         "spec": template["spec"],
         "status": {"phase": "Running", "containerStatuses": [{"name": "app", "image": image,
-            "imageID": format!("{}@{digest}", image.split(':').next().unwrap_or_default()),
+            "imageID": format!("{}@{digest}", repository_of(image)),
             "ready": true, "restartCount": 0}]}}));
+}
+
+/// `image` without its tag or digest (a registry's port is kept).
+fn repository_of(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    let name_start = image.rfind('/').map_or(0, |slash| slash + 1);
+    match image[name_start..].find(':') {
+        Some(colon) => &image[..name_start + colon],
+        None => image,
+    }
 }
 
 /// JSON merge patch (RFC 7386): null deletes, objects merge, anything else replaces.
