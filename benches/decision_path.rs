@@ -171,7 +171,13 @@ fn bench(c: &mut Criterion) {
     };
     let budget = Duration::from_secs(3);
     let warm = runtime
-        .block_on(admission::evaluate(&engine, policy, None, &body, budget))
+        .block_on(admission::evaluate(
+            &engine,
+            policy,
+            Default::default(),
+            &body,
+            budget,
+        ))
         .expect("review");
     assert!(warm
         .verdict
@@ -185,7 +191,7 @@ fn bench(c: &mut Criterion) {
                 .block_on(admission::evaluate(
                     &engine,
                     policy,
-                    None,
+                    Default::default(),
                     black_box(&body),
                     budget,
                 ))
@@ -202,7 +208,10 @@ fn bench(c: &mut Criterion) {
         .block_on(admission::evaluate(
             &engine,
             policy,
-            Some(&platforms),
+            admission::Sources {
+                platforms: Some(&platforms),
+                pull_secrets: None,
+            },
             &body,
             budget,
         ))
@@ -220,7 +229,10 @@ fn bench(c: &mut Criterion) {
                 .block_on(admission::evaluate(
                     &engine,
                     policy,
-                    Some(&platforms),
+                    admission::Sources {
+                        platforms: Some(&platforms),
+                        pull_secrets: None,
+                    },
                     black_box(&body),
                     budget,
                 ))

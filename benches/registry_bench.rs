@@ -139,6 +139,7 @@ fn main() {
             lease_duration: Duration::from_secs(15),
             identity: "bench".into(),
             expiry: ExpirySettings::default(),
+            read_pull_secrets: false,
         };
         let background = Arc::new(watch::background_engine(
             &admission,

@@ -305,7 +305,10 @@ pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
         }
         Finding::Unknown(reason) => vec![same(
             Severity::Unknown,
-            format!("{who}: ECR could not be asked about {image}: {reason}"),
+            format!(
+                "{who}: {} could not be asked about {image}: {reason}",
+                held_by(image)
+            ),
         )],
         Finding::Checked(platforms) => platforms
             .iter()
@@ -479,13 +482,18 @@ fn platform_problems(who: &str, image: &str, p: &PlatformCheck) -> Vec<(Severity
     }
     if p.unanswered > 0 {
         let l = format!(
-            "{at}: ECR did not answer for {} of {} blobs",
-            p.unanswered, p.total
+            "{at}: {} did not answer for {} of {} blobs",
+            held_by(image),
+            p.unanswered,
+            p.total
         );
         out.push((Severity::Unknown, l.clone(), l));
     }
     if let Some(reason) = &p.unreadable {
-        let l = format!("{who}: ECR could not be asked about {image}: {reason}");
+        let l = format!(
+            "{who}: {} could not be asked about {image}: {reason}",
+            held_by(image)
+        );
         out.push((Severity::Unknown, l.clone(), l));
     }
     out

@@ -31,6 +31,7 @@ pub mod logging;
 pub mod manifest;
 mod metrics;
 pub mod platforms;
+pub mod pull_secrets;
 pub mod registry;
 pub mod server;
 mod supervise;

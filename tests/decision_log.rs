@@ -39,7 +39,7 @@ async fn hostile_strings_stay_inside_one_valid_json_line() {
     let reviewed = admission::evaluate(
         &engine,
         policy,
-        None,
+        Default::default(),
         body.as_bytes(),
         Duration::from_secs(3),
     )

@@ -6,17 +6,26 @@ mod common;
 
 use std::sync::Arc;
 
+use base64::Engine as _;
+use common::fake_apiserver::FakeApiServer;
 use common::oci_registry::OciRegistry;
 use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::image::Registries;
+use ecr_preflight::pull_secrets::SecretReader;
 use ecr_preflight::registry::distribution::{Distribution, DistributionSettings};
 use ecr_preflight::registry::Routes;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The webhook with ECR (the emulator) and every other registry checked, trusting
 /// `registries`' certificates.
 async fn webhook(registries: &[&OciRegistry]) -> common::server::TestServer {
-    let options = common::server::Options::default();
+    webhook_with(registries, common::server::Options::default()).await
+}
+
+async fn webhook_with(
+    registries: &[&OciRegistry],
+    options: common::server::Options,
+) -> common::server::TestServer {
     let ecr = common::server::registry(None, options.timeout).await;
     ecr_preflight::server::tls::install_crypto_provider();
     let other = Distribution::new(DistributionSettings {
@@ -42,10 +51,23 @@ async fn webhook(registries: &[&OciRegistry]) -> common::server::TestServer {
 }
 
 async fn review(server: &common::server::TestServer, image: &str) -> Value {
+    review_pulling(server, image, &[]).await
+}
+
+/// The review of a Pod in namespace `shop` running `image`, pulled with `secrets`.
+async fn review_pulling(
+    server: &common::server::TestServer,
+    image: &str,
+    secrets: &[&str],
+) -> Value {
+    let mut review: Value =
+        serde_json::from_str(&common::pod_review(&[("app", image)])).expect("review");
+    review["request"]["object"]["spec"]["imagePullSecrets"] =
+        secrets.iter().map(|name| json!({ "name": name })).collect();
     server
         .client
         .post(format!("{}/validate", server.url))
-        .body(common::pod_review(&[("app", image)]))
+        .body(review.to_string())
         .send()
         .await
         .expect("review")
@@ -114,4 +136,176 @@ async fn a_registry_that_needs_credentials_is_never_a_denial() {
     let warnings = answer["response"]["warnings"].to_string();
     assert!(warnings.contains("needs credentials"), "{warnings}");
     assert!(!warnings.contains("s3cret"), "{warnings}");
+}
+
+/// A dockerconfigjson pull secret in namespace `shop` with `user:password` for `host`.
+fn pull_secret(api: &FakeApiServer, name: &str, host: &str, user: &str, password: &str) {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let config = json!({"auths": {host: {"auth": auth}}}).to_string();
+    api.put(
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"namespace": "shop", "name": name},
+        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config)}}),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pods_pull_secrets_open_a_private_registry_as_its_kubelet_would() {
+    let registry = OciRegistry::start("puller", "s3cret-pass");
+    registry.push_image("private/app", "v1").await;
+    let (_, broken) = registry.push_image("private/app", "v2").await;
+    registry.lose_blob(&broken[1]);
+    let host = registry.url.trim_start_matches("https://").to_owned();
+    let api = FakeApiServer::start().await;
+    pull_secret(
+        &api,
+        "regcred",
+        &format!("https://{host}/v1/"),
+        "puller",
+        "s3cret-pass",
+    );
+    pull_secret(&api, "stale", &host, "puller", "old-pass");
+    let options = common::server::Options {
+        pull_secrets: Some(SecretReader::new(api.client())),
+        ..common::server::Options::default()
+    };
+    let server = webhook_with(&[&registry], options).await;
+    let (good, bad) = (
+        image(&registry, "private/app:v1"),
+        image(&registry, "private/app:v2"),
+    );
+
+    // With the pod's secret: checked in depth, intact admitted and broken denied.
+    let answer = review_pulling(&server, &good, &["regcred"]).await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert!(answer["response"]["warnings"].is_null(), "{answer}");
+    let answer = review_pulling(&server, &bad, &["regcred"]).await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let message = answer["response"]["status"]["message"].to_string();
+    assert!(
+        message.contains(&format!(
+            "1 of 3 blobs missing in registry {host}: {}",
+            broken[1]
+        )),
+        "{message}"
+    );
+
+    // Without it, a Secret that does not exist, or one whose password the registry refuses:
+    // unknown, never a denial (--on-error allow), and no password in what is said.
+    for (secrets, why) in [
+        (&[][..], "needs credentials"),
+        (&["absent"][..], "needs credentials"),
+        (&["stale"][..], "refused the credentials"),
+    ] {
+        let answer = review_pulling(&server, &bad, secrets).await;
+        assert_eq!(answer["response"]["allowed"], true, "{secrets:?}: {answer}");
+        let warnings = answer["response"]["warnings"].to_string();
+        assert!(warnings.contains(why), "{secrets:?}: {warnings}");
+        assert!(!warnings.contains("pass"), "{warnings}");
+    }
+    // Each Secret was read once, however many reviews named it.
+    let reads = |name: &str| {
+        api.requests()
+            .iter()
+            .filter(|r| r.contains(&format!("/secrets/{name}")))
+            .count()
+    };
+    assert_eq!(
+        (reads("regcred"), reads("stale")),
+        (1, 1),
+        "{:?}",
+        api.requests()
+    );
+}
+
+/// A Deployment in `namespace` running `image`, pulled with `secrets`.
+fn deployment(api: &FakeApiServer, namespace: &str, name: &str, image: &str, secrets: &[&str]) {
+    let pulled: Vec<Value> = secrets.iter().map(|s| json!({ "name": s })).collect();
+    api.put(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"selector": {}, "template": {"spec": {"imagePullSecrets": pulled,
+            "containers": [{"name": "app", "image": image}]}}}}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_verifies_each_image_with_the_pull_secrets_of_the_workloads_that_run_it() {
+    let registry = OciRegistry::start("puller", "s3cret-pass");
+    let (_, broken) = registry.push_image("private/app", "v2").await;
+    registry.lose_blob(&broken[1]);
+    registry.push_image("private/tool", "v1").await;
+    let host = registry.url.trim_start_matches("https://").to_owned();
+    let api = FakeApiServer::start().await;
+    pull_secret(&api, "regcred", &host, "puller", "s3cret-pass");
+    // shop's Deployment pulls with the Secret; other's, in a namespace without it, pulls
+    // anonymously.
+    deployment(
+        &api,
+        "shop",
+        "web",
+        &image(&registry, "private/app:v2"),
+        &["regcred"],
+    );
+    deployment(
+        &api,
+        "other",
+        "tools",
+        &image(&registry, "private/tool:v1"),
+        &[],
+    );
+
+    let timeout = std::time::Duration::from_secs(3);
+    ecr_preflight::server::tls::install_crypto_provider();
+    let other = Distribution::new(DistributionSettings {
+        timeout,
+        extra_roots: vec![std::fs::read(&registry.ca).expect("ca")],
+        ..DistributionSettings::default()
+    })
+    .expect("client");
+    let routes = Arc::new(Routes {
+        ecr: Arc::new(common::server::registry(None, timeout).await),
+        other: Arc::new(other),
+    });
+    let engine_settings = EngineSettings {
+        registries: Registries::All,
+        ..EngineSettings::new(vec!["linux/amd64".parse().expect("platform")])
+    };
+    let admission = Engine::new(routes.clone(), engine_settings.clone());
+    let settings = ecr_preflight::watch::WatchSettings {
+        read_pull_secrets: true,
+        ..common::watch_settings(50.0, std::time::Duration::from_secs(2))
+    };
+    let background =
+        ecr_preflight::watch::background_engine(&admission, routes, &engine_settings, &settings);
+    let controller =
+        ecr_preflight::watch::Controller::start(api.client(), Arc::new(background), settings);
+
+    let outcome = |name: &str| {
+        controller
+            .inventory
+            .view()
+            .workloads
+            .iter()
+            .find(|w| w.name == name)
+            .and_then(|w| w.containers.first().cloned())
+            .map(|c| (c.outcome, c.problem.unwrap_or_default()))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (web, tools) = loop {
+        let (web, tools) = (outcome("web"), outcome("tools"));
+        let verified = |o: &Option<(String, String)>| {
+            o.as_ref().is_some_and(|(outcome, problem)| {
+                !(outcome == "unknown" && problem.contains("not verified yet"))
+            })
+        };
+        if verified(&web) && verified(&tools) {
+            break (web.expect("web"), tools.expect("tools"));
+        }
+        assert!(std::time::Instant::now() < deadline, "{web:?} {tools:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(web.0, "missing", "{web:?}");
+    assert!(web.1.contains(&broken[1]), "{web:?}");
+    assert_eq!(tools.0, "unknown", "{tools:?}");
+    assert!(tools.1.contains("needs credentials"), "{tools:?}");
+    controller.stop().await;
 }

@@ -49,10 +49,7 @@ fn distribution(registry: &OciRegistry, logins: HashMap<String, Login>) -> Distr
 }
 
 fn repo(name: &str) -> RepositoryKey {
-    RepositoryKey {
-        registry: RegistryName::Distribution("registry.test".into()),
-        repository: name.into(),
-    }
+    RepositoryKey::new(RegistryName::Distribution("registry.test".into()), name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -428,7 +428,7 @@ async fn an_object_with_too_many_images_checks_the_first_256_and_says_so() {
     let reviewed = evaluate(
         &engine,
         policy,
-        None,
+        Default::default(),
         body.as_bytes(),
         Duration::from_secs(3),
     )

@@ -18,7 +18,7 @@ use ecr_preflight::lifecycle::{Action, ImageFacts, ImageStatus};
 use ecr_preflight::registry::{BlobState, Preview, PreviewAction, RegistryError};
 use ecr_preflight::watch::inventory::{key_of, project_workload};
 use ecr_preflight::watch::{
-    self, ExpirySettings, Inventory, Namespaces, Signals, Verifier, WatchMetrics, WatchSettings,
+    self, ExpirySettings, Inventory, Signals, Verifier, WatchMetrics, WatchSettings,
     DEFAULT_EXPIRY_WARNING,
 };
 use ecr_preflight::workload::WorkloadKind;
@@ -34,16 +34,10 @@ async fn run_verifier(
     run: Duration,
 ) -> (Arc<Inventory>, Arc<WatchMetrics>) {
     let settings = WatchSettings {
-        recheck_interval: INTERVAL,
         calls_per_second: 100.0,
-        registry_requests_per_second: ecr_preflight::watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND,
-        namespaces: Namespaces::default(),
         workload_metrics: true,
-        leader_election: false,
-        lease_namespace: "default".into(),
-        lease_duration: Duration::from_secs(15),
-        identity: "test".into(),
         expiry: expiry.clone(),
+        ..common::watch_settings(100.0, INTERVAL)
     };
     let engine_settings = EngineSettings::new(vec!["linux/amd64".parse().expect("platform")]);
     let admission = Engine::new(registry.clone(), engine_settings.clone());

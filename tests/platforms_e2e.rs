@@ -57,6 +57,7 @@ async fn setup() -> Setup {
     let dynamic: Arc<dyn Registry> = ecr.clone();
     let admission = Arc::new(Engine::new(dynamic.clone(), engine_settings.clone()));
     let settings = WatchSettings {
+        read_pull_secrets: false,
         recheck_interval: Duration::from_secs(60),
         calls_per_second: 50.0,
         registry_requests_per_second: ecr_preflight::watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND,

@@ -287,20 +287,31 @@ async fn the_log_filter_silences_decision_lines() {
 #[test]
 fn serve_watch_without_a_kubernetes_configuration_is_an_error_at_start_up() {
     let home = tempfile::tempdir().expect("home");
-    let out = serve()
-        .arg("--watch")
-        .env("KUBECONFIG", home.path().join("no-such-kubeconfig"))
-        .env("HOME", home.path())
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT")
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run serve --watch");
+    let without_cluster = |flag: &str| {
+        serve()
+            .arg(flag)
+            .env("KUBECONFIG", home.path().join("no-such-kubeconfig"))
+            .env("HOME", home.path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run serve")
+    };
+    let out = without_cluster("--watch");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--watch: the controller cannot start")
             && err.contains("run serve without --watch"),
+        "{err}"
+    );
+    // Pull secrets are read through the API server too: no configuration, no start.
+    let out = without_cluster("--read-pull-secrets");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--read-pull-secrets: no Kubernetes configuration found"),
         "{err}"
     );
 }

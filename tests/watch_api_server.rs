@@ -25,6 +25,7 @@ const CHART_LEASE: Duration = Duration::from_secs(15);
 fn replica(api: &FakeApiServer, identity: &str) -> Controller {
     let registry = Arc::new(MemoryRegistry::default());
     let settings = WatchSettings {
+        read_pull_secrets: false,
         recheck_interval: Duration::from_secs(900),
         calls_per_second: 10.0,
         registry_requests_per_second: ecr_preflight::watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND,

@@ -12,6 +12,7 @@ use common::memory_registry::MemoryRegistry;
 use common::seed::REGISTRY;
 use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::findings::Outcome;
+use ecr_preflight::pull_secrets::Keyring;
 use ecr_preflight::registry::BlobState;
 use ecr_preflight::watch::inventory::{key_of, project_workload};
 use ecr_preflight::watch::{
@@ -439,7 +440,7 @@ async fn the_controllers_caches_hold_a_repository_at_a_time_and_the_calls_stay_m
         watch::verify::record(
             &background,
             &inventory,
-            vec![image.clone()],
+            (vec![image.clone()], &Keyring::default()),
             Duration::from_secs(60),
             false,
         )

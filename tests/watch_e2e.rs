@@ -51,6 +51,7 @@ fn settings(identity: &str, leader_election: bool) -> WatchSettings {
         lease_duration: Duration::from_secs(15),
         identity: identity.to_owned(),
         expiry: ExpirySettings::default(),
+        read_pull_secrets: false,
     }
 }
 

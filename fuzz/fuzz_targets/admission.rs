@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let policy = Policy { mode: Mode::Enforce, on_error: OnError::Allow, owned_objects: OwnedObjects::Audit };
-    if let Ok(reviewed) = runtime().block_on(evaluate(engine(), policy, None, data, Duration::from_secs(1))) {
+    if let Ok(reviewed) = runtime().block_on(evaluate(engine(), policy, Default::default(), data, Duration::from_secs(1))) {
         assert!(reviewed.to_json().is_ok());
     }
 });

@@ -7,6 +7,7 @@ pub mod review;
 
 pub use decision_line::{json_line, DecisionLog};
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use kube::core::admission::{AdmissionResponse, AdmissionReview};
@@ -18,6 +19,7 @@ use crate::engine::Engine;
 use crate::findings::{Finding, ImageReport};
 use crate::json::JsonError;
 use crate::platforms::{Placement, PlatformSources};
+use crate::pull_secrets::{Keyring, SecretReader};
 use crate::workload::{ContainerImage, ContainerKind, WorkloadKind};
 use review::{RequestView, ReviewView};
 
@@ -95,13 +97,23 @@ impl Reviewed {
     }
 }
 
+/// What a decision reads beyond the review and the registries, when this process has it.
+#[derive(Clone, Copy, Default)]
+pub struct Sources<'a> {
+    /// The cluster's nodes and NodePools (once listed) and the config blobs' platforms.
+    pub platforms: Option<&'a PlatformSources>,
+    /// The pods' pull secrets (`--read-pull-secrets`).
+    pub pull_secrets: Option<&'a SecretReader>,
+}
+
 /// Decides on one AdmissionReview body within `budget`; with the cluster's nodes and
-/// NodePools (`platforms`, once listed), also whether each image has a manifest for every
-/// platform the pod can land on.
+/// NodePools (`sources.platforms`, once listed), also whether each image has a manifest for
+/// every platform the pod can land on; with `sources.pull_secrets`, asks registries other
+/// than ECR's with the pod's pull secrets.
 pub async fn evaluate(
     engine: &Engine,
     policy: Policy,
-    platforms: Option<&PlatformSources>,
+    sources: Sources<'_>,
     body: &[u8],
     budget: Duration,
 ) -> Result<Reviewed, ReviewError> {
@@ -122,23 +134,30 @@ pub async fn evaluate(
         reports: Vec::new(),
         platform_source: "flag",
     };
-    let Some((containers, placement)) =
-        containers_to_check(request, policy.owned_objects, &mut out)?
+    let Some(ToCheck {
+        containers,
+        placement,
+        pull_secrets,
+    }) = containers_to_check(request, policy.owned_objects, &mut out)?
     else {
         return Ok(out);
     };
     let images: Vec<String> = containers.iter().map(|c| c.image.to_string()).collect();
-    out.reports = check_bounded(engine, images, deadline).await;
-    if let Some((platforms, placement)) = platforms.zip(placement) {
-        check_platforms(
+    let keyring = match sources.pull_secrets {
+        Some(reader) if !pull_secrets.is_empty() && engine.asks_other_registries(&images) => {
+            let names: Vec<&str> = pull_secrets.iter().map(|n| &**n).collect();
+            read_keyring(reader, &out.namespace, &names, deadline).await
+        }
+        _ => Keyring::default(),
+    };
+    out.reports = check_bounded(engine, images, &keyring, deadline).await;
+    if let Some((platforms, placement)) = sources.platforms.zip(placement) {
+        let looked = Lookup {
             engine,
-            platforms,
-            &placement,
-            &containers,
+            keyring: &keyring,
             deadline,
-            &mut out,
-        )
-        .await;
+        };
+        check_platforms(looked, platforms, &placement, &containers, &mut out).await;
     }
     let verdict = decide_for(
         &containers,
@@ -159,13 +178,17 @@ pub async fn evaluate(
 /// at all (it runs on that node, whatever the others are: `kubectl debug` during an
 /// incident must never be refused on a guess).
 async fn check_platforms(
-    engine: &Engine,
+    lookup: Lookup<'_>,
     platforms: &PlatformSources,
     placement: &Placement,
     containers: &[ContainerImage<'_>],
-    deadline: Instant,
     out: &mut Reviewed,
 ) {
+    let Lookup {
+        engine,
+        keyring,
+        deadline,
+    } = lookup;
     let Some(landings) = platforms
         .cluster
         .landable(placement)
@@ -190,7 +213,11 @@ async fn check_platforms(
             .map(|(report, known)| async move {
                 match known {
                     Some(known) => Some(known.clone()),
-                    None => engine.platforms_of(configs, &report.image, deadline).await,
+                    None => {
+                        engine
+                            .platforms_of(configs, &report.image, keyring, deadline)
+                            .await
+                    }
                 }
             });
         found = futures::future::join_all(reads).await;
@@ -218,8 +245,39 @@ async fn check_platforms(
     }
 }
 
-/// What a request asks to check, and where its pods can land.
-type ToCheck<'a> = (Vec<ContainerImage<'a>>, Option<Placement>);
+/// How a review's images are looked up: the engine, the pod's pull secrets' credentials,
+/// and the decision's deadline.
+#[derive(Clone, Copy)]
+struct Lookup<'a> {
+    engine: &'a Engine,
+    keyring: &'a Keyring,
+    deadline: Instant,
+}
+
+/// What a request asks to check, where its pods can land, and what they pull with.
+struct ToCheck<'a> {
+    containers: Vec<ContainerImage<'a>>,
+    placement: Option<Placement>,
+    pull_secrets: Vec<Cow<'a, str>>,
+}
+
+/// The pod's pull secrets' credentials, read within half of what is left of the budget (the
+/// check needs the rest); none when they cannot be read in time.
+async fn read_keyring(
+    reader: &SecretReader,
+    namespace: &str,
+    names: &[&str],
+    deadline: Instant,
+) -> Keyring {
+    let now = Instant::now();
+    let by = now + deadline.saturating_duration_since(now) / 2;
+    tokio::time::timeout_at(by, reader.keyring(namespace, names))
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(namespace, "pull secrets not read within the decision's budget; registries are asked without them");
+            Keyring::default()
+        })
+}
 
 /// The containers whose images this request asks to check: none for kinds without a pod
 /// template, operations other than CREATE and UPDATE, mirror pods, and images an UPDATE
@@ -261,7 +319,11 @@ fn containers_to_check<'a>(
     if objects::has_controller_owner(&object) && owned_objects == OwnedObjects::Audit {
         out.effective_mode = Mode::Audit;
     }
-    Ok(Some((containers, objects::placement_of(kind, &object))))
+    Ok(Some(ToCheck {
+        placement: objects::placement_of(kind, &object),
+        pull_secrets: objects::pull_secrets_of(kind, &object),
+        containers,
+    }))
 }
 
 /// Reports for `images` (the engine checks each distinct one once), the first
@@ -269,12 +331,13 @@ fn containers_to_check<'a>(
 async fn check_bounded(
     engine: &Engine,
     mut images: Vec<String>,
+    keyring: &Keyring,
     deadline: Instant,
 ) -> Vec<ImageReport> {
     images.sort();
     images.dedup();
     let unchecked = images.split_off(images.len().min(MAX_IMAGES_PER_OBJECT));
-    let mut reports = engine.check(&images, deadline).await;
+    let mut reports = engine.check_pulling(&images, keyring, deadline).await;
     reports.extend(unchecked.into_iter().map(|image| {
         let why = format!("not checked: the object names more than {MAX_IMAGES_PER_OBJECT} images");
         ImageReport::new(image, Finding::Unknown(why), false)

@@ -47,6 +47,15 @@ fn raw<'s>(r: &'s RequirementView<'_>) -> RawRequirement<'s> {
 
 /// The webhook reads pods and templates through the review's borrowed view.
 impl<'a> PodSpecSource<'a> for SpecView<'a> {
+    fn pull_secrets(&self) -> Vec<Cow<'a, str>> {
+        self.image_pull_secrets
+            .iter()
+            .flatten()
+            .filter(|s| !s.name.is_empty())
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
     fn containers(&self) -> Vec<(ContainerKind, Cow<'a, str>, Option<Cow<'a, str>>)> {
         let groups: [(&Option<Vec<ContainerView<'a>>>, ContainerKind); 3] = [
             (&self.init_containers, ContainerKind::Init),
@@ -103,6 +112,13 @@ impl<'a> PodSpecSource<'a> for SpecView<'a> {
     fn node_name(&self) -> Option<&str> {
         self.node_name.as_deref()
     }
+}
+
+/// The names of the pull secrets of an object's pod spec.
+pub fn pull_secrets_of<'a>(kind: WorkloadKind, object: &ObjectView<'a>) -> Vec<Cow<'a, str>> {
+    pod_spec(kind, object)
+        .map(PodSpecSource::pull_secrets)
+        .unwrap_or_default()
 }
 
 /// The images of an object (empty when it has no pod spec).

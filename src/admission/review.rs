@@ -294,6 +294,16 @@ pub struct SpecView<'a> {
     /// The node a pod is bound to: a running pod's (an ephemeral container's UPDATE).
     #[serde(borrow, default)]
     pub node_name: Option<Cow<'a, str>>,
+    /// The Secrets a kubelet pulls with (`--read-pull-secrets`).
+    #[serde(borrow, default)]
+    pub image_pull_secrets: Option<Vec<PullSecretView<'a>>>,
+}
+
+/// One of `imagePullSecrets`: a Secret's name in the pod's namespace.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct PullSecretView<'a> {
+    #[serde(borrow, default)]
+    pub name: Cow<'a, str>,
 }
 
 /// `affinity`: only the required node affinity matters here.

@@ -252,16 +252,13 @@ async fn check_digests(args: &LayersArgs) -> Result<(Value, bool), Failure> {
     let (registry, repository, digests) = request(args)?;
     let api = api(args, None).await;
     let region = api.region().unwrap_or_default();
-    let repo = RepositoryKey {
-        registry: EcrRegistry {
-            account: registry.unwrap_or_default(),
-            region,
-            fips: false,
-            dual_stack: false,
-        }
-        .into(),
-        repository,
+    let registry = EcrRegistry {
+        account: registry.unwrap_or_default(),
+        region,
+        fips: false,
+        dual_stack: false,
     };
+    let repo = RepositoryKey::new(registry, repository);
     let (layers, failures) =
         tokio::time::timeout(args.timeout, check_in_calls(&api, &repo, &digests))
             .await

@@ -12,6 +12,7 @@ use super::engine_args::EngineArgs;
 use super::watch::{kube_client, ScopeFlags};
 use crate::decision::Severity;
 use crate::lifecycle::expiry;
+use crate::pull_secrets::Keyring;
 use crate::watch::state::Row;
 use crate::watch::{nodes, verify, watchers, Budgeted, InventoryView};
 
@@ -58,7 +59,9 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     nodes::widen_once(&cluster, &engine);
     inventory.attach_cluster(cluster);
     let images: Vec<String> = inventory.images().into_iter().map(String::from).collect();
-    let recorded = verify::record(&engine, &inventory, images, REPORT_DEADLINE, true).await;
+    let none = Keyring::default();
+    let recorded =
+        verify::record(&engine, &inventory, (images, &none), REPORT_DEADLINE, true).await;
     for (repo, error) in &recorded.errors {
         tracing::warn!(repository = %repo, error = %error, "cannot forecast lifecycle policies' actions for this repository");
     }

@@ -13,10 +13,11 @@ use rustls::sign::CertifiedKey;
 
 use super::engine_args::{parse_duration, routed, Built, EngineArgs};
 use super::process::{credentials_gate, wait_for_signal};
-use super::watch::{controller_parts, kube_config, WatchFlags};
+use super::watch::{controller_parts, kube_client, kube_config, WatchFlags};
 use crate::admission::DecisionLog;
 use crate::admission::{OwnedObjects, Policy};
 use crate::decision::{Mode, OnError};
+use crate::pull_secrets::SecretReader;
 use crate::server::tls::{self, CertStore};
 use crate::server::{self, Limits, WebhookConfig};
 use crate::watch::{self, Controller};
@@ -140,6 +141,14 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
     } else {
         (None, None)
     };
+    let pull_secrets = if args.watch_flags.read_pull_secrets {
+        let client = kube_client().await.map_err(|e| {
+            anyhow!("--read-pull-secrets: {e:#}. Give it a Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config), or leave pull secrets unread")
+        })?;
+        Some(SecretReader::new(client))
+    } else {
+        None
+    };
     let credentials = built.credentials;
     let engine = Arc::new(built.engine);
     let config = WebhookConfig {
@@ -162,6 +171,7 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
         ready_when: credentials.map(|keeper| credentials_gate(keeper, args.credentials_wait)),
         controller: controller.clone(),
         config_platforms,
+        pull_secrets,
     };
     let running = server::start_webhook(engine, config).await?;
     tracing::info!(

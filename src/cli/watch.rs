@@ -56,6 +56,12 @@ pub struct WatchFlags {
     #[arg(long, env = "ECR_PREFLIGHT_RESTORE_ARCHIVED_IN_USE", default_value_t = false,
         action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub restore_archived_in_use: bool,
+    /// Ask registries other than ECR's with the credentials of each pod's imagePullSecrets
+    /// (dockerconfigjson, dockercfg), as its kubelet would: needs get on Secrets in the
+    /// namespaces watched (docs/registries.md). The webhook of `serve` reads them too.
+    #[arg(long, env = "ECR_PREFLIGHT_READ_PULL_SECRETS", default_value_t = false,
+        action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub read_pull_secrets: bool,
 }
 
 /// How far ahead a lifecycle rule's action on an image is told.
@@ -159,6 +165,7 @@ impl WatchFlags {
                 preview: self.lifecycle_preview,
                 restore_archived: self.restore_archived_in_use,
             },
+            read_pull_secrets: self.read_pull_secrets,
         }
     }
 }

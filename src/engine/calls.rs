@@ -54,22 +54,28 @@ pub(super) struct EcrCaller {
 }
 
 impl EcrCaller {
-    /// The batchers of `repo`.
+    /// The batchers of `repo`: they call with its credentials and keep what they learn
+    /// under its facts' key.
     pub(super) fn repository(&self, repo: &RepositoryKey) -> RepoState {
-        let repo = Arc::new(repo.clone());
+        let asked = Arc::new(repo.clone());
+        let facts = Arc::new(repo.facts());
         RepoState {
-            images: self.image_batcher(repo.clone()),
-            blobs: self.blob_batcher(repo),
+            images: self.image_batcher(asked.clone(), facts.clone()),
+            blobs: self.blob_batcher(asked, facts),
         }
     }
 
     /// `BatchGetImage` through a batcher; answers are parsed once and cached. The batcher's
     /// look-up in the caches is the only one a key gets, so each counts once in the metrics.
-    fn image_batcher(&self, repo: Arc<RepositoryKey>) -> Arc<Coalescer<ImageId, ImageAnswer>> {
+    fn image_batcher(
+        &self,
+        repo: Arc<RepositoryKey>,
+        key: Arc<RepositoryKey>,
+    ) -> Arc<Coalescer<ImageId, ImageAnswer>> {
         let this = self.clone();
-        let key = repo.clone();
+        let facts = key.clone();
         let call: CallFn<ImageId, ImageAnswer> = Arc::new(move |ids, deadline| {
-            let (this, repo) = (this.clone(), repo.clone());
+            let (this, repo, facts) = (this.clone(), repo.clone(), facts.clone());
             async move {
                 let out = this
                     .call(EcrOperation::BatchGetImage, deadline, || {
@@ -81,7 +87,7 @@ impl EcrCaller {
                     .map(|(id, answer)| {
                         let parsed = match answer {
                             Answer::Found(fetched) => {
-                                Answer::Found(parse_and_cache(&this.caches, &repo, &id, fetched))
+                                Answer::Found(parse_and_cache(&this.caches, &facts, &id, fetched))
                             }
                             Answer::NotFound => Answer::NotFound,
                             Answer::Failed(reason) => Answer::Failed(reason),
@@ -104,11 +110,15 @@ impl EcrCaller {
     }
 
     /// `BatchCheckLayerAvailability` through a batcher; AVAILABLE answers are cached.
-    fn blob_batcher(&self, repo: Arc<RepositoryKey>) -> Arc<Coalescer<String, BlobState>> {
+    fn blob_batcher(
+        &self,
+        repo: Arc<RepositoryKey>,
+        key: Arc<RepositoryKey>,
+    ) -> Arc<Coalescer<String, BlobState>> {
         let this = self.clone();
-        let key = repo.clone();
+        let facts = key.clone();
         let call: CallFn<String, BlobState> = Arc::new(move |digests, deadline| {
-            let (this, repo) = (this.clone(), repo.clone());
+            let (this, repo, facts) = (this.clone(), repo.clone(), facts.clone());
             async move {
                 let out = this
                     .call(EcrOperation::BatchCheckLayerAvailability, deadline, || {
@@ -118,7 +128,7 @@ impl EcrCaller {
                     .await?;
                 for (digest, state) in &out.blobs {
                     if *state == BlobState::Available {
-                        this.caches.put_blob_available(&repo, digest);
+                        this.caches.put_blob_available(&facts, digest);
                     }
                 }
                 Ok(out.blobs.into_iter().collect())

@@ -20,10 +20,11 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use crate::findings::{Finding, ImageReport, Outcome};
-use crate::image::{ImageId, Registries, RepositoryKey};
+use crate::image::{ImageId, Registries, RegistryName, RepositoryKey};
 use crate::manifest::{Manifest, Platform};
 use crate::metrics::EngineMetrics;
 use crate::platforms::ConfigCache;
+use crate::pull_secrets::Keyring;
 use crate::registry::{LifecycleFacts, Registry};
 pub use cache::CacheSettings;
 use cache::Caches;
@@ -221,12 +222,14 @@ impl Engine {
     /// The platforms `image` has: its index's children, else its config blob's platform
     /// (read through `configs` once per digest, within `deadline`). `None` when it was not
     /// checked (or is not ECR's), or a single-arch image without `configs`; `Err` says why a
-    /// config blob could not be read. Remembered per reference as long as its tag and
-    /// manifest are.
+    /// config blob could not be read. A registry other than ECR's is asked with `keyring`'s
+    /// credentials for the image. Remembered per reference as long as its tag and manifest
+    /// are.
     pub async fn platforms_of(
         &self,
         configs: Option<&ConfigCache>,
         image: &str,
+        keyring: &Keyring,
         deadline: Instant,
     ) -> Option<Result<Arc<[Platform]>, String>> {
         if let Some(known) = self.known_platforms(image) {
@@ -234,7 +237,10 @@ impl Engine {
         }
         let available: Arc<[Platform]> = match self.image_platforms(image)? {
             ImagePlatforms::Index(children) => children.into(),
-            ImagePlatforms::Config { repo, digest } => {
+            ImagePlatforms::Config { mut repo, digest } => {
+                if let RegistryName::Distribution(host) = &repo.registry {
+                    repo.login = keyring.login_for(host, &repo.repository);
+                }
                 let host = image.split('/').next().unwrap_or_default();
                 let read = configs?.platform(host, &repo, &digest);
                 match tokio::time::timeout_at(deadline, read).await {
@@ -293,12 +299,25 @@ impl Engine {
     /// Checks every image (duplicates are checked once) and returns one report per input,
     /// in input order. Never takes longer than `deadline` (plus scheduling).
     pub async fn check(&self, images: &[String], deadline: Instant) -> Vec<ImageReport> {
+        self.check_pulling(images, &Keyring::default(), deadline)
+            .await
+    }
+
+    /// [`Engine::check`], asking registries other than ECR's with the credentials
+    /// `keyring` holds for each image (a pod's pull secrets), anonymously where it holds
+    /// none. An image found intact is intact whoever asks: its report is kept by reference.
+    pub async fn check_pulling(
+        &self,
+        images: &[String],
+        keyring: &Keyring,
+        deadline: Instant,
+    ) -> Vec<ImageReport> {
         let widenings = self.widenings.load(Ordering::Acquire);
         let Plan {
             mut known,
             targets,
             by_repo,
-        } = self.plan(images);
+        } = self.plan(images, keyring);
         // A warm admission (every image known intact) needs no ECR work at all.
         if !by_repo.is_empty() {
             let per_repo = self.check_repositories(by_repo, deadline).await;
@@ -321,9 +340,26 @@ impl Engine {
         in_input_order(images, known)
     }
 
+    /// Whether any of `images` is checked at a registry other than ECR's (whose pull
+    /// secrets then matter).
+    pub fn asks_other_registries(&self, images: &[String]) -> bool {
+        images.iter().any(|image| {
+            matches!(
+                self.settings.registries.target(image),
+                Ok(Some((
+                    RepositoryKey {
+                        registry: RegistryName::Distribution(_),
+                        ..
+                    },
+                    _
+                )))
+            )
+        })
+    }
+
     /// What is known of each distinct image (cached intact, not ECR, malformed), and the
     /// rest grouped by repository.
-    fn plan<'a>(&self, images: &'a [String]) -> Plan<'a> {
+    fn plan<'a>(&self, images: &'a [String], keyring: &Keyring) -> Plan<'a> {
         let mut plan = Plan::default();
         for image in images {
             if plan.known.contains_key(image.as_str()) || plan.targets.contains_key(image.as_str())
@@ -342,7 +378,12 @@ impl Engine {
                 Ok(None) => {
                     plan.known.insert(image, (Finding::Skipped, false));
                 }
-                Ok(Some((repo, id))) => {
+                Ok(Some((mut repo, id))) => {
+                    if let (RegistryName::Distribution(host), false) =
+                        (&repo.registry, keyring.is_empty())
+                    {
+                        repo.login = keyring.login_for(host, &repo.repository);
+                    }
                     plan.by_repo
                         .entry(repo.clone())
                         .or_default()
@@ -371,7 +412,11 @@ impl Engine {
             let findings = tokio::time::timeout_at(deadline, check)
                 .await
                 .unwrap_or_else(|_| {
-                    let reason = format!("no answer from ECR within {}", human(budget));
+                    let who = match &repo.registry {
+                        RegistryName::Ecr(_) => "ECR".to_owned(),
+                        RegistryName::Distribution(host) => format!("registry {host}"),
+                    };
+                    let reason = format!("no answer from {who} within {}", human(budget));
                     ids.iter()
                         .map(|id| (id.clone(), Finding::Unknown(reason.clone())))
                         .collect()

@@ -6,6 +6,8 @@ mod reference;
 pub use ecr_host::{known_region, known_regions, parse_ecr_host, EcrRegistry, PARTITION_SUFFIXES};
 pub use reference::{validate_digest, Reference, ReferenceError, DEFAULT_REGISTRY};
 
+use crate::pull_secrets::login::PullLogin;
+
 /// What to ask ECR for: a tag to resolve, or a digest (which wins over any tag).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ImageId {
@@ -57,11 +59,35 @@ impl From<EcrRegistry> for RegistryName {
     }
 }
 
-/// A repository in one registry: the unit the batch calls work on.
+/// A repository in one registry, as reached with one pull secret's credentials or none:
+/// the unit the batch calls work on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RepositoryKey {
     pub registry: RegistryName,
     pub repository: String,
+    /// A pod's pull secret's credentials for a registry other than ECR's
+    /// (`--read-pull-secrets`): requests with other credentials are never batched with
+    /// these. What the engine learns is kept without them (see [`RepositoryKey::facts`]).
+    pub login: Option<PullLogin>,
+}
+
+impl RepositoryKey {
+    pub fn new(registry: impl Into<RegistryName>, repository: impl Into<String>) -> Self {
+        RepositoryKey {
+            registry: registry.into(),
+            repository: repository.into(),
+            login: None,
+        }
+    }
+
+    /// The key the facts learned through this one are kept under: a tag's digest, a
+    /// manifest, a blob's existence are the same whichever credentials asked.
+    pub fn facts(&self) -> RepositoryKey {
+        RepositoryKey {
+            login: None,
+            ..self.clone()
+        }
+    }
 }
 
 impl std::fmt::Display for RepositoryKey {
@@ -98,10 +124,7 @@ impl ImageTarget {
             None => ImageId::Tag(reference.tag_or_default().to_owned()),
         };
         Ok(ImageTarget::Ecr {
-            repo: RepositoryKey {
-                registry: registry.into(),
-                repository: reference.repository,
-            },
+            repo: RepositoryKey::new(registry, reference.repository),
             id,
         })
     }
@@ -130,10 +153,10 @@ impl Registries {
                     Some(digest) => ImageId::Digest(digest.clone()),
                     None => ImageId::Tag(reference.tag_or_default().to_owned()),
                 };
-                let repo = RepositoryKey {
-                    registry: RegistryName::Distribution(reference.registry.to_ascii_lowercase()),
-                    repository: reference.repository,
-                };
+                let repo = RepositoryKey::new(
+                    RegistryName::Distribution(reference.registry.to_ascii_lowercase()),
+                    reference.repository,
+                );
                 (repo, id)
             }),
         })

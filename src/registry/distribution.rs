@@ -40,6 +40,8 @@ use super::{
 };
 use crate::image::{ImageId, RegistryName, RepositoryKey};
 use crate::manifest::{Platform, ACCEPTED_MEDIA_TYPES};
+pub use crate::pull_secrets::Login;
+use crate::pull_secrets::PullLogin;
 use crate::ttl_map::TtlMap;
 
 /// Requests in flight to one registry at most (blob HEADs above all).
@@ -54,27 +56,11 @@ const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 const MANIFESTS_KEPT: u64 = 10_000;
 /// Tokens are kept this long when the registry does not say (Docker Hub's last 5 minutes).
 const TOKEN_KEPT: Duration = Duration::from_secs(240);
-/// Hosts and (host, repository) scopes kept at most: images name them.
+/// Hosts and (host, repository, credentials) scopes kept at most: images name them.
 const HOSTS_KEPT: usize = 256;
 const SCOPES_KEPT: usize = 4_096;
 /// Docker Hub's registry API, for the `docker.io` that references name.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
-
-/// Basic credentials for a registry.
-#[derive(Clone)]
-pub struct Login {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the password.
-        f.debug_struct("Login")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
-    }
-}
 
 /// How registries are reached.
 #[derive(Debug, Clone, Default)]
@@ -90,6 +76,9 @@ pub struct DistributionSettings {
     pub logins: HashMap<String, Login>,
 }
 
+/// What a token is good for: a repository of a host, got with some credentials or none.
+type Scope = (String, String, Option<PullLogin>);
+
 /// What a request to a repository carries beyond anonymous.
 #[derive(Clone)]
 enum Auth {
@@ -101,8 +90,8 @@ pub struct Distribution {
     http: reqwest::Client,
     tokens: oci_client::Client,
     settings: DistributionSettings,
-    /// Per (host, repository): what to send, until when.
-    auth: Mutex<HashMap<(String, String), (Auth, Instant)>>,
+    /// Per (host, repository, credentials): what to send, until when.
+    auth: Mutex<HashMap<Scope, (Auth, Instant)>>,
     manifests: TtlMap<Box<str>, Arc<FetchedManifest>>,
     hosts: Mutex<HashMap<String, Host>>,
 }
@@ -209,7 +198,7 @@ impl Distribution {
             tokio::time::sleep_until(until).await;
         }
         let url = format!("{}/v2/{}/{path}", self.base(host), repo.repository);
-        let scope = (host.to_owned(), repo.repository.clone());
+        let scope = (host.to_owned(), repo.repository.clone(), repo.login.clone());
         let known = self.known_auth(&scope);
         let response = self.request(&method, &url, accept, known.as_ref()).await?;
         let response = if response.status() == StatusCode::UNAUTHORIZED {
@@ -223,7 +212,7 @@ impl Distribution {
             response
         };
         match response.status() {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(self.refused(host)),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(self.refused(host, repo)),
             StatusCode::TOO_MANY_REQUESTS => {
                 self.pause(host, response.headers());
                 Err(RegistryError::Throttled(format!("{host}: HTTP 429")))
@@ -264,8 +253,8 @@ impl Distribution {
 
     /// Why a registry refused: credentials it wants and this process lacks, or ones it
     /// turned down.
-    fn refused(&self, host: &str) -> RegistryError {
-        if self.settings.logins.contains_key(host) {
+    fn refused(&self, host: &str, repo: &RepositoryKey) -> RegistryError {
+        if self.login(host, repo).is_some() {
             RegistryError::AccessDenied {
                 operation: "pull (the registry refused the credentials given)",
             }
@@ -276,14 +265,23 @@ impl Distribution {
         }
     }
 
-    fn known_auth(&self, scope: &(String, String)) -> Option<Auth> {
+    /// The credentials a request for `repo` carries: its pod's pull secret's, else this
+    /// process's for the host.
+    fn login<'s>(&'s self, host: &str, repo: &'s RepositoryKey) -> Option<&'s Login> {
+        match &repo.login {
+            Some(pulled) => Some(pulled.login()),
+            None => self.settings.logins.get(host),
+        }
+    }
+
+    fn known_auth(&self, scope: &Scope) -> Option<Auth> {
         let auth = lock(&self.auth);
         auth.get(scope)
             .filter(|(_, until)| *until > Instant::now())
             .map(|(auth, _)| auth.clone())
     }
 
-    fn keep_auth(&self, scope: (String, String), auth: Auth) {
+    fn keep_auth(&self, scope: Scope, auth: Auth) {
         let mut kept = lock(&self.auth);
         if kept.len() >= SCOPES_KEPT {
             let now = Instant::now();
@@ -307,7 +305,7 @@ impl Distribution {
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let login = self.settings.logins.get(host);
+        let login = self.login(host, repo);
         if challenge
             .trim_start()
             .to_ascii_lowercase()
@@ -315,7 +313,7 @@ impl Distribution {
         {
             return login
                 .map(|l| Auth::Basic(l.clone()))
-                .ok_or_else(|| self.refused(host));
+                .ok_or_else(|| self.refused(host, repo));
         }
         let credentials = match login {
             Some(l) => RegistryAuth::Basic(l.user.clone(), l.password.clone()),
@@ -339,7 +337,7 @@ impl Distribution {
         {
             Ok(Some(token)) => Ok(Auth::Bearer(token)),
             Ok(None) | Err(oci_client::errors::OciDistributionError::AuthenticationFailure(_)) => {
-                Err(self.refused(host))
+                Err(self.refused(host, repo))
             }
             Err(e) => Err(token_failure(host, &e)),
         }

@@ -34,6 +34,7 @@ use crate::admission::Policy;
 use crate::engine::Engine;
 use crate::metrics::{self, Metrics};
 use crate::platforms::{ConfigCache, PlatformSources};
+use crate::pull_secrets::SecretReader;
 use crate::watch::{nodes, Controller, Inventory};
 use read_ahead::ReadAhead;
 use tls::CertStore;
@@ -206,6 +207,8 @@ pub struct WebhookConfig {
     /// Where admission reads single-arch images' platforms (with the controller's nodes).
     /// The controller's inventory has its own, attached by whoever starts it.
     pub config_platforms: Option<Arc<ConfigCache>>,
+    /// The pods' pull secrets, for registries other than ECR's (`--read-pull-secrets`).
+    pub pull_secrets: Option<SecretReader>,
 }
 
 /// Binds both listeners and serves the webhook on `engine` until [`Running::shutdown`]:
@@ -234,6 +237,7 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
             cluster: c.cluster.clone(),
             configs: config.config_platforms.clone(),
         }),
+        pull_secrets: config.pull_secrets,
     });
     let webhook = bind(config.listen)
         .await

@@ -26,6 +26,7 @@ use crate::engine::Engine;
 use crate::findings::Finding;
 use crate::metrics::{self, AdmissionLabels, Metrics};
 use crate::platforms::PlatformSources;
+use crate::pull_secrets::SecretReader;
 use crate::workload::WorkloadKind;
 
 /// An UPDATE carries `object` and `oldObject`, each up to the API server's 3 MiB.
@@ -48,6 +49,8 @@ pub struct WebhookState {
     /// The cluster's nodes and NodePools (when the controller runs in this process) and the
     /// config blobs' platforms.
     pub platforms: Option<PlatformSources>,
+    /// The pods' pull secrets, read through the API server (`--read-pull-secrets`).
+    pub pull_secrets: Option<SecretReader>,
 }
 
 /// The webhook as a hyper service; cheap to clone per connection.
@@ -173,9 +176,12 @@ async fn handle(state: &WebhookState, mode: Mode, timeout: Option<&str>, body: &
         mode,
         ..state.policy
     };
-    let platforms = state.platforms.as_ref();
+    let sources = admission::Sources {
+        platforms: state.platforms.as_ref(),
+        pull_secrets: state.pull_secrets.as_ref(),
+    };
     let budget = budget(state.timeout, timeout);
-    match admission::evaluate(&state.engine, policy, platforms, body, budget).await {
+    match admission::evaluate(&state.engine, policy, sources, body, budget).await {
         Ok(reviewed) => {
             let elapsed = started.elapsed();
             record(&state.metrics, &reviewed, elapsed);

@@ -303,14 +303,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn another_registry_pays_a_turn_a_request() {
         let budget = Budgeted::new(Arc::new(Nothing), 10.0).with_registry_rate(5.0);
-        let other = RepositoryKey {
-            registry: RegistryName::Distribution("ghcr.io".into()),
-            repository: "org/tool".into(),
-        };
-        let ecr = RepositoryKey {
-            registry: registry(1),
-            repository: "app".into(),
-        };
+        let other = RepositoryKey::new(RegistryName::Distribution("ghcr.io".into()), "org/tool");
+        let ecr = RepositoryKey::new(registry(1), "app");
         let start = Instant::now();
         let digests: Vec<String> = (0..10).map(|i| format!("sha256:{i:064}")).collect();
         let _ = budget

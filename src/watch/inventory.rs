@@ -3,7 +3,7 @@
 //! from it by following controller owners (Pod -> ReplicaSet -> Deployment, Pod -> Job ->
 //! CronJob). Pure: the watchers and `report` feed it, the verifier reads it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec};
@@ -55,6 +55,9 @@ pub struct Projection {
     /// Where its pods can land (node selector, required affinity, tolerations), with the
     /// containers.
     pub placement: Option<Arc<Placement>>,
+    /// The names of the Secrets its containers are pulled with (`imagePullSecrets`), with
+    /// the containers.
+    pub pull_secrets: Arc<[Arc<str>]>,
 }
 
 /// A workload a user edits and the images it uses.
@@ -93,18 +96,20 @@ pub fn project_workload(
     spec: Option<&PodSpec>,
 ) -> Projection {
     let owner = controller_of(meta);
-    let (containers, placement) = match (&owner, spec) {
+    let (containers, placement, pull_secrets) = match (&owner, spec) {
         (None, Some(spec)) => (
             spec_containers(spec, &[]),
             Some(Arc::new(spec::placement(&spec))),
+            pull_secrets(spec),
         ),
-        _ => (Vec::new(), None),
+        _ => (Vec::new(), None, Arc::default()),
     };
     Projection {
         identity: identity_of(kind, meta),
         owner,
         containers,
         placement,
+        pull_secrets,
     }
 }
 
@@ -139,7 +144,15 @@ pub fn project_pod(pod: &Pod) -> Option<Projection> {
         owner: controller_of(&pod.metadata),
         containers,
         placement: pod.spec.as_ref().map(|s| Arc::new(spec::placement(&s))),
+        pull_secrets: pod.spec.as_ref().map(pull_secrets).unwrap_or_default(),
     })
+}
+
+fn pull_secrets(spec: &PodSpec) -> Arc<[Arc<str>]> {
+    spec::PodSpecSource::pull_secrets(&spec)
+        .iter()
+        .map(|name| Arc::from(&**name))
+        .collect()
 }
 
 fn identity_of(kind: WorkloadKind, meta: &ObjectMeta) -> Identity {
@@ -201,6 +214,9 @@ pub fn running_digest(image_id: &str) -> Option<&str> {
     let (_, digest) = image_id.rsplit_once('@')?;
     digest.contains(':').then_some(digest)
 }
+
+/// Which pull secrets some images are pulled with: (namespace, Secret names) of each user.
+pub type PullSecretUses = BTreeSet<(Arc<str>, Arc<[Arc<str>]>)>;
 
 /// A persistent map: a clone is a snapshot, taken in constant time and shared until
 /// either side changes, so readers walk it without holding the writers' lock.
@@ -313,6 +329,24 @@ impl Store {
     /// store belongs to some workload), from the counts kept as objects change.
     pub fn images(&self) -> BTreeSet<Box<str>> {
         self.image_uses.keys().map(|i| i.as_ref().into()).collect()
+    }
+
+    /// The pull secrets (namespace, names) of the objects whose containers use any of
+    /// `images`: a walk over every object.
+    pub fn pull_secrets_of(&self, images: &HashSet<&str>) -> PullSecretUses {
+        let mut uses = PullSecretUses::new();
+        for (key, projection) in self.objects.iter() {
+            if projection.pull_secrets.is_empty()
+                || !projection
+                    .containers
+                    .iter()
+                    .any(|c| images.contains(&*c.image))
+            {
+                continue;
+            }
+            uses.insert((key.namespace.clone(), projection.pull_secrets.clone()));
+        }
+        uses
     }
 
     fn insert(&mut self, key: ObjectKey, projection: Projection) {

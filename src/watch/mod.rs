@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::engine::{CacheSettings, Engine, EngineSettings};
 pub use crate::metrics::WatchMetrics;
+use crate::pull_secrets::SecretReader;
 use crate::registry::Registry;
 use crate::supervise;
 pub use apart::{spawn_apart, start_apart};
@@ -57,6 +58,9 @@ pub struct WatchSettings {
     /// This replica's name in the Lease and in its Events.
     pub identity: String,
     pub expiry: ExpirySettings,
+    /// Ask registries other than ECR's with the pull secrets of the workloads that run
+    /// each image (`--read-pull-secrets`).
+    pub read_pull_secrets: bool,
 }
 
 /// What the controller does with lifecycle forecasts.
@@ -191,7 +195,12 @@ impl Controller {
             metrics.clone(),
             &settings.expiry,
         )
-        .with_budget(settings.calls_per_second);
+        .with_budget(settings.calls_per_second)
+        .with_pull_secrets(
+            settings
+                .read_pull_secrets
+                .then(|| SecretReader::new(client.clone())),
+        );
         let (stop, stopped) = watch::channel(false);
         let (released, done) = watch::channel(false);
         let leader = Arc::new(leader::Leader {

@@ -71,16 +71,13 @@ mod tests {
     use crate::image::EcrRegistry;
 
     fn repo(account: &str, n: usize) -> RepositoryKey {
-        RepositoryKey {
-            registry: EcrRegistry {
-                account: account.into(),
-                region: "us-east-1".into(),
-                fips: false,
-                dual_stack: false,
-            }
-            .into(),
-            repository: format!("r{n}"),
-        }
+        let registry = EcrRegistry {
+            account: account.into(),
+            region: "us-east-1".into(),
+            fips: false,
+            dual_stack: false,
+        };
+        RepositoryKey::new(registry, format!("r{n}"))
     }
 
     #[test]
@@ -104,9 +101,11 @@ mod tests {
     #[test]
     fn another_registry_is_not_counted_in_ecr_calls() {
         let mut repos: Vec<RepositoryKey> = (0..3).map(|n| repo("111111111111", n)).collect();
-        repos.extend((0..50).map(|n| RepositoryKey {
-            registry: RegistryName::Distribution("ghcr.io".into()),
-            repository: format!("org/r{n}"),
+        repos.extend((0..50).map(|n| {
+            RepositoryKey::new(
+                RegistryName::Distribution("ghcr.io".into()),
+                format!("org/r{n}"),
+            )
         }));
         let budget = assess(&repos, 1.0, Duration::from_secs(100), 0.9, false).expect("ECR's");
         assert_eq!(budget.repositories, 3);

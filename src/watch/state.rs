@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::intern::Interner;
-use super::inventory::{Map, ObjectKey, Projection, Store, Workload, WorkloadContainer};
+use super::inventory::{
+    Map, ObjectKey, Projection, PullSecretUses, Store, Workload, WorkloadContainer,
+};
 use super::pass_budget::PassBudget;
 use super::walks;
 use crate::decision::{problems_of, ContainerFinding, Problem};
@@ -245,6 +247,13 @@ impl Inventory {
     /// Every distinct image in use, sorted.
     pub fn images(&self) -> BTreeSet<Box<str>> {
         self.snapshot().store.images()
+    }
+
+    /// The pull secrets of the objects that use any of `images` (a walk: call it on the
+    /// walks' thread).
+    pub fn pull_secrets_of(&self, images: &[String]) -> PullSecretUses {
+        let images: HashSet<&str> = images.iter().map(String::as_str).collect();
+        self.snapshot().store.pull_secrets_of(&images)
     }
 
     /// Every workload container with its image's last verification.

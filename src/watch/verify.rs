@@ -21,6 +21,7 @@ use crate::image::{ImageTarget, Registries, RepositoryKey};
 use crate::lifecycle::expiry::{self, RepositoryForecast};
 use crate::lifecycle::preview::Previews;
 use crate::metrics::WatchMetrics;
+use crate::pull_secrets::{Keyring, SecretReader};
 use crate::registry::Restore;
 
 /// The last repository of a pass starts this far into the interval, so that the pass ends
@@ -59,6 +60,8 @@ pub struct Verifier {
     calls_per_second: f64,
     /// Whether the last pass's budget fitted: a change is logged once.
     fitted: Mutex<Option<bool>>,
+    /// The pull secrets of the workloads that run an image (`--read-pull-secrets`).
+    pull_secrets: Option<SecretReader>,
 }
 
 #[derive(Default)]
@@ -93,7 +96,38 @@ impl Verifier {
             looked: AtomicU64::new(0),
             calls_per_second: 0.0,
             fitted: Mutex::default(),
+            pull_secrets: None,
         }
+    }
+
+    /// Asks registries other than ECR's with the pull secrets of the workloads that run
+    /// each image, read through `reader`.
+    pub fn with_pull_secrets(mut self, reader: Option<SecretReader>) -> Self {
+        self.pull_secrets = reader;
+        self
+    }
+
+    /// The credentials of the pull secrets of every object that runs one of `images`, when
+    /// pull secrets are read and a registry other than ECR's is asked: the users are found
+    /// with a walk on the walks' thread, each Secret read at most once a minute.
+    async fn keyring(&self, images: &[String]) -> Keyring {
+        let Some(reader) = &self.pull_secrets else {
+            return Keyring::default();
+        };
+        if !self.engine.asks_other_registries(images) {
+            return Keyring::default();
+        }
+        let inventory = self.inventory.clone();
+        let wanted = images.to_vec();
+        let uses = walks::run(move || inventory.pull_secrets_of(&wanted))
+            .await
+            .unwrap_or_default();
+        let mut keyring = Keyring::default();
+        for (namespace, names) in &uses {
+            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+            keyring.extend(&reader.keyring(namespace, &names).await);
+        }
+        keyring
     }
 
     /// Holds each pass to the background budget of `calls_per_second` a registry: says when
@@ -142,10 +176,11 @@ impl Verifier {
     }
 
     async fn verify(&self, images: Vec<String>) {
+        let keyring = self.keyring(&images).await;
         let forecasts = record(
             &self.engine,
             &self.inventory,
-            images,
+            (images, &keyring),
             REPOSITORY_DEADLINE,
             self.forecast,
         )
@@ -351,13 +386,14 @@ pub struct Recorded {
     pub errors: Vec<(RepositoryKey, expiry::ExpiryError)>,
 }
 
-/// Checks `images` now (within `budget`) and records what ECR said in `inventory`; then,
-/// with `forecast` and when the registry has lifecycle calls, when a rule will act on each
+/// Checks `images` now (within `budget`, registries other than ECR's asked with `keyring`'s
+/// credentials) and records what the registries said in `inventory`; then, with
+/// `forecast` and when the registry has lifecycle calls, when a rule will act on each
 /// (within the same budget), and why an image has no forecast.
 pub async fn record(
     engine: &Engine,
     inventory: &Inventory,
-    images: Vec<String>,
+    (images, keyring): (Vec<String>, &Keyring),
     budget: Duration,
     forecast: bool,
 ) -> Recorded {
@@ -365,12 +401,12 @@ pub async fn record(
         return Recorded::default();
     }
     let deadline = Instant::now() + budget;
-    let reports = engine.check(&images, deadline).await;
+    let reports = engine.check_pulling(&images, keyring, deadline).await;
     let at = SystemTime::now();
     let reads = reports
         .iter()
         .map(|r| async {
-            match engine.platforms_of(inventory.configs(), &r.image, deadline).await? {
+            match engine.platforms_of(inventory.configs(), &r.image, keyring, deadline).await? {
                 Ok(platforms) => Some(platforms),
                 Err(why) => {
                     tracing::debug!(image = %r.image, error = %why, "cannot read the platform of an image in use");

@@ -40,6 +40,8 @@ pub trait PodSpecSource<'a> {
     fn tolerations(&self) -> Vec<RawToleration<'_>>;
     /// `spec.nodeName`.
     fn node_name(&self) -> Option<&str>;
+    /// The names of `imagePullSecrets`, empty ones left out.
+    fn pull_secrets(&self) -> Vec<Cow<'a, str>>;
 }
 
 /// The containers that name an image. An empty or absent image names none: a workload's
@@ -96,6 +98,16 @@ fn raw(r: &NodeSelectorRequirement) -> RawRequirement<'_> {
 
 /// The controller's watchers read pods and templates with k8s-openapi.
 impl<'a> PodSpecSource<'a> for &'a PodSpec {
+    fn pull_secrets(&self) -> Vec<Cow<'a, str>> {
+        let spec: &'a PodSpec = self;
+        spec.image_pull_secrets
+            .iter()
+            .flatten()
+            .filter(|s| !s.name.is_empty())
+            .map(|s| Cow::Borrowed(s.name.as_str()))
+            .collect()
+    }
+
     fn containers(&self) -> Vec<(ContainerKind, Cow<'a, str>, Option<Cow<'a, str>>)> {
         let spec: &'a PodSpec = self;
         let init = spec.init_containers.iter().flatten();

@@ -114,6 +114,7 @@ fn kind_of(plural: &str) -> &'static str {
         "namespaces" => "Namespace",
         "nodes" => "Node",
         "nodepools" => "NodePool",
+        "secrets" => "Secret",
         _ => "Unknown",
     }
 }
@@ -141,6 +142,7 @@ pub fn resource_of(kind: &str) -> Resource {
         "Event" => ("apis/events.k8s.io/v1", "events"),
         "Node" => ("api/v1", "nodes"),
         "NodePool" => ("apis/karpenter.sh/v1", "nodepools"),
+        "Secret" => ("api/v1", "secrets"),
         other => panic!("no resource for {other}"),
     };
     Resource::new(prefix, plural)

@@ -202,5 +202,6 @@ pub fn watch_settings(
         lease_duration: std::time::Duration::from_secs(15),
         identity: "test".into(),
         expiry: ecr_preflight::watch::ExpirySettings::default(),
+        read_pull_secrets: false,
     }
 }

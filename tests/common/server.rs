@@ -35,6 +35,8 @@ pub struct Options {
     pub endpoint: Option<String>,
     pub limits: server::Limits,
     pub batch_window: Duration,
+    /// The pods' pull secrets (`--read-pull-secrets`).
+    pub pull_secrets: Option<ecr_preflight::pull_secrets::SecretReader>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             endpoint: None,
             limits: server::Limits::default(),
             batch_window: ecr_preflight::engine::DEFAULT_BATCH_WINDOW,
+            pull_secrets: None,
         }
     }
 }
@@ -115,6 +118,7 @@ pub async fn start_with(
         timeout: options.timeout,
         limits: options.limits,
         ready_when,
+        pull_secrets: options.pull_secrets.clone(),
         ..loopback_config(CertStore::new(key))
     };
     let running = server::start_webhook(engine.clone(), config)
@@ -151,6 +155,7 @@ pub fn loopback_config(certificates: Arc<CertStore>) -> WebhookConfig {
         ready_when: None,
         controller: None,
         config_platforms: None,
+        pull_secrets: None,
     }
 }
 

@@ -41,6 +41,7 @@ def check_default(objs):
     assert "--expiry-warning=604800s" in c["args"], "a week by default"
     assert "--lifecycle-forecast=true" in c["args"]
     assert "--lifecycle-preview=false" in c["args"] and "--restore-archived-in-use=false" in c["args"]
+    assert "--registries=all" in c["args"] and "--read-pull-secrets=false" in c["args"]
     assert pod["automountServiceAccountToken"] is True, "the controller reads the cluster"
     assert {e["name"] for e in c["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
     check_rbac(objs)
@@ -141,6 +142,13 @@ def check_all_features(objs):
     titles = [p["title"] for p in json.loads(dash["data"]["ecr-preflight.json"])["panels"]]
     assert {"Images in use by outcome", "Broken workloads", "ECR calls by source",
             "Images in use a lifecycle rule will expire or archive"} <= set(titles), titles
+    assert "--read-pull-secrets=true" in args
+    pulling = objs[("ClusterRole", "t-ecr-preflight-pull-secrets")]
+    assert pulling["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}], \
+        "get on Secrets only: never list or watch"
+    binding = objs[("ClusterRoleBinding", "t-ecr-preflight-pull-secrets")]
+    assert binding["roleRef"]["name"] == "t-ecr-preflight-pull-secrets"
+    assert binding["subjects"][0]["name"] == sa["metadata"]["name"]
     np = one(objs, "NetworkPolicy")
     assert [r["ports"][0]["port"] for r in np["spec"]["ingress"]] == ["webhook", "metrics"]
 

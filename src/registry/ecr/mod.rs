@@ -278,10 +278,7 @@ impl std::fmt::Debug for RegistryLogin {
 impl EcrApi {
     /// Basic credentials for the registry API of `registry` (GetAuthorizationToken).
     pub async fn login(&self, registry: &EcrRegistry) -> Result<RegistryLogin, RegistryError> {
-        let repo = RepositoryKey {
-            registry: registry.clone().into(),
-            repository: String::new(),
-        };
+        let repo = RepositoryKey::new(registry.clone(), String::new());
         let out = self
             .ecr_client(registry)
             .get_authorization_token()
