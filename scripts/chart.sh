@@ -63,7 +63,7 @@ assert everything == called, f"policy {sorted(everything)} != code {sorted(calle
 default = actions("iam-policy.json")
 assert default == {"ecr:BatchGetImage", "ecr:BatchCheckLayerAvailability",
                    "ecr:GetLifecyclePolicy", "ecr:DescribeImages",
-                   "ecr:GetAuthorizationToken"}, sorted(default)
+                   "ecr:GetAuthorizationToken", "ecr:DescribePullThroughCacheRules"}, sorted(default)
 print("IAM examples: the code's", len(called), "actions")
 PY
 

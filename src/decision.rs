@@ -270,6 +270,7 @@ pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
     }
     let who = container_label(f);
     let image = &f.report.image;
+    let held = held_in(f.report);
     let problem = |(severity, line, short): (Severity, String, String)| Problem {
         severity,
         outcome,
@@ -284,7 +285,7 @@ pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
             format!("{who}: invalid image reference {image:?}: {e}"),
         )],
         Finding::NotFound(what) => {
-            let text = not_found_line(&who, image, what);
+            let text = not_found_line(&who, image, &held, what);
             vec![if f.report.pull_through {
                 let l = format!("{text} (pull-through cache repository: filled on first pull)");
                 same(Severity::Advisory, l)
@@ -305,14 +306,16 @@ pub fn problems_of(f: &ContainerFinding<'_>) -> Vec<Problem> {
         }
         Finding::Unknown(reason) => vec![same(
             Severity::Unknown,
-            format!(
-                "{who}: {} could not be asked about {image}: {reason}",
-                held_by(image)
-            ),
+            match &f.report.upstream {
+                Some(upstream) => format!(
+                    "{who}: {image}: not cached in ECR yet, and its pull-through upstream {upstream} could not be asked: {reason}"
+                ),
+                None => format!("{who}: {held} could not be asked about {image}: {reason}"),
+            },
         )],
         Finding::Checked(platforms) => platforms
             .iter()
-            .flat_map(|p| platform_problems(&who, image, p))
+            .flat_map(|p| platform_problems(&who, image, &held, p))
             .collect(),
     };
     let mut problems: Vec<Problem> = worded.into_iter().map(problem).collect();
@@ -421,6 +424,15 @@ fn keep_to(gap: &PlatformGap) -> String {
     }
 }
 
+/// Where the image of `report` was looked for, as messages name it: [`held_by`] its
+/// reference, or the pull-through upstream ECR would fill it from.
+fn held_in(report: &ImageReport) -> String {
+    match &report.upstream {
+        Some(upstream) => format!("its pull-through upstream {upstream} (not cached in ECR yet)"),
+        None => held_by(&report.image),
+    }
+}
+
 /// Where `image` is kept, as messages name it: `ECR`, or `registry <host>`.
 pub fn held_by(image: &str) -> String {
     match ImageTarget::classify(image) {
@@ -429,10 +441,10 @@ pub fn held_by(image: &str) -> String {
     }
 }
 
-fn not_found_line(who: &str, image: &str, what: &NotFound) -> String {
+fn not_found_line(who: &str, image: &str, held: &str, what: &NotFound) -> String {
     match what {
-        NotFound::Tag(_) => format!("{who}: {image}: tag not found in {}", held_by(image)),
-        NotFound::Digest(_) => format!("{who}: {image}: digest not found in {}", held_by(image)),
+        NotFound::Tag(_) => format!("{who}: {image}: tag not found in {held}"),
+        NotFound::Digest(_) => format!("{who}: {image}: digest not found in {held}"),
         NotFound::Repository {
             repository,
             registry,
@@ -441,13 +453,17 @@ fn not_found_line(who: &str, image: &str, what: &NotFound) -> String {
 }
 
 /// The problems of one checked manifest, each as (severity, line, short line).
-fn platform_problems(who: &str, image: &str, p: &PlatformCheck) -> Vec<(Severity, String, String)> {
+fn platform_problems(
+    who: &str,
+    image: &str,
+    held: &str,
+    p: &PlatformCheck,
+) -> Vec<(Severity, String, String)> {
     let at = match &p.platform {
         Some(platform) => format!("{who}: {image} ({platform})"),
         None => format!("{who}: {image}"),
     };
     let mut out = Vec::new();
-    let held = held_by(image);
     if let Some(d) = &p.manifest_missing {
         out.push((
             Severity::Broken,
@@ -483,17 +499,12 @@ fn platform_problems(who: &str, image: &str, p: &PlatformCheck) -> Vec<(Severity
     if p.unanswered > 0 {
         let l = format!(
             "{at}: {} did not answer for {} of {} blobs",
-            held_by(image),
-            p.unanswered,
-            p.total
+            held, p.unanswered, p.total
         );
         out.push((Severity::Unknown, l.clone(), l));
     }
     if let Some(reason) = &p.unreadable {
-        let l = format!(
-            "{who}: {} could not be asked about {image}: {reason}",
-            held_by(image)
-        );
+        let l = format!("{who}: {} could not be asked about {image}: {reason}", held);
         out.push((Severity::Unknown, l.clone(), l));
     }
     out

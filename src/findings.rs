@@ -11,8 +11,12 @@ pub struct ImageReport {
     /// The reference as written in the object.
     pub image: String,
     pub finding: Finding,
-    /// The repository is filled by a pull-through cache rule on first pull.
+    /// The repository is filled by a pull-through cache rule on first pull
+    /// (`--pull-through-prefixes`: its upstream is not known).
     pub pull_through: bool,
+    /// Not cached in ECR yet: checked at the upstream its pull-through cache rule fills it
+    /// from instead (`registry-1.docker.io/library/nginx:1.27`), and this finding is that.
+    pub upstream: Option<String>,
     /// Platforms the pod can land on that the image has no manifest for (set where the
     /// cluster's platforms are known).
     pub gap: Option<PlatformGap>,
@@ -136,6 +140,7 @@ impl ImageReport {
             image,
             finding,
             pull_through,
+            upstream: None,
             gap: None,
             platform_unknown: None,
         }

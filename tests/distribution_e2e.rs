@@ -12,7 +12,6 @@ use common::oci_registry::OciRegistry;
 use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::image::Registries;
 use ecr_preflight::pull_secrets::SecretReader;
-use ecr_preflight::registry::distribution::{Distribution, DistributionSettings};
 use ecr_preflight::registry::Routes;
 use serde_json::{json, Value};
 
@@ -27,16 +26,7 @@ async fn webhook_with(
     options: common::server::Options,
 ) -> common::server::TestServer {
     let ecr = common::server::registry(None, options.timeout).await;
-    ecr_preflight::server::tls::install_crypto_provider();
-    let other = Distribution::new(DistributionSettings {
-        timeout: options.timeout,
-        extra_roots: registries
-            .iter()
-            .map(|r| std::fs::read(&r.ca).expect("ca"))
-            .collect(),
-        ..DistributionSettings::default()
-    })
-    .expect("client");
+    let other = common::oci_registry::trusting(registries, options.timeout);
     let engine = Engine::new(
         Arc::new(Routes {
             ecr: Arc::new(ecr),
@@ -254,13 +244,7 @@ async fn the_controller_verifies_each_image_with_the_pull_secrets_of_the_workloa
     );
 
     let timeout = std::time::Duration::from_secs(3);
-    ecr_preflight::server::tls::install_crypto_provider();
-    let other = Distribution::new(DistributionSettings {
-        timeout,
-        extra_roots: vec![std::fs::read(&registry.ca).expect("ca")],
-        ..DistributionSettings::default()
-    })
-    .expect("client");
+    let other = common::oci_registry::trusting(&[&registry], timeout);
     let routes = Arc::new(Routes {
         ecr: Arc::new(common::server::registry(None, timeout).await),
         other: Arc::new(other),

@@ -48,6 +48,35 @@ fn distribution(registry: &OciRegistry, logins: HashMap<String, Login>) -> Distr
     .expect("client")
 }
 
+/// [`distribution`] with the user `puller` and `password` for `registry.test`.
+fn with_password(registry: &OciRegistry, password: &str) -> Distribution {
+    let login = Login {
+        user: "puller".into(),
+        password: password.into(),
+    };
+    distribution(registry, [("registry.test".to_owned(), login)].into())
+}
+
+/// Tag `v1` of `repo` resolves to `digest` and every one of `blobs` is there.
+async fn assert_intact(api: &Distribution, repo: &RepositoryKey, digest: &str, blobs: &[String]) {
+    let got = api
+        .batch_get_image(repo, &[ImageId::Tag("v1".into())])
+        .await
+        .expect("answer");
+    assert_eq!(got.images[0].digest.as_deref(), Some(digest));
+    let checked = api
+        .batch_check_layer_availability(repo, blobs)
+        .await
+        .expect("answer");
+    assert!(
+        checked
+            .blobs
+            .iter()
+            .all(|(_, s)| *s == BlobState::Available),
+        "{checked:?}"
+    );
+}
+
 fn repo(name: &str) -> RepositoryKey {
     RepositoryKey::new(RegistryName::Distribution("registry.test".into()), name)
 }
@@ -156,35 +185,10 @@ async fn a_registry_that_wants_credentials_is_asked_anonymously_first_then_with_
         !format!("{login:?}").contains("s3cret"),
         "never the password"
     );
-    let with_login = distribution(&registry, [("registry.test".to_owned(), login)].into());
-    let got = with_login
-        .batch_get_image(&app, &[ImageId::Tag("v1".into())])
-        .await
-        .expect("answer");
-    assert_eq!(got.images[0].digest.as_deref(), Some(digest.as_str()));
-    let checked = with_login
-        .batch_check_layer_availability(&app, &blobs)
-        .await
-        .expect("answer");
-    assert!(
-        checked
-            .blobs
-            .iter()
-            .all(|(_, s)| *s == BlobState::Available),
-        "{checked:?}"
-    );
+    let with_login = with_password(&registry, "s3cret-pass");
+    assert_intact(&with_login, &app, &digest, &blobs).await;
 
-    let wrong = distribution(
-        &registry,
-        [(
-            "registry.test".to_owned(),
-            Login {
-                user: "puller".into(),
-                password: "wrong".into(),
-            },
-        )]
-        .into(),
-    );
+    let wrong = with_password(&registry, "wrong");
     let denied = wrong
         .batch_get_image(&app, &[ImageId::Tag("v1".into())])
         .await
@@ -441,4 +445,62 @@ async fn what_a_host_answers_is_never_repeated() {
             .expect_err("refused");
         assert!(!format!("{err} {err:?}").contains("secret"), "{err:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_with_token_authentication_is_asked_as_a_kubelet_would() {
+    // docker-registry trusting JWTs from a token server, as Docker Hub, GHCR and Quay work:
+    // `library/` anyone may pull, `private/` only with the user's password.
+    let mut registry = OciRegistry::start_open();
+    let (digest, blobs) = registry.push_image("library/app", "v1").await;
+    let (private_digest, private_blobs) = registry.push_image("private/app", "v1").await;
+    let tokens =
+        common::token_server::TokenServer::start("puller", "s3cret-pass", &["library/"]).await;
+    registry.require_tokens(&tokens);
+
+    // Anonymous: a token for the public repository, used for the tag, the manifest and
+    // every blob; asked for once.
+    let anonymous = distribution(&registry, HashMap::new());
+    let public = repo("library/app");
+    assert_intact(&anonymous, &public, &digest, &blobs).await;
+    assert_eq!(
+        tokens.requests(),
+        vec![(false, "repository:library/app:pull".to_owned())],
+        "one anonymous token for the repository"
+    );
+
+    // The private repository: the anonymous token carries no access, and the registry
+    // refuses it: needs credentials, never a denial.
+    let private = repo("private/app");
+    let refused = anonymous
+        .batch_get_image(&private, &[ImageId::Tag("v1".into())])
+        .await
+        .expect_err("the registry refuses a token without access");
+    assert!(
+        matches!(refused, RegistryError::NeedsCredentials { .. }),
+        "{refused:?}"
+    );
+
+    // With the password: the token service is asked with it, and its token opens the
+    // repository.
+    let with_login = with_password(&registry, "s3cret-pass");
+    assert_intact(&with_login, &private, &private_digest, &private_blobs).await;
+    assert!(
+        tokens
+            .requests()
+            .contains(&(true, "repository:private/app:pull".to_owned())),
+        "{:?}",
+        tokens.requests()
+    );
+
+    // A wrong password: the token service turns it down: refused, not "needs credentials".
+    let wrong = with_password(&registry, "wrong");
+    let denied = wrong
+        .batch_get_image(&private, &[ImageId::Tag("v1".into())])
+        .await
+        .expect_err("wrong credentials");
+    assert!(
+        matches!(denied, RegistryError::AccessDenied { .. }),
+        "{denied:?}"
+    );
 }

@@ -248,8 +248,10 @@ async fn a_deleted_image_flips_the_workload_once_and_a_repush_flips_it_back() {
     assert_eq!(lease["metadata"]["name"], "ecr-preflight-watch");
     assert_eq!(lease["metadata"]["namespace"], "ecr-preflight");
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
-    let metrics = ctl.metrics().await;
-    assert!(metrics.contains(r#"ecr_preflight_workload_images{namespace="shop",kind="Deployment",name="web",container="app",outcome="ok"} 1"#), "{metrics}");
+    // Series are published after the inventory records a check (at most a second later
+    // within a pass, else at its end): waited for, not read at once.
+    let series = r#"ecr_preflight_workload_images{namespace="shop",kind="Deployment",name="web",container="app",outcome="ok"} 1"#;
+    let metrics = ctl.wait_metrics(|m| m.contains(series)).await;
     assert!(
         metrics.contains("ecr_preflight_watch_leader 1"),
         "{metrics}"
@@ -525,13 +527,10 @@ async fn only_the_watched_namespaces_and_no_workload_series_when_asked() {
             .any(|r| r.contains("/namespaces/b/") || r.starts_with("GET /api/v1/pods?")),
         "{requests:?}"
     );
-    let metrics = ctl.metrics().await;
+    let in_use = r#"ecr_preflight_images_in_use{outcome="skipped"} 1"#;
+    let metrics = ctl.wait_metrics(|m| m.contains(in_use)).await;
     assert!(
         !metrics.contains("ecr_preflight_workload_images{"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"ecr_preflight_images_in_use{outcome="skipped"} 1"#),
         "{metrics}"
     );
 

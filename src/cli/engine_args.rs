@@ -31,7 +31,9 @@ pub struct EngineArgs {
         default_value = "linux/amd64,linux/arm64,windows/amd64"
     )]
     pub platforms: Vec<Platform>,
-    /// Repository prefixes served by ECR pull-through cache rules (e.g. docker-hub/,ecr-public/).
+    /// Repository prefixes served by ECR pull-through cache rules (e.g. docker-hub/,ecr-public/),
+    /// overriding the rules read from ECR: their images' upstream is not known, so a tag ECR
+    /// lacks there only warns [default: the rules of DescribePullThroughCacheRules].
     #[arg(
         long,
         env = "ECR_PREFLIGHT_PULL_THROUGH_PREFIXES",
@@ -144,12 +146,10 @@ impl EngineArgs {
         }
     }
 
-    /// A client (connections, tokens, manifests held) for the registries `--registries`
-    /// names besides ECR's; `None` when it names none.
+    /// A client (connections, tokens, manifests held) for the registries other than ECR's:
+    /// those `--registries` names, and the upstreams of ECR's pull-through caches (checked
+    /// whatever it names). `None` when it cannot be built.
     pub fn distribution(&self) -> Option<Arc<Distribution>> {
-        if self.registries == Registries::Ecr {
-            return None;
-        }
         let extra_roots = self
             .registry_ca_file
             .as_ref()

@@ -9,6 +9,7 @@ mod cache;
 mod calls;
 mod repository;
 mod retry;
+mod upstream;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,12 +21,13 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use crate::findings::{Finding, ImageReport, Outcome};
-use crate::image::{ImageId, Registries, RegistryName, RepositoryKey};
+use crate::image::{EcrRegistry, ImageId, Registries, RegistryName, RepositoryKey};
 use crate::manifest::{Manifest, Platform};
 use crate::metrics::EngineMetrics;
 use crate::platforms::ConfigCache;
 use crate::pull_secrets::Keyring;
-use crate::registry::{LifecycleFacts, Registry};
+use crate::registry::{LifecycleFacts, PullThroughRule, Registry};
+use crate::ttl_map::TtlMap;
 pub use cache::CacheSettings;
 use cache::Caches;
 pub use calls::CallStats;
@@ -89,6 +91,8 @@ pub struct Engine {
     /// Moves on each widening, so that a check made for fewer platforms is not remembered
     /// as intact after it.
     widenings: AtomicU64,
+    /// ECR registries' pull-through cache rules (see `upstream.rs`).
+    rules: TtlMap<EcrRegistry, Arc<[PullThroughRule]>>,
 }
 
 /// How long a repository's batchers are kept without use.
@@ -137,6 +141,7 @@ impl Engine {
                 .build(),
             checked: RwLock::new(settings.platforms.clone().into()),
             widenings: AtomicU64::new(0),
+            rules: TtlMap::new(upstream::REGISTRIES_KEPT, upstream::RULES_TTL),
             settings,
         }
     }
@@ -337,7 +342,9 @@ impl Engine {
                 known.insert(image, (finding, pull_through));
             }
         }
-        in_input_order(images, known)
+        let mut reports = in_input_order(images, known);
+        self.check_upstreams(&mut reports, deadline).await;
+        reports
     }
 
     /// Whether any of `images` is checked at a registry other than ECR's (whose pull

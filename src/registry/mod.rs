@@ -12,7 +12,7 @@ pub mod oci;
 
 use futures::future::BoxFuture;
 
-use crate::image::{ImageId, RepositoryKey};
+use crate::image::{EcrRegistry, ImageId, RepositoryKey};
 use crate::lifecycle::ImageFacts;
 
 /// ECR allows at most 100 image ids per `BatchGetImage` and 100 digests per
@@ -169,6 +169,74 @@ pub trait Registry: Send + Sync + 'static {
     fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
         None
     }
+
+    /// The pull-through cache rules of an ECR registry (DescribePullThroughCacheRules); none
+    /// for a registry that has no such rules.
+    fn pull_through_rules<'a>(
+        &'a self,
+        _registry: &'a EcrRegistry,
+    ) -> BoxFuture<'a, Result<Vec<PullThroughRule>, RegistryError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// An ECR pull-through cache rule: the repositories under `ecr_prefix` are filled from an
+/// upstream registry on their first pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullThroughRule {
+    /// The repository prefix, without the `/` ECR assumes after it; `ROOT` for every
+    /// repository no other rule covers.
+    pub ecr_prefix: String,
+    /// The upstream registry's host: `registry-1.docker.io`, `ghcr.io`, an ECR host.
+    pub upstream_url: String,
+    /// The upstream repository prefix; `None` or `ROOT`: the name below the ECR prefix.
+    pub upstream_prefix: Option<String>,
+    /// The Secrets Manager secret holding the upstream's credentials, when there is one.
+    pub credential_arn: Option<String>,
+}
+
+/// The prefix that stands for "every repository" in a rule.
+const ROOT: &str = "ROOT";
+
+impl PullThroughRule {
+    /// The upstream repository `repository` is filled from, when this rule covers it.
+    /// `docker-hub/library/nginx` under `docker-hub` is `library/nginx`; under a rule with
+    /// upstream prefix `team`, `cache/app` is `team/app` (ECR's own table of mappings).
+    pub fn upstream_of(&self, repository: &str) -> Option<String> {
+        let rest = if self.ecr_prefix == ROOT {
+            repository
+        } else {
+            repository
+                .strip_prefix(self.ecr_prefix.trim_end_matches('/'))?
+                .strip_prefix('/')?
+        };
+        if rest.is_empty() {
+            return None;
+        }
+        Some(match self.upstream_prefix.as_deref() {
+            None | Some(ROOT) | Some("") => rest.to_owned(),
+            Some(prefix) => format!("{}/{rest}", prefix.trim_end_matches('/')),
+        })
+    }
+}
+
+/// The rule that covers `repository` and the upstream repository it names: the longest
+/// prefix that matches; `ROOT` only when none does.
+pub fn pull_through_rule<'r>(
+    rules: &'r [PullThroughRule],
+    repository: &str,
+) -> Option<(&'r PullThroughRule, String)> {
+    let specific = rules
+        .iter()
+        .filter(|r| r.ecr_prefix != ROOT)
+        .filter_map(|r| Some((r, r.upstream_of(repository)?)))
+        .max_by_key(|(r, _)| r.ecr_prefix.len());
+    specific.or_else(|| {
+        rules
+            .iter()
+            .filter(|r| r.ecr_prefix == ROOT)
+            .find_map(|r| Some((r, r.upstream_of(repository)?)))
+    })
 }
 
 /// What lifecycle forecasts need from ECR: a repository's lifecycle policy and its images.
@@ -293,6 +361,13 @@ impl Registry for Routes {
     fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
         self.ecr.lifecycle()
     }
+
+    fn pull_through_rules<'a>(
+        &'a self,
+        registry: &'a EcrRegistry,
+    ) -> BoxFuture<'a, Result<Vec<PullThroughRule>, RegistryError>> {
+        self.ecr.pull_through_rules(registry)
+    }
 }
 
 /// Config blobs of every registry: ECR's through its registry API with ECR's credentials,
@@ -315,5 +390,91 @@ impl ConfigPlatforms for ConfigRoutes {
                 self.other.config_platform(host, repo, digest)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(ecr_prefix: &str, upstream_prefix: Option<&str>) -> PullThroughRule {
+        PullThroughRule {
+            ecr_prefix: ecr_prefix.to_owned(),
+            upstream_url: "upstream.example".to_owned(),
+            upstream_prefix: upstream_prefix.map(str::to_owned),
+            credential_arn: None,
+        }
+    }
+
+    #[test]
+    fn repositories_map_to_their_upstream_as_ecrs_table_says() {
+        // docs.aws.amazon.com/AmazonECR/latest/userguide/pull-through-cache-private-wildcards.html
+        let cases = [
+            (
+                rule("ecr-public", None),
+                "ecr-public/my-app/image1",
+                Some("my-app/image1"),
+            ),
+            (
+                rule("ecr-public", Some("ROOT")),
+                "ecr-public/my-app/image2",
+                Some("my-app/image2"),
+            ),
+            (
+                rule("ROOT", Some("ROOT")),
+                "my-app/image1",
+                Some("my-app/image1"),
+            ),
+            (
+                rule("team-a", Some("team-a")),
+                "team-a/myapp/image1",
+                Some("team-a/myapp/image1"),
+            ),
+            (
+                rule("my-app", Some("upstream-app")),
+                "my-app/image1",
+                Some("upstream-app/image1"),
+            ),
+            (
+                rule("docker-hub", None),
+                "docker-hub/library/nginx",
+                Some("library/nginx"),
+            ),
+            // A prefix stands for a whole first component: `docker-hubx` is not under it.
+            (rule("docker-hub", None), "docker-hubx/library/nginx", None),
+            (rule("docker-hub", None), "docker-hub", None),
+        ];
+        for (rule, repository, upstream) in cases {
+            assert_eq!(
+                rule.upstream_of(repository).as_deref(),
+                upstream,
+                "{rule:?} {repository}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_and_root_covers_the_rest() {
+        let rules = [
+            rule("ROOT", None),
+            rule("cache", None),
+            rule("cache/team", Some("org")),
+        ];
+        let upstream = |repository: &str| {
+            pull_through_rule(&rules, repository).map(|(r, name)| (r.ecr_prefix.clone(), name))
+        };
+        assert_eq!(
+            upstream("cache/team/app"),
+            Some(("cache/team".to_owned(), "org/app".to_owned()))
+        );
+        assert_eq!(
+            upstream("cache/other/app"),
+            Some(("cache".to_owned(), "other/app".to_owned()))
+        );
+        assert_eq!(
+            upstream("plain/app"),
+            Some(("ROOT".to_owned(), "plain/app".to_owned()))
+        );
+        assert_eq!(pull_through_rule(&rules[1..], "plain/app"), None);
     }
 }

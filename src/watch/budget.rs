@@ -10,11 +10,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::image::{ImageId, RegistryName, RepositoryKey};
+use crate::image::{EcrRegistry, ImageId, RegistryName, RepositoryKey};
 use crate::lifecycle::ImageFacts;
 use crate::registry::{
-    BatchGetImageOutput, LayerAvailabilityOutput, LifecycleFacts, Preview, Registry, RegistryError,
-    Restore,
+    BatchGetImageOutput, LayerAvailabilityOutput, LifecycleFacts, Preview, PullThroughRule,
+    Registry, RegistryError, Restore,
 };
 
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
@@ -174,6 +174,14 @@ impl Registry for Budgeted {
 
     fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
         self.inner.lifecycle().map(|_| self as &dyn LifecycleFacts)
+    }
+
+    /// Not counted against the budget: one call per registry every few minutes.
+    fn pull_through_rules<'a>(
+        &'a self,
+        registry: &'a EcrRegistry,
+    ) -> BoxFuture<'a, Result<Vec<PullThroughRule>, RegistryError>> {
+        self.inner.pull_through_rules(registry)
     }
 }
 

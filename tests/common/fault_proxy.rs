@@ -2,7 +2,6 @@
 //! requests to the emulator, or answers as a failing ECR would, and records when each call
 //! came and went (for measuring the webhook's own time around its ECR calls).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +35,10 @@ struct Shared {
     calls: AtomicUsize,
     /// When each call arrived and when its answer was handed back, in arrival order.
     spans: Mutex<Vec<(Instant, Instant)>>,
+    /// Calls the proxy answers itself, as ECR would (calls the emulator lacks), by action.
+    answers: Mutex<std::collections::HashMap<String, String>>,
+    /// The action of each call, in arrival order.
+    actions: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -52,17 +55,13 @@ impl FaultProxy {
             client: reqwest::Client::new(),
             calls: AtomicUsize::new(0),
             spans: Mutex::new(Vec::new()),
+            answers: Mutex::default(),
+            actions: Mutex::default(),
         });
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::serve_loopback(app).await;
         FaultProxy {
             url: format!("http://{addr}"),
             shared,
@@ -76,6 +75,22 @@ impl FaultProxy {
     /// ECR calls that reached the proxy.
     pub fn calls(&self) -> usize {
         self.shared.calls.load(Ordering::SeqCst)
+    }
+
+    /// Answers every call of `action` (`DescribePullThroughCacheRules`) with `body`, as ECR
+    /// would, instead of forwarding it.
+    pub fn answer(&self, action: &str, body: serde_json::Value) {
+        self.shared
+            .answers
+            .lock()
+            .expect("lock")
+            .insert(action.to_owned(), body.to_string());
+    }
+
+    /// How many calls of `action` reached the proxy.
+    pub fn calls_of(&self, action: &str) -> usize {
+        let actions = self.shared.actions.lock().expect("lock");
+        actions.iter().filter(|a| *a == action).count()
     }
 
     /// The spans of the calls since the last time this was asked, taken out.
@@ -116,6 +131,16 @@ async fn answer(shared: &Shared, headers: HeaderMap, body: Bytes) -> Response {
         .unwrap_or_default()
         .to_owned();
     let action = target.rsplit('.').next().unwrap_or_default().to_owned();
+    shared.actions.lock().expect("lock").push(action.clone());
+    let answered = shared.answers.lock().expect("lock").get(&action).cloned();
+    if let Some(body) = answered {
+        return (
+            StatusCode::OK,
+            [("content-type", "application/x-amz-json-1.1")],
+            body,
+        )
+            .into_response();
+    }
     let fault = {
         let mut fault = shared.fault.lock().expect("lock");
         let current = *fault;

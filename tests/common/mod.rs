@@ -10,6 +10,7 @@ pub mod moto;
 pub mod oci_registry;
 pub mod seed;
 pub mod server;
+pub mod token_server;
 
 use serde_json::{json, Value};
 
@@ -204,4 +205,16 @@ pub fn watch_settings(
         expiry: ecr_preflight::watch::ExpirySettings::default(),
         read_pull_secrets: false,
     }
+}
+
+/// Serves `app` over plain HTTP on a loopback port the system picks; its address.
+pub async fn serve_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
 }

@@ -20,6 +20,8 @@ pub struct OciRegistry {
     child: Option<Child>,
     /// Asks for the user's password (htpasswd); else anyone may pull and push.
     with_auth: bool,
+    /// Asks for tokens from this realm instead (see [`OciRegistry::require_tokens`]).
+    token_realm: Option<String>,
     /// Once stopped, the port stays held (bound, not listening): it refuses connections.
     _held: Option<super::Reserved>,
     /// Every request answered, as its access log tells it: (method, path).
@@ -63,6 +65,7 @@ impl OciRegistry {
             password: password.to_owned(),
             child: None,
             with_auth,
+            token_realm: None,
             _held: None,
             requests: std::sync::Arc::default(),
         };
@@ -75,10 +78,16 @@ impl OciRegistry {
     /// choice and the bind.
     fn run(&mut self) {
         let d = self.dir.path().display();
-        let auth = if self.with_auth {
-            format!("auth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n")
-        } else {
-            String::new()
+        let auth = match &self.token_realm {
+            Some(realm) => format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    rootcertbundle: {d}/token-root.pem\n",
+                super::token_server::SERVICE,
+                super::token_server::ISSUER
+            ),
+            None if self.with_auth => {
+                format!("auth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n")
+            }
+            None => String::new(),
         };
         let config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  tls:\n    certificate: {d}/cert.pem\n    key: {d}/key.pem\n{auth}health:\n  storagedriver:\n    enabled: false\n"
@@ -118,6 +127,16 @@ impl OciRegistry {
             .recv_timeout(Duration::from_secs(15))
             .expect("docker-registry did not say where it listens within 15 s");
         self.url = format!("https://127.0.0.1:{port}");
+    }
+
+    /// Restarts it (its data kept, on a new port) asking for tokens from `tokens`, as Docker
+    /// Hub, GHCR and Quay do: push the images first.
+    pub fn require_tokens(&mut self, tokens: &super::token_server::TokenServer) {
+        tokens.write_bundle(&self.dir.path().join("token-root.pem"));
+        self.stop();
+        self._held = None;
+        self.token_realm = Some(tokens.realm.clone());
+        self.run();
     }
 
     /// Every request answered so far: (method, path), in order.
@@ -301,4 +320,22 @@ fn access_line(line: &str) -> Option<(String, String)> {
         .next()
         .filter(|v| v.starts_with("HTTP/"))
         .map(|_| (method.to_owned(), path.to_owned()))
+}
+
+/// The client of registries other than ECR's, trusting `registries`' certificates.
+pub fn trusting(
+    registries: &[&OciRegistry],
+    timeout: Duration,
+) -> ecr_preflight::registry::distribution::Distribution {
+    use ecr_preflight::registry::distribution::{Distribution, DistributionSettings};
+    ecr_preflight::server::tls::install_crypto_provider();
+    Distribution::new(DistributionSettings {
+        timeout,
+        extra_roots: registries
+            .iter()
+            .map(|r| std::fs::read(&r.ca).expect("ca"))
+            .collect(),
+        ..DistributionSettings::default()
+    })
+    .expect("client")
 }

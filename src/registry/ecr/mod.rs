@@ -21,6 +21,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 mod lifecycle;
+mod pull_through;
 
 use super::credentials::{CredentialKeeper, KeptCredentials};
 use super::{
@@ -319,6 +320,13 @@ impl Registry for EcrApi {
 
     fn lifecycle(&self) -> Option<&dyn LifecycleFacts> {
         Some(self)
+    }
+
+    fn pull_through_rules<'a>(
+        &'a self,
+        registry: &'a EcrRegistry,
+    ) -> BoxFuture<'a, Result<Vec<super::PullThroughRule>, RegistryError>> {
+        self.describe_pull_through_rules(registry).boxed()
     }
 
     fn batch_get_image<'a>(
