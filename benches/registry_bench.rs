@@ -163,7 +163,10 @@ fn main() {
             metrics.clone(),
             &watch_settings.expiry,
         )
-        .with_budget(1000.0);
+        .with_budget(watch::Rates {
+            ecr_calls: 1000.0,
+            registry_requests: 1000.0,
+        });
         let before = registry.requests_since(0, 0).len();
         let pass = tokio::spawn(async move { verifier.run().await });
         let mut ends = vec![before];
@@ -175,6 +178,13 @@ fn main() {
                 seen = now;
                 ends.push(registry.requests_since(0, 0).len());
                 println!("pass {} took {:.1} s", ends.len() - 1, metrics.cycle_duration.get());
+                // Assessed before the pass: its need against the budget.
+                if let Some(b) = inventory.view().budget {
+                    println!(
+                        "  budget assessed before it: {} {} needed of {} available ({})",
+                        b.calls_needed, b.unit, b.calls_available, b.registry
+                    );
+                }
             }
         }
         pass.abort();

@@ -492,7 +492,10 @@ fn main() {
         metrics.clone(),
         &expiry,
     )
-    .with_budget(calls_per_second);
+    .with_budget(watch::Rates {
+        ecr_calls: calls_per_second,
+        registry_requests: watch::DEFAULT_REGISTRY_REQUESTS_PER_SECOND,
+    });
     // On the controller's own low-priority thread and runtime, as `serve --watch` runs it.
     let (abort, aborted) = tokio::sync::oneshot::channel::<()>();
     watch::spawn_apart(move || async move {

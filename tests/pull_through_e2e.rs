@@ -13,6 +13,8 @@ use common::oci_registry::OciRegistry;
 use common::seed::REGISTRY;
 use ecr_preflight::decision::OnError;
 use ecr_preflight::engine::{Engine, EngineSettings};
+use ecr_preflight::platforms::ConfigCache;
+use ecr_preflight::pull_secrets::Keyring;
 use ecr_preflight::registry::Routes;
 use serde_json::{json, Value};
 
@@ -80,9 +82,24 @@ async fn an_image_ecr_has_not_cached_is_checked_at_its_upstream() {
     let server = webhook(&proxy, &[&upstream, &private], &[], OnError::Allow).await;
 
     // The upstream has it, intact: admitted without a word.
-    let ok = review(&server, &format!("{REGISTRY}/{hub}/team/app:v1")).await;
+    let image = format!("{REGISTRY}/{hub}/team/app:v1");
+    let ok = review(&server, &image).await;
     assert_eq!(ok["allowed"], true, "{ok}");
     assert!(ok["warnings"].is_null(), "{ok}");
+    // Its platform, for the platform check: the upstream's config blob says.
+    let configs = ConfigCache::new(Arc::new(common::oci_registry::trusting(
+        &[&upstream],
+        std::time::Duration::from_secs(3),
+    )));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    let platforms = server
+        .engine
+        .platforms_of(Some(&configs), &image, &Keyring::default(), deadline)
+        .await;
+    assert_eq!(
+        platforms.map(|p| p.map(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>())),
+        Some(Ok(vec!["linux/amd64".to_owned()]))
+    );
 
     // A blob the upstream lost: the first pull would fail. Denied, naming the upstream.
     let image = format!("{REGISTRY}/{hub}/team/broken:v2");

@@ -389,7 +389,10 @@ async fn a_budget_that_cannot_cover_a_pass_is_said_once_measured_and_shown() {
         deploy(&inventory, &format!("d{i}"), image);
     }
     let (verifier, metrics) = quiet_verifier(background, &inventory, interval);
-    let verifier = verifier.with_budget(0.1);
+    let verifier = verifier.with_budget(watch::Rates {
+        ecr_calls: 0.1,
+        registry_requests: 0.1,
+    });
     let run = tokio::spawn(async move { verifier.run().await });
     // A pass takes about 200 s at this rate: two passes and the start of a third.
     tokio::time::sleep(interval * 8).await;

@@ -406,6 +406,54 @@ async fn report_prints_the_inventory_and_exits_like_check() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_reads_the_pull_secrets_of_the_workloads_when_asked() {
+    use base64::Engine as _;
+    let registry = common::oci_registry::OciRegistry::start("puller", "s3cret-pass");
+    let (_, blobs) = registry.push_image("private/app", "v1").await;
+    registry.lose_blob(&blobs[1]);
+    let host = registry.url.trim_start_matches("https://").to_owned();
+    let api = FakeApiServer::start().await;
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:s3cret-pass");
+    let config = serde_json::json!({"auths": {&host: {"auth": auth}}}).to_string();
+    api.put(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson", "metadata": {"namespace": "shop", "name": "regcred"},
+        "data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(config)}}));
+    api.put(
+        serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"namespace": "shop", "name": "web"},
+        "spec": {"selector": {}, "template": {"spec": {"imagePullSecrets": [{"name": "regcred"}],
+            "containers": [{"name": "app", "image": format!("{host}/private/app:v1")}]}}}}),
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let kubeconfig = api.kubeconfig(dir.path());
+    let ca = registry.ca.display().to_string();
+    let run = |extra: &[&str]| {
+        command(&kubeconfig, &common::moto::endpoint())
+            .args(["report", "-o", "json", "--registry-ca-file", &ca])
+            .args(extra)
+            .output()
+            .expect("run report")
+    };
+    let outcome = |out: &Output| {
+        let view: Value = serde_json::from_slice(&out.stdout).expect("json");
+        view["workloads"][0]["containers"][0]["outcome"].clone()
+    };
+    // Without the Secret, the registry wants credentials: unknown, exit 3.
+    let anonymous = run(&[]);
+    assert_eq!(outcome(&anonymous), "unknown");
+    assert_eq!(anonymous.status.code(), Some(3));
+    // With it, the lost blob is found: missing, exit 1.
+    let pulled = run(&["--read-pull-secrets"]);
+    assert_eq!(
+        outcome(&pulled),
+        "missing",
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    assert_eq!(pulled.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_with_sigterm_gives_the_lease_up() {
     let api = FakeApiServer::start().await;
     let image = format!("{REGISTRY}/{}:gone", common::unique("watch/release"));

@@ -12,7 +12,7 @@ use super::engine_args::EngineArgs;
 use super::watch::{kube_client, ScopeFlags};
 use crate::decision::Severity;
 use crate::lifecycle::expiry;
-use crate::pull_secrets::Keyring;
+use crate::pull_secrets::{Keyring, SecretReader};
 use crate::watch::state::Row;
 use crate::watch::{nodes, verify, watchers, Budgeted, InventoryView};
 
@@ -29,6 +29,11 @@ pub struct ReportArgs {
     pub output: ReportFormat,
     #[command(flatten)]
     pub scope: ScopeFlags,
+    /// Ask registries other than ECR's with the credentials of the imagePullSecrets of the
+    /// workloads that run each image, as `watch` does (needs get on Secrets).
+    #[arg(long, env = "ECR_PREFLIGHT_READ_PULL_SECRETS", default_value_t = false,
+        action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub read_pull_secrets: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -59,9 +64,21 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     nodes::widen_once(&cluster, &engine);
     inventory.attach_cluster(cluster);
     let images: Vec<String> = inventory.images().into_iter().map(String::from).collect();
-    let none = Keyring::default();
-    let recorded =
-        verify::record(&engine, &inventory, (images, &none), REPORT_DEADLINE, true).await;
+    let keyring = match args.read_pull_secrets {
+        true => {
+            let reader = SecretReader::new(client.clone());
+            verify::pull_keyring(&reader, &engine, &inventory, &images).await
+        }
+        false => Keyring::default(),
+    };
+    let recorded = verify::record(
+        &engine,
+        &inventory,
+        (images, &keyring),
+        REPORT_DEADLINE,
+        true,
+    )
+    .await;
     for (repo, error) in &recorded.errors {
         tracing::warn!(repository = %repo, error = %error, "cannot forecast lifecycle policies' actions for this repository");
     }

@@ -93,6 +93,9 @@ pub struct Engine {
     widenings: AtomicU64,
     /// ECR registries' pull-through cache rules (see `upstream.rs`).
     rules: TtlMap<EcrRegistry, Arc<[PullThroughRule]>>,
+    /// Where images ECR has not cached yet were checked instead: their upstream's
+    /// repository and tag or digest, for their platforms. As long as a tag is trusted.
+    upstreams: TtlMap<Arc<str>, (RepositoryKey, ImageId)>,
 }
 
 /// How long a repository's batchers are kept without use.
@@ -142,6 +145,7 @@ impl Engine {
             checked: RwLock::new(settings.platforms.clone().into()),
             widenings: AtomicU64::new(0),
             rules: TtlMap::new(upstream::REGISTRIES_KEPT, upstream::RULES_TTL),
+            upstreams: TtlMap::new(settings.cache.tag_capacity, settings.cache.tag_ttl),
             settings,
         }
     }
@@ -192,12 +196,32 @@ impl Engine {
         digests
     }
 
+    /// The blobs of every manifest `image` named when it was last checked (within the
+    /// caches' lifetime): a single-arch image's, or an index's children's that were read.
+    pub fn blobs_of(&self, image: &str) -> Vec<String> {
+        let Ok(Some((repo, _))) = self.settings.registries.target(image) else {
+            return Vec::new();
+        };
+        let repo = Arc::new(repo);
+        self.manifest_digests(image)
+            .iter()
+            .filter_map(|digest| self.caller.caches.manifest(&repo, digest))
+            .flat_map(|manifest| match manifest.as_ref() {
+                Manifest::Image { blobs } => blobs.clone(),
+                Manifest::Index { .. } => Vec::new(),
+            })
+            .collect()
+    }
+
     /// What says the platforms of the image `image` named when it was last checked: an
     /// index's children (build attestations left out), or a single-arch image's config
     /// blob; `None` when it was not checked (or is not ECR's). One reference parse and one
     /// lookup in each cache: it runs on the warm path.
     pub fn image_platforms(&self, image: &str) -> Option<ImagePlatforms> {
-        let (repo, id) = self.settings.registries.target(image).ok()??;
+        let (repo, id) = match self.upstreams.get(image) {
+            Some(upstream) => upstream,
+            None => self.settings.registries.target(image).ok()??,
+        };
         let repo = Arc::new(repo);
         let digest: Arc<str> = match id {
             ImageId::Digest(d) => d.into(),

@@ -89,6 +89,8 @@ impl Engine {
             };
             report.pull_through = false;
             report.upstream = Some(u.shown);
+            self.upstreams
+                .insert(report.image.as_str().into(), (u.repo, u.id));
         }
     }
 

@@ -33,6 +33,7 @@ use crate::supervise;
 pub use apart::{spawn_apart, start_apart};
 pub use budget::Budgeted;
 pub use events::{EventPace, EventSink};
+pub use pass_budget::Rates;
 pub use publish::Signals;
 pub use state::{Inventory, InventoryView};
 pub use verify::Verifier;
@@ -195,7 +196,10 @@ impl Controller {
             metrics.clone(),
             &settings.expiry,
         )
-        .with_budget(settings.calls_per_second)
+        .with_budget(Rates {
+            ecr_calls: settings.calls_per_second,
+            registry_requests: settings.registry_requests_per_second,
+        })
         .with_pull_secrets(
             settings
                 .read_pull_secrets

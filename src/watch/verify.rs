@@ -4,14 +4,14 @@
 //! 100 ids or digests a call, a blob shared between images asked once). Images that appear
 //! between two repositories' turns (a new workload) are verified at once.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::pass_budget::{self, PassBudget};
+use super::pass_budget::{self, PassBudget, Rates};
 use super::publish::Signals;
 use super::state::{Inventory, Row, Verified};
 use super::walks;
@@ -56,12 +56,16 @@ pub struct Verifier {
     /// The inventory's generation when images in use were last read: a change after it,
     /// made while a check was in flight too, is looked at by the next wait.
     looked: AtomicU64,
-    /// `--watch-ecr-calls-per-second` (0: not known, no assessment).
-    calls_per_second: f64,
+    /// `--watch-ecr-calls-per-second` and `--registry-requests-per-second` (none, or no ECR
+    /// rate: no assessment).
+    rates: Option<Rates>,
     /// Whether the last pass's budget fitted: a change is logged once.
     fitted: Mutex<Option<bool>>,
     /// The pull secrets of the workloads that run an image (`--read-pull-secrets`).
     pull_secrets: Option<SecretReader>,
+    /// Distinct blobs of each repository of a registry other than ECR's, as its last check
+    /// found them: a pass's requests there, for the budget. Kept for the repositories in use.
+    blobs_counted: Mutex<HashMap<RepositoryKey, usize>>,
 }
 
 #[derive(Default)]
@@ -94,9 +98,10 @@ impl Verifier {
             restores: Mutex::default(),
             unread: UnreadPolicies::default(),
             looked: AtomicU64::new(0),
-            calls_per_second: 0.0,
+            rates: None,
             fitted: Mutex::default(),
             pull_secrets: None,
+            blobs_counted: Mutex::default(),
         }
     }
 
@@ -108,47 +113,41 @@ impl Verifier {
     }
 
     /// The credentials of the pull secrets of every object that runs one of `images`, when
-    /// pull secrets are read and a registry other than ECR's is asked: the users are found
-    /// with a walk on the walks' thread, each Secret read at most once a minute.
+    /// pull secrets are read (see [`pull_keyring`]).
     async fn keyring(&self, images: &[String]) -> Keyring {
-        let Some(reader) = &self.pull_secrets else {
-            return Keyring::default();
-        };
-        if !self.engine.asks_other_registries(images) {
-            return Keyring::default();
+        match &self.pull_secrets {
+            Some(reader) => pull_keyring(reader, &self.engine, &self.inventory, images).await,
+            None => Keyring::default(),
         }
-        let inventory = self.inventory.clone();
-        let wanted = images.to_vec();
-        let uses = walks::run(move || inventory.pull_secrets_of(&wanted))
-            .await
-            .unwrap_or_default();
-        let mut keyring = Keyring::default();
-        for (namespace, names) in &uses {
-            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
-            keyring.extend(&reader.keyring(namespace, &names).await);
-        }
-        keyring
     }
 
-    /// Holds each pass to the background budget of `calls_per_second` a registry: says when
-    /// it cannot verify every repository within the interval.
-    pub fn with_budget(mut self, calls_per_second: f64) -> Self {
-        self.calls_per_second = calls_per_second;
+    /// Holds each pass to the background budget of `rates` a registry: says when it cannot
+    /// verify every repository within the interval.
+    pub fn with_budget(mut self, rates: Rates) -> Self {
+        self.rates = Some(rates);
         self
     }
 
     /// Assesses the pass ahead against the budget: the figure in `/inventory` and the
     /// metric, and one line when it stops (or starts again) fitting.
     fn assess_budget(&self, plan: &Plan) {
-        if self.calls_per_second <= 0.0 {
+        let Some(rates) = self.rates.filter(|r| r.ecr_calls > 0.0) else {
             return;
-        }
+        };
         let budget = pass_budget::assess(
-            plan.repositories.keys(),
-            self.calls_per_second,
-            self.interval,
-            SPREAD,
+            plan.repositories
+                .iter()
+                .map(|(r, images)| (r, images.as_slice())),
+            rates,
+            (self.interval, SPREAD),
             self.forecast && self.engine.lifecycle().is_some(),
+            |repo| {
+                self.blobs_counted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(repo)
+                    .copied()
+            },
         );
         self.metrics
             .pass_budget_ratio
@@ -165,7 +164,9 @@ impl Verifier {
                 repositories = b.repositories,
                 calls_needed = b.calls_needed,
                 calls_available = b.calls_available,
-                "the background budget cannot verify every repository within --recheck-interval: passes will overrun it; raise --watch-ecr-calls-per-second or --recheck-interval"
+                unit = %b.unit,
+                raise = b.flag(),
+                "the background budget cannot verify every repository within --recheck-interval: passes will overrun it; raise the rate named in `raise`, or --recheck-interval"
             ),
             (_, Some(false), true) => {
                 tracing::info!("the background budget verifies every repository within --recheck-interval again")
@@ -177,6 +178,7 @@ impl Verifier {
 
     async fn verify(&self, images: Vec<String>) {
         let keyring = self.keyring(&images).await;
+        let counted = images.clone();
         let forecasts = record(
             &self.engine,
             &self.inventory,
@@ -185,11 +187,33 @@ impl Verifier {
             self.forecast,
         )
         .await;
+        self.count_blobs(&counted);
         self.unread.tell(&self.metrics, &forecasts.errors);
         if let Some(previews) = &self.previews {
             for (repo, forecast) in forecasts.repositories {
                 previews.offer(repo, forecast);
             }
+        }
+    }
+
+    /// Counts the distinct blobs of the repositories of `images` that are not ECR's, as the
+    /// check just made found them.
+    fn count_blobs(&self, images: &[String]) {
+        let registries = self.engine.registries();
+        let mut by_repo: HashMap<RepositoryKey, HashSet<String>> = HashMap::new();
+        for image in images {
+            if let Ok(Some((repo, _))) = registries.target(image) {
+                if repo.registry.ecr().is_none() {
+                    by_repo
+                        .entry(repo)
+                        .or_default()
+                        .extend(self.engine.blobs_of(image));
+                }
+            }
+        }
+        let mut counted = self.blobs_counted.lock().unwrap_or_else(|p| p.into_inner());
+        for (repo, blobs) in by_repo {
+            counted.insert(repo, blobs.len());
         }
     }
 
@@ -240,6 +264,10 @@ impl Verifier {
         let done = SystemTime::now();
         let (plan, in_use) = self.pass_done(done).await;
         self.unread.retain(&plan.repositories);
+        self.blobs_counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|repo, _| plan.repositories.contains_key(repo));
         // Restores are remembered while their image is in use, not for ever.
         self.restores
             .lock()
@@ -370,6 +398,31 @@ impl Verifier {
         .await
         .unwrap_or_default()
     }
+}
+
+/// The credentials of the pull secrets of every object of `inventory` that runs one of
+/// `images`, when `engine` asks a registry other than ECR's for one: the users are found with
+/// a walk on the walks' thread, each Secret read at most once a minute.
+pub async fn pull_keyring(
+    reader: &SecretReader,
+    engine: &Engine,
+    inventory: &Arc<Inventory>,
+    images: &[String],
+) -> Keyring {
+    if !engine.asks_other_registries(images) {
+        return Keyring::default();
+    }
+    let inventory = inventory.clone();
+    let wanted = images.to_vec();
+    let uses = walks::run(move || inventory.pull_secrets_of(&wanted))
+        .await
+        .unwrap_or_default();
+    let mut keyring = Keyring::default();
+    for (namespace, names) in &uses {
+        let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+        keyring.extend(&reader.keyring(namespace, &names).await);
+    }
+    keyring
 }
 
 fn unix_seconds(at: SystemTime) -> f64 {
