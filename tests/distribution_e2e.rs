@@ -293,3 +293,119 @@ async fn the_controller_verifies_each_image_with_the_pull_secrets_of_the_workloa
     assert!(tools.1.contains("needs credentials"), "{tools:?}");
     controller.stop().await;
 }
+
+/// An OCI index of `children` (manifest digest, platform).
+fn index(children: &[(&str, &str)]) -> String {
+    let manifests: Vec<Value> = children
+        .iter()
+        .map(|(digest, platform)| {
+            let (os, arch) = platform.split_once('/').expect("os/arch");
+            json!({"mediaType": common::oci_registry::OCI_MANIFEST, "digest": digest, "size": 1,
+                "platform": {"os": os, "architecture": arch}})
+        })
+        .collect();
+    json!({"schemaVersion": 2, "mediaType": common::seed::OCI_INDEX, "manifests": manifests})
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_is_followed_to_its_children_as_ecrs_are() {
+    let registry = OciRegistry::start_open();
+    let (amd64, _) = registry.push_image("team/multi", "amd64").await;
+    let (arm64, arm64_blobs) = registry.push_image("team/multi", "arm64").await;
+    let index_type = common::seed::OCI_INDEX;
+    registry
+        .push_manifest(
+            "team/multi",
+            "v1",
+            index_type,
+            &index(&[(&amd64, "linux/amd64"), (&arm64, "linux/arm64")]),
+        )
+        .await;
+    registry
+        .push_manifest(
+            "team/multi",
+            "arm-only",
+            index_type,
+            &index(&[(&arm64, "linux/arm64")]),
+        )
+        .await;
+    // The webhook checks linux/amd64 children only (`--platforms`).
+    let server = webhook(&[&registry]).await;
+
+    // A lost layer of the arm64 child does not matter where only amd64 is pulled.
+    registry.lose_blob(&arm64_blobs[1]);
+    let ok = review(&server, &image(&registry, "team/multi:v1")).await;
+    assert_eq!(ok["response"]["allowed"], true, "{ok}");
+
+    // An index without a linux/amd64 child: no_platform, denied.
+    let arm_only = image(&registry, "team/multi:arm-only");
+    let denied = review(&server, &arm_only).await;
+    assert_eq!(denied["response"]["allowed"], false, "{denied}");
+    assert_eq!(
+        denied["response"]["status"]["message"],
+        format!("container app: {arm_only}: no manifest for linux/amd64")
+    );
+    // The amd64 child was read by its digest.
+    let requests = registry.requests();
+    assert!(
+        requests.contains(&(
+            "GET".to_owned(),
+            format!("/v2/team/multi/manifests/{amd64}")
+        )),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_name_is_docker_hubs_library_image_as_the_runtimes_normalise_it() {
+    // A stand-in for Docker Hub: `docker.io` (what `nginx` normalises to) reached at a
+    // docker-registry on loopback instead of registry-1.docker.io.
+    let hub = OciRegistry::start_open();
+    let (_, blobs) = hub.push_image("library/nginx", "1.27").await;
+    ecr_preflight::server::tls::install_crypto_provider();
+    let options = common::server::Options::default();
+    let other = ecr_preflight::registry::distribution::Distribution::new(
+        ecr_preflight::registry::distribution::DistributionSettings {
+            timeout: options.timeout,
+            extra_roots: vec![std::fs::read(&hub.ca).expect("ca")],
+            endpoints: [("docker.io".to_owned(), hub.url.clone())].into(),
+            ..Default::default()
+        },
+    )
+    .expect("client");
+    let engine = Engine::new(
+        Arc::new(Routes {
+            ecr: Arc::new(common::server::registry(None, options.timeout).await),
+            other: Arc::new(other),
+        }),
+        EngineSettings {
+            registries: Registries::All,
+            ..EngineSettings::new(vec!["linux/amd64".parse().expect("platform")])
+        },
+    );
+    let server = common::server::start_with(Arc::new(engine), &options, None).await;
+    for name in [
+        "nginx:1.27",
+        "docker.io/library/nginx:1.27",
+        "library/nginx:1.27",
+    ] {
+        let answer = review(&server, name).await;
+        assert_eq!(answer["response"]["allowed"], true, "{name}: {answer}");
+    }
+    assert!(
+        hub.requests().contains(&(
+            "HEAD".to_owned(),
+            "/v2/library/nginx/manifests/1.27".to_owned()
+        )),
+        "{:?}",
+        hub.requests()
+    );
+    // `nginx` (latest) is not there: not found in Docker Hub's terms.
+    let latest = review(&server, "nginx").await;
+    assert_eq!(
+        latest["response"]["status"]["message"],
+        "container app: nginx: tag not found in registry docker.io"
+    );
+    assert_eq!(blobs.len(), 3);
+}

@@ -12,6 +12,7 @@ use common::memory_registry::MemoryRegistry;
 use common::seed::REGISTRY;
 use ecr_preflight::engine::{Engine, EngineSettings};
 use ecr_preflight::findings::Outcome;
+use ecr_preflight::image::Registries;
 use ecr_preflight::pull_secrets::Keyring;
 use ecr_preflight::registry::BlobState;
 use ecr_preflight::watch::inventory::{key_of, project_workload};
@@ -457,4 +458,75 @@ async fn the_controllers_caches_hold_a_repository_at_a_time_and_the_calls_stay_m
     assert!(tags > 0 && blobs > 0, "the caches are in use");
     assert_eq!(registry.log.lock().expect("lock").len(), 2 * repositories);
     assert!(refs.iter().all(|image| inventory.is_verified(image)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_registrys_pass_is_assessed_in_requests_from_the_blobs_counted() {
+    let (logs, _guard) = common::logs::capture("ecr_preflight=info");
+    let registry = Arc::new(MemoryRegistry::default());
+    // 10 repositories of ghcr.io, 3 tags each, every image of 4 blobs of its own: a pass
+    // needs 3 manifest HEADs and 12 blob HEADs a repository, 150 in all.
+    let mut refs = Vec::new();
+    for r in 0..10 {
+        for t in 0..3 {
+            registry.push_image(
+                &format!("org/r{r}"),
+                &format!("v{t}"),
+                4,
+                BlobState::Available,
+            );
+            refs.push(format!("ghcr.io/org/r{r}:v{t}"));
+        }
+    }
+    let interval = Duration::from_secs(60);
+    let engine_settings = EngineSettings {
+        registries: Registries::All,
+        ..EngineSettings::new(vec!["linux/amd64".parse().expect("platform")])
+    };
+    let admission = Engine::new(registry.clone(), engine_settings.clone());
+    let background = Arc::new(watch::background_engine(
+        &admission,
+        registry.clone(),
+        &engine_settings,
+        &settings(100.0, interval),
+    ));
+    let inventory = Inventory::new(0);
+    for (i, image) in refs.iter().enumerate() {
+        deploy(&inventory, &format!("d{i}"), image);
+    }
+    let (verifier, _) = quiet_verifier(background, &inventory, interval);
+    // 2 requests a second over 90 % of a minute: 108 a pass.
+    let verifier = verifier.with_budget(watch::Rates {
+        ecr_calls: 100.0,
+        registry_requests: 2.0,
+    });
+    let run = tokio::spawn(async move { verifier.run().await });
+    // Before the first pass nothing was counted: 3 HEADs and 2 blobs a repository, 50.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = inventory.view().budget.expect("assessed");
+    assert_eq!(
+        (
+            first.registry.as_str(),
+            first.unit.as_str(),
+            first.calls_needed,
+            first.calls_available,
+            first.fits
+        ),
+        ("ghcr.io", "requests", 50, 108, true)
+    );
+    // Before the second: the distinct blobs the first counted.
+    tokio::time::sleep(interval * 2).await;
+    run.abort();
+    let second = inventory.view().budget.expect("assessed");
+    assert_eq!(
+        (second.repositories, second.calls_needed, second.fits),
+        (10, 150, false),
+        "{second:?}"
+    );
+    let told = logs.lines();
+    let line = told
+        .iter()
+        .find(|l| l.contains("the background budget cannot verify every repository"))
+        .expect("told");
+    assert!(line.contains("--registry-requests-per-second"), "{line}");
 }

@@ -96,6 +96,8 @@ pub struct Engine {
     /// Where images ECR has not cached yet were checked instead: their upstream's
     /// repository and tag or digest, for their platforms. As long as a tag is trusted.
     upstreams: TtlMap<Arc<str>, (RepositoryKey, ImageId)>,
+    /// How many distinct blobs each repository's images had at its last check.
+    blobs_counted: TtlMap<Arc<RepositoryKey>, usize>,
 }
 
 /// How long a repository's batchers are kept without use.
@@ -146,6 +148,7 @@ impl Engine {
             widenings: AtomicU64::new(0),
             rules: TtlMap::new(upstream::REGISTRIES_KEPT, upstream::RULES_TTL),
             upstreams: TtlMap::new(settings.cache.tag_capacity, settings.cache.tag_ttl),
+            blobs_counted: TtlMap::new(MAX_REPOS, REPO_IDLE),
             settings,
         }
     }
@@ -196,21 +199,10 @@ impl Engine {
         digests
     }
 
-    /// The blobs of every manifest `image` named when it was last checked (within the
-    /// caches' lifetime): a single-arch image's, or an index's children's that were read.
-    pub fn blobs_of(&self, image: &str) -> Vec<String> {
-        let Ok(Some((repo, _))) = self.settings.registries.target(image) else {
-            return Vec::new();
-        };
-        let repo = Arc::new(repo);
-        self.manifest_digests(image)
-            .iter()
-            .filter_map(|digest| self.caller.caches.manifest(&repo, digest))
-            .flat_map(|manifest| match manifest.as_ref() {
-                Manifest::Image { blobs } => blobs.clone(),
-                Manifest::Index { .. } => Vec::new(),
-            })
-            .collect()
+    /// How many distinct blobs the images of `repo` checked together last had (within
+    /// [`REPO_IDLE`]).
+    pub fn blobs_counted(&self, repo: &RepositoryKey) -> Option<usize> {
+        self.blobs_counted.get(&Arc::new(repo.facts()))
     }
 
     /// What says the platforms of the image `image` named when it was last checked: an
@@ -440,9 +432,12 @@ impl Engine {
             let ids: Vec<ImageId> = ids.into_iter().collect();
             let state = self.repo_state(&repo);
             let check = repository::check_repository(&state, &ids, platforms, deadline);
-            let findings = tokio::time::timeout_at(deadline, check)
-                .await
-                .unwrap_or_else(|_| {
+            let findings = match tokio::time::timeout_at(deadline, check).await {
+                Ok((findings, blobs)) => {
+                    self.blobs_counted.insert(Arc::new(repo.facts()), blobs);
+                    findings
+                }
+                Err(_) => {
                     let who = match &repo.registry {
                         RegistryName::Ecr(_) => "ECR".to_owned(),
                         RegistryName::Distribution(host) => format!("registry {host}"),
@@ -451,7 +446,8 @@ impl Engine {
                     ids.iter()
                         .map(|id| (id.clone(), Finding::Unknown(reason.clone())))
                         .collect()
-                });
+                }
+            };
             (repo, findings)
         }))
         .await;

@@ -15,13 +15,14 @@ use crate::image::ImageId;
 use crate::manifest::{Child, Manifest, Platform};
 use crate::registry::{BlobState, RegistryError};
 
-/// The findings of `ids`, all of one repository, checked for `platforms`.
+/// The findings of `ids`, all of one repository, checked for `platforms`, and how many
+/// distinct blobs they have (every one asked about, or answered from the cache).
 pub(super) async fn check_repository(
     repo: &RepoState,
     ids: &[ImageId],
     platforms: &[Platform],
     deadline: Instant,
-) -> HashMap<ImageId, Finding> {
+) -> (HashMap<ImageId, Finding>, usize) {
     let answers = repo.images.request(ids, deadline).await;
     let mut findings = HashMap::default();
     let mut plans: HashMap<ImageId, Vec<(Option<Platform>, Planned)>> = HashMap::default();
@@ -66,7 +67,7 @@ pub(super) async fn check_repository(
     for (id, plan) in plans {
         findings.insert(id, finding_of(plan, &states));
     }
-    findings
+    (findings, states.len())
 }
 
 /// A manifest the blob check will look at, or why it cannot.

@@ -178,7 +178,6 @@ impl Verifier {
 
     async fn verify(&self, images: Vec<String>) {
         let keyring = self.keyring(&images).await;
-        let counted = images.clone();
         let forecasts = record(
             &self.engine,
             &self.inventory,
@@ -187,7 +186,6 @@ impl Verifier {
             self.forecast,
         )
         .await;
-        self.count_blobs(&counted);
         self.unread.tell(&self.metrics, &forecasts.errors);
         if let Some(previews) = &self.previews {
             for (repo, forecast) in forecasts.repositories {
@@ -196,24 +194,20 @@ impl Verifier {
         }
     }
 
-    /// Counts the distinct blobs of the repositories of `images` that are not ECR's, as the
-    /// check just made found them.
-    fn count_blobs(&self, images: &[String]) {
-        let registries = self.engine.registries();
-        let mut by_repo: HashMap<RepositoryKey, HashSet<String>> = HashMap::new();
-        for image in images {
-            if let Ok(Some((repo, _))) = registries.target(image) {
-                if repo.registry.ecr().is_none() {
-                    by_repo
-                        .entry(repo)
-                        .or_default()
-                        .extend(self.engine.blobs_of(image));
-                }
-            }
+    /// Keeps the distinct blobs of the repository of `image` when it is not ECR's, as the
+    /// check of a pass's group (every image of the repository in use) just counted them.
+    fn count_blobs(&self, image: &str) {
+        let Ok(Some((repo, _))) = self.engine.registries().target(image) else {
+            return;
+        };
+        if repo.registry.ecr().is_some() {
+            return;
         }
-        let mut counted = self.blobs_counted.lock().unwrap_or_else(|p| p.into_inner());
-        for (repo, blobs) in by_repo {
-            counted.insert(repo, blobs.len());
+        if let Some(blobs) = self.engine.blobs_counted(&repo) {
+            self.blobs_counted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(repo, blobs);
         }
     }
 
@@ -255,7 +249,11 @@ impl Verifier {
         for (i, images) in groups.into_iter().enumerate() {
             let due = start + self.interval.mul_f64(SPREAD * i as f64 / turns);
             self.wait_until(due, &planned).await;
+            let first = images.first().cloned();
             self.verify(images).await;
+            if let Some(first) = first {
+                self.count_blobs(&first);
+            }
             if published.elapsed() >= every {
                 every = PUBLISH_EVERY.max(self.publish().await * WALK_SHARE);
                 published = Instant::now();
