@@ -374,6 +374,9 @@ pub struct Metrics {
     /// The series of `images_checked` by outcome, resolved once (see `cache_counters`).
     outcome_counters: [Counter; Outcome::ALL.len()],
     pub missing_blobs: Counter,
+    /// `/mutate`'s images, by what became of them (`pinned`, `by_digest`, `unverified`,
+    /// `skipped`).
+    pub images_pinned: Family<ResultLabels, Counter>,
     registry: Registry,
 }
 
@@ -438,6 +441,12 @@ impl Metrics {
             engine.cache_requests.clone(),
         );
         r.register("ecr_preflight_build_info", "Build information", build_info);
+        let images_pinned = Family::<ResultLabels, Counter>::default();
+        r.register(
+            "ecr_preflight_images_pinned",
+            "Pod images /mutate looked at (--pin-digests), by what became of them: pinned to the digest checked, by_digest (written with one), unverified (not found intact: left as written), skipped (not checked)",
+            images_pinned.clone(),
+        );
         if let Some(watch) = watch {
             watch.register(r);
         }
@@ -453,6 +462,7 @@ impl Metrics {
             }),
             images_checked,
             missing_blobs,
+            images_pinned,
             registry,
         })
     }
@@ -506,6 +516,10 @@ mod tests {
             .inc();
         metrics.admission_duration.observe(0.01);
         metrics.image_checked(Outcome::Ok, 1);
+        metrics
+            .images_pinned
+            .get_or_create(&ResultLabels { result: "pinned" })
+            .inc();
         let operation = EcrOperation::BatchGetImage;
         engine
             .ecr_requests

@@ -3,9 +3,11 @@
 
 mod decision_line;
 pub mod objects;
+mod pin;
 pub mod review;
 
 pub use decision_line::{json_line, DecisionLog};
+pub use pin::{pin, Pin, PinResult, Pinned, PIN_ANNOTATION_PREFIX};
 
 use std::borrow::Cow;
 use std::time::Duration;

@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// Objects with a controller owner: audit (record only) or enforce (apply the mode).
     #[arg(long, env = "ECR_PREFLIGHT_OWNED_OBJECTS", default_value = "audit")]
     pub owned_objects: OwnedObjects,
+    /// Serve POST /mutate: each Pod's images written by tag are pinned to the digest the
+    /// check found intact (repo:tag@sha256:…), in every mode (docs/pinning.md).
+    #[arg(long, env = "ECR_PREFLIGHT_PIN_DIGESTS", default_value_t = false,
+        action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pin_digests: bool,
     /// At most how long readiness waits for AWS credentials at start-up. Past it the pod
     /// turns ready anyway, with a warning, and lookups answer `unknown` (saying why) until
     /// the background retries find credentials.
@@ -172,6 +177,7 @@ pub async fn run(args: ServeArgs, decision_log: DecisionLog) -> anyhow::Result<E
         controller: controller.clone(),
         config_platforms,
         pull_secrets,
+        pin_digests: args.pin_digests,
     };
     let running = server::start_webhook(engine, config).await?;
     tracing::info!(

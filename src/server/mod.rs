@@ -209,6 +209,8 @@ pub struct WebhookConfig {
     pub config_platforms: Option<Arc<ConfigCache>>,
     /// The pods' pull secrets, for registries other than ECR's (`--read-pull-secrets`).
     pub pull_secrets: Option<SecretReader>,
+    /// Serve `/mutate`, pinning Pods' images to the digests checked (`--pin-digests`).
+    pub pin_digests: bool,
 }
 
 /// Binds both listeners and serves the webhook on `engine` until [`Running::shutdown`]:
@@ -238,6 +240,7 @@ pub async fn start_webhook(engine: Arc<Engine>, config: WebhookConfig) -> anyhow
             configs: config.config_platforms.clone(),
         }),
         pull_secrets: config.pull_secrets,
+        pin_digests: config.pin_digests,
     });
     let webhook = bind(config.listen)
         .await

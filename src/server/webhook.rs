@@ -51,6 +51,8 @@ pub struct WebhookState {
     pub platforms: Option<PlatformSources>,
     /// The pods' pull secrets, read through the API server (`--read-pull-secrets`).
     pub pull_secrets: Option<SecretReader>,
+    /// `/mutate` pins Pods' images to the digests checked (`--pin-digests`).
+    pub pin_digests: bool,
 }
 
 /// The webhook as a hyper service; cheap to clone per connection.
@@ -103,11 +105,18 @@ fn json(body: Vec<u8>) -> Answer {
 
 impl WebhookService {
     async fn serve(self, request: Request<Incoming>) -> Answer {
-        let mode = match request.uri().path() {
-            "/validate" => self.state.policy.mode,
+        let route = match request.uri().path() {
+            "/validate" => Route::Validate(self.state.policy.mode),
+            "/mutate" if self.state.pin_digests => Route::Mutate,
+            "/mutate" => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "pinning is off: serve --pin-digests turns /mutate on\n",
+                )
+            }
             path => match path.strip_prefix("/validate/") {
                 Some(name) => match name.parse::<Mode>() {
-                    Ok(mode) => mode,
+                    Ok(mode) => Route::Validate(mode),
                     Err(e) => return text(StatusCode::NOT_FOUND, e),
                 },
                 None => return text(StatusCode::NOT_FOUND, "not found\n"),
@@ -144,7 +153,56 @@ impl WebhookService {
             Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("cannot read body: {e}\n")),
         };
-        handle(&self.state, mode, timeout.as_deref(), &body).await
+        match route {
+            Route::Validate(mode) => handle(&self.state, mode, timeout.as_deref(), &body).await,
+            Route::Mutate => mutate(&self.state, timeout.as_deref(), &body).await,
+        }
+    }
+}
+
+/// What a path asks for.
+enum Route {
+    Validate(Mode),
+    Mutate,
+}
+
+/// `/mutate`: the Pod's images pinned to the digests checked; never a denial.
+async fn mutate(state: &WebhookState, timeout: Option<&str>, body: &[u8]) -> Answer {
+    let sources = admission::Sources {
+        platforms: None,
+        pull_secrets: state.pull_secrets.as_ref(),
+    };
+    let budget = budget(state.timeout, timeout);
+    match admission::pin(&state.engine, sources, body, budget).await {
+        Ok(pinned) => {
+            for pin in &pinned.pins {
+                state
+                    .metrics
+                    .images_pinned
+                    .get_or_create(&metrics::ResultLabels {
+                        result: pin.result.as_str(),
+                    })
+                    .inc();
+            }
+            let done: Vec<String> = pinned
+                .pins
+                .iter()
+                .filter_map(|p| Some(format!("{}={}", p.container, p.pinned.as_ref()?)))
+                .collect();
+            tracing::info!(
+                uid = %pinned.uid,
+                namespace = %pinned.namespace,
+                name = %pinned.name,
+                pinned = ?done,
+                images = pinned.pins.len(),
+                "admission pin"
+            );
+            json(pinned.json)
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "rejected malformed review");
+            text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Options {
     pub batch_window: Duration,
     /// The pods' pull secrets (`--read-pull-secrets`).
     pub pull_secrets: Option<ecr_preflight::pull_secrets::SecretReader>,
+    /// `/mutate` (`--pin-digests`).
+    pub pin_digests: bool,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             limits: server::Limits::default(),
             batch_window: ecr_preflight::engine::DEFAULT_BATCH_WINDOW,
             pull_secrets: None,
+            pin_digests: false,
         }
     }
 }
@@ -119,6 +122,7 @@ pub async fn start_with(
         limits: options.limits,
         ready_when,
         pull_secrets: options.pull_secrets.clone(),
+        pin_digests: options.pin_digests,
         ..loopback_config(CertStore::new(key))
     };
     let running = server::start_webhook(engine.clone(), config)
@@ -156,6 +160,7 @@ pub fn loopback_config(certificates: Arc<CertStore>) -> WebhookConfig {
         controller: None,
         config_platforms: None,
         pull_secrets: None,
+        pin_digests: false,
     }
 }
 
