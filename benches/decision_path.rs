@@ -281,9 +281,88 @@ fn bench(c: &mut Criterion) {
     });
 }
 
+/// The sample Pod review (`pod-create.json`) running the 10 KB review's three images.
+fn pod_body() -> Vec<u8> {
+    let mut review: serde_json::Value =
+        serde_json::from_str(include_str!("../tests/fixtures/pod-create.json")).expect("pod");
+    let spec = &mut review["request"]["object"]["spec"];
+    spec["containers"] = serde_json::json!([
+        {"name": "app", "image": format!("{}/sample/app:1.4", common::seed::REGISTRY)},
+        {"name": "metrics", "image": format!("{}/sample/app:1.4-metrics", common::seed::REGISTRY)},
+        {"name": "worker", "image": format!("{}/sample/worker:2.0", common::seed::REGISTRY)},
+    ]);
+    if let Some(spec) = spec.as_object_mut() {
+        spec.remove("initContainers");
+    }
+    review.to_string().into_bytes()
+}
+
+/// `/mutate` against `/validate` on the same Pod review, caches warm: the cost pinning adds.
+fn pinning(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let reg = Arc::new(MemoryRegistry::default());
+    reg.push_image("sample/app", "1.4", 8, BlobState::Available);
+    reg.push_image("sample/app", "1.4-metrics", 3, BlobState::Available);
+    reg.push_image("sample/worker", "2.0", 6, BlobState::Available);
+    let engine = Engine::new(
+        reg.clone(),
+        EngineSettings::new(vec!["linux/amd64".parse().expect("p")]),
+    );
+    let policy = Policy {
+        mode: Mode::Enforce,
+        on_error: OnError::Allow,
+        owned_objects: OwnedObjects::Audit,
+    };
+    let body = pod_body();
+    let budget = Duration::from_secs(3);
+    let pinned = runtime
+        .block_on(admission::pin(&engine, Default::default(), &body, budget))
+        .expect("pin");
+    assert!(
+        pinned
+            .pins
+            .iter()
+            .all(|p| p.result == admission::PinResult::Pinned),
+        "{:?}",
+        pinned.pins
+    );
+    let calls = reg.calls();
+    c.bench_function("pod_validate_warm", |b| {
+        b.iter(|| {
+            let reviewed = runtime
+                .block_on(admission::evaluate(
+                    &engine,
+                    policy,
+                    Default::default(),
+                    black_box(&body),
+                    budget,
+                ))
+                .expect("review");
+            black_box(reviewed.to_json().expect("json"))
+        })
+    });
+    c.bench_function("pod_mutate_warm", |b| {
+        b.iter(|| {
+            let pinned = runtime
+                .block_on(admission::pin(
+                    &engine,
+                    Default::default(),
+                    black_box(&body),
+                    budget,
+                ))
+                .expect("pin");
+            black_box(pinned.json)
+        })
+    });
+    assert_eq!(reg.calls(), calls, "the warm path made ECR calls");
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(5));
-    targets = bench
+    targets = bench, pinning
 }
 criterion_main!(benches);

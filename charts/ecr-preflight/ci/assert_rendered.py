@@ -42,6 +42,7 @@ def check_default(objs):
     assert "--lifecycle-forecast=true" in c["args"]
     assert "--lifecycle-preview=false" in c["args"] and "--restore-archived-in-use=false" in c["args"]
     assert "--registries=all" in c["args"] and "--read-pull-secrets=false" in c["args"]
+    assert "--pin-digests=false" in c["args"]
     assert pod["automountServiceAccountToken"] is True, "the controller reads the cluster"
     assert {e["name"] for e in c["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
     check_rbac(objs)
@@ -142,7 +143,18 @@ def check_all_features(objs):
     titles = [p["title"] for p in json.loads(dash["data"]["ecr-preflight.json"])["panels"]]
     assert {"Images in use by outcome", "Broken workloads", "ECR calls by source",
             "Images in use a lifecycle rule will expire or archive"} <= set(titles), titles
-    assert "--read-pull-secrets=true" in args
+    assert "--read-pull-secrets=true" in args and "--pin-digests=true" in args
+    mwc = one(objs, "MutatingWebhookConfiguration")
+    assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "ecr-preflight/t-ecr-preflight"
+    [pin] = mwc["webhooks"]
+    assert pin["clientConfig"]["service"]["path"] == "/mutate"
+    assert pin["failurePolicy"] == "Ignore" and pin["reinvocationPolicy"] == "IfNeeded"
+    assert pin["sideEffects"] == "None" and pin["matchConditions"]
+    assert [(r["operations"], r["resources"]) for r in pin["rules"]] == [
+        (["CREATE"], ["pods"]), (["UPDATE"], ["pods/ephemeralcontainers"])], pin["rules"]
+    assert pin["namespaceSelector"] == hooks["validate.ecr-preflight.io"]["namespaceSelector"] or \
+        {"key": "environment", "operator": "In", "values": ["prod", "staging"]} in \
+        pin["namespaceSelector"]["matchExpressions"]
     pulling = objs[("ClusterRole", "t-ecr-preflight-pull-secrets")]
     assert pulling["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}], \
         "get on Secrets only: never list or watch"
