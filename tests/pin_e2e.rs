@@ -209,3 +209,81 @@ async fn mutate_is_off_unless_asked() {
     assert_eq!(status, 404);
     assert!(body.contains("--pin-digests"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_containers_and_an_added_ephemeral_container_are_pinned_each_in_its_place() {
+    let seeder = Seeder::new(&common::moto::endpoint());
+    let repo = common::unique("pin/many");
+    let a = seeder
+        .image(
+            &repo,
+            "a",
+            &format!("{repo}-a"),
+            2,
+            DOCKER_MANIFEST,
+            Breakage::default(),
+        )
+        .await;
+    let b = seeder
+        .image(
+            &repo,
+            "b",
+            &format!("{repo}-b"),
+            2,
+            DOCKER_MANIFEST,
+            Breakage::default(),
+        )
+        .await;
+    let server = server(CacheSettings::default().tag_ttl).await;
+    let names: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
+    let (ra, rb) = (a.reference(), b.reference());
+    let containers: Vec<(&str, &str)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            (
+                n.as_str(),
+                if i % 2 == 0 { ra.as_str() } else { rb.as_str() },
+            )
+        })
+        .collect();
+    let (many, _) = mutate(&server, &pod(&containers, &[])).await;
+    for (i, c) in many["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .enumerate()
+    {
+        let (image, digest) = if i % 2 == 0 {
+            (&ra, &a.digest)
+        } else {
+            (&rb, &b.digest)
+        };
+        assert_eq!(c["image"], format!("{image}@{digest}"), "container {i}");
+        assert_eq!(
+            many["metadata"]["annotations"][format!("pinned.ecr-preflight.dev/c{i}")],
+            image.as_str()
+        );
+    }
+
+    // kubectl debug: an UPDATE of pods/ephemeralcontainers adding `debugger` beside the
+    // `earlier` one. Only the new one is pinned, and the metadata is left alone.
+    let mut update = pod(&[("app", &ra)], &[]);
+    let request = &mut update["request"];
+    request["operation"] = "UPDATE".into();
+    request["subResource"] = "ephemeralcontainers".into();
+    request["oldObject"] = request["object"].clone();
+    request["oldObject"]["spec"]["ephemeralContainers"] = json!([{"name": "earlier", "image": rb}]);
+    request["object"]["spec"]["ephemeralContainers"] =
+        json!([{"name": "earlier", "image": rb}, {"name": "debugger", "image": rb}]);
+    let (debugged, ops) = mutate(&server, &update).await;
+    let ephemeral = &debugged["spec"]["ephemeralContainers"];
+    assert_eq!(
+        ephemeral[0]["image"],
+        rb.as_str(),
+        "not added by this update"
+    );
+    assert_eq!(ephemeral[1]["image"], format!("{rb}@{}", b.digest));
+    assert_eq!(debugged["spec"]["containers"][0]["image"], ra.as_str());
+    assert_eq!(ops.len(), 1, "{ops:?}");
+}
