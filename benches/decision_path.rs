@@ -150,25 +150,46 @@ fn platform_sources() -> PlatformSources {
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let body = compact(REVIEW);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+/// The sample's three images (two repositories) in an in-memory registry, an engine on it,
+/// and enforce mode: what every review here is decided with.
+struct Sample {
+    runtime: tokio::runtime::Runtime,
+    reg: Arc<MemoryRegistry>,
+    engine: Engine,
+    policy: Policy,
+}
+
+fn sample() -> Sample {
     let reg = Arc::new(MemoryRegistry::default());
     reg.push_image("sample/app", "1.4", 8, BlobState::Available);
     reg.push_image("sample/app", "1.4-metrics", 3, BlobState::Available);
     reg.push_image("sample/worker", "2.0", 6, BlobState::Available);
-    let engine = Engine::new(
-        reg.clone(),
-        EngineSettings::new(vec!["linux/amd64".parse().expect("p")]),
-    );
-    let policy = Policy {
-        mode: Mode::Enforce,
-        on_error: OnError::Allow,
-        owned_objects: OwnedObjects::Audit,
-    };
+    Sample {
+        runtime: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime"),
+        engine: Engine::new(
+            reg.clone(),
+            EngineSettings::new(vec!["linux/amd64".parse().expect("p")]),
+        ),
+        reg,
+        policy: Policy {
+            mode: Mode::Enforce,
+            on_error: OnError::Allow,
+            owned_objects: OwnedObjects::Audit,
+        },
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let body = compact(REVIEW);
+    let Sample {
+        runtime,
+        reg,
+        engine,
+        policy,
+    } = sample();
     let budget = Duration::from_secs(3);
     let warm = runtime
         .block_on(admission::evaluate(
@@ -299,23 +320,12 @@ fn pod_body() -> Vec<u8> {
 
 /// `/mutate` against `/validate` on the same Pod review, caches warm: the cost pinning adds.
 fn pinning(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let reg = Arc::new(MemoryRegistry::default());
-    reg.push_image("sample/app", "1.4", 8, BlobState::Available);
-    reg.push_image("sample/app", "1.4-metrics", 3, BlobState::Available);
-    reg.push_image("sample/worker", "2.0", 6, BlobState::Available);
-    let engine = Engine::new(
-        reg.clone(),
-        EngineSettings::new(vec!["linux/amd64".parse().expect("p")]),
-    );
-    let policy = Policy {
-        mode: Mode::Enforce,
-        on_error: OnError::Allow,
-        owned_objects: OwnedObjects::Audit,
-    };
+    let Sample {
+        runtime,
+        reg,
+        engine,
+        policy,
+    } = sample();
     let body = pod_body();
     let budget = Duration::from_secs(3);
     let pinned = runtime

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::findings::{Finding, ImageReport, NotFound, Outcome, PlatformCheck, PlatformGap};
-use crate::image::{ImageId, ImageTarget};
+use crate::image::{ImageId, ImageTarget, RegistryName};
 use crate::manifest::Platform;
 use crate::workload::ContainerKind;
 
@@ -436,8 +436,11 @@ fn held_in(report: &ImageReport) -> String {
 /// Where `image` is kept, as messages name it: `ECR`, or `registry <host>`.
 pub fn held_by(image: &str) -> String {
     match ImageTarget::classify(image) {
-        Ok(ImageTarget::Other(reference)) => format!("registry {}", reference.registry),
-        _ => "ECR".to_owned(),
+        Ok(ImageTarget::Other(reference)) => {
+            RegistryName::Distribution(reference.registry).spoken()
+        }
+        Ok(ImageTarget::Ecr { repo, .. }) => repo.registry.spoken(),
+        Err(_) => "ECR".to_owned(),
     }
 }
 

@@ -120,9 +120,7 @@ pub async fn evaluate(
     budget: Duration,
 ) -> Result<Reviewed, ReviewError> {
     let deadline = Instant::now() + budget;
-    let view =
-        ReviewView::parse(body).map_err(|e| ReviewError::Malformed(one_line(&e.to_string())))?;
-    let request = view.request.ok_or(ReviewError::NoRequest)?;
+    let request = request_of(body)?;
     let mut out = Reviewed {
         response: None,
         uid: request.uid.to_string(),
@@ -145,13 +143,15 @@ pub async fn evaluate(
         return Ok(out);
     };
     let images: Vec<String> = containers.iter().map(|c| c.image.to_string()).collect();
-    let keyring = match sources.pull_secrets {
-        Some(reader) if !pull_secrets.is_empty() && engine.asks_other_registries(&images) => {
-            let names: Vec<&str> = pull_secrets.iter().map(|n| &**n).collect();
-            read_keyring(reader, &out.namespace, &names, deadline).await
-        }
-        _ => Keyring::default(),
-    };
+    let keyring = pull_keyring(
+        engine,
+        sources,
+        &out.namespace,
+        &pull_secrets,
+        &images,
+        deadline,
+    )
+    .await;
     out.reports = check_bounded(engine, images, &keyring, deadline).await;
     if let Some((platforms, placement)) = sources.platforms.zip(placement) {
         let looked = Lookup {
@@ -261,6 +261,32 @@ struct ToCheck<'a> {
     containers: Vec<ContainerImage<'a>>,
     placement: Option<Placement>,
     pull_secrets: Vec<Cow<'a, str>>,
+}
+
+/// The request of an AdmissionReview body, as both webhooks read it.
+fn request_of(body: &[u8]) -> Result<RequestView<'_>, ReviewError> {
+    let view =
+        ReviewView::parse(body).map_err(|e| ReviewError::Malformed(one_line(&e.to_string())))?;
+    view.request.ok_or(ReviewError::NoRequest)
+}
+
+/// The credentials of the pull secrets `names` (in `namespace`) when `sources` reads them
+/// and one of `images` is asked at a registry other than ECR's; else none.
+async fn pull_keyring(
+    engine: &Engine,
+    sources: Sources<'_>,
+    namespace: &str,
+    names: &[Cow<'_, str>],
+    images: &[String],
+    deadline: Instant,
+) -> Keyring {
+    match sources.pull_secrets {
+        Some(reader) if !names.is_empty() && engine.asks_other_registries(images) => {
+            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+            read_keyring(reader, namespace, &names, deadline).await
+        }
+        _ => Keyring::default(),
+    }
 }
 
 /// The pod's pull secrets' credentials, read within half of what is left of the budget (the

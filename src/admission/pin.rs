@@ -10,7 +10,6 @@
 //! `pinned.ecr-preflight.dev/<container>: <the reference as written>`. A review sent again
 //! (`reinvocationPolicy: IfNeeded`) finds its images pinned and changes nothing.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -18,8 +17,8 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use tokio::time::Instant;
 
-use super::review::{ContainerView, ObjectView, ReviewView, SpecView};
-use super::{allowed_response, objects, one_line, read_keyring, ReviewError, Sources};
+use super::review::{ContainerView, ObjectView, SpecView};
+use super::{allowed_response, objects, one_line, pull_keyring, request_of, ReviewError, Sources};
 use crate::engine::Engine;
 use crate::findings::Outcome;
 use crate::image::Reference;
@@ -91,9 +90,7 @@ pub async fn pin(
     budget: Duration,
 ) -> Result<Pinned, ReviewError> {
     let deadline = Instant::now() + budget;
-    let view =
-        ReviewView::parse(body).map_err(|e| ReviewError::Malformed(one_line(&e.to_string())))?;
-    let request = view.request.ok_or(ReviewError::NoRequest)?;
+    let request = request_of(body)?;
     let mut pinned = Pinned {
         uid: request.uid.to_string(),
         namespace: request.namespace.as_deref().unwrap_or_default().to_owned(),
@@ -119,12 +116,14 @@ pub async fn pin(
             pinned.name = object.metadata.name_or_generate_name().to_owned();
         }
         let slots = slots(&object, old.as_ref());
-        let keyring = keyring_for(
+        let names = objects::pull_secrets_of(WorkloadKind::Pod, &object);
+        let images: Vec<String> = slots.iter().map(|s| s.image.to_owned()).collect();
+        let keyring = pull_keyring(
             engine,
             sources,
-            &object,
-            &slots,
             &pinned.namespace,
+            &names,
+            &images,
             deadline,
         )
         .await;
@@ -194,27 +193,6 @@ fn slots<'v>(object: &'v ObjectView<'_>, old: Option<&ObjectView<'_>>) -> Vec<Sl
         })
         .filter(|slot| !existing(slot.name))
         .collect()
-}
-
-/// The pod's pull secrets' credentials, when they are read and an image needs them.
-async fn keyring_for(
-    engine: &Engine,
-    sources: Sources<'_>,
-    object: &ObjectView<'_>,
-    slots: &[Slot<'_>],
-    namespace: &str,
-    deadline: Instant,
-) -> Keyring {
-    let Some(reader) = sources.pull_secrets else {
-        return Keyring::default();
-    };
-    let names: Vec<Cow<'_, str>> = objects::pull_secrets_of(WorkloadKind::Pod, object);
-    let images: Vec<String> = slots.iter().map(|s| s.image.to_owned()).collect();
-    if names.is_empty() || !engine.asks_other_registries(&images) {
-        return Keyring::default();
-    }
-    let names: Vec<&str> = names.iter().map(|n| &**n).collect();
-    read_keyring(reader, namespace, &names, deadline).await
 }
 
 /// Checks the images written by tag (each distinct one once) and says what becomes of each

@@ -438,10 +438,7 @@ impl Engine {
                     findings
                 }
                 Err(_) => {
-                    let who = match &repo.registry {
-                        RegistryName::Ecr(_) => "ECR".to_owned(),
-                        RegistryName::Distribution(host) => format!("registry {host}"),
-                    };
+                    let who = repo.registry.spoken();
                     let reason = format!("no answer from {who} within {}", human(budget));
                     ids.iter()
                         .map(|id| (id.clone(), Finding::Unknown(reason.clone())))

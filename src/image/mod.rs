@@ -35,6 +35,14 @@ pub enum RegistryName {
 }
 
 impl RegistryName {
+    /// How messages name it: `ECR`, or `registry <host>`.
+    pub fn spoken(&self) -> String {
+        match self {
+            RegistryName::Ecr(_) => "ECR".to_owned(),
+            RegistryName::Distribution(host) => format!("registry {host}"),
+        }
+    }
+
     /// The ECR registry, when this is one.
     pub fn ecr(&self) -> Option<&EcrRegistry> {
         match self {
